@@ -1,0 +1,25 @@
+# crescend-jax: the README's two commands are `make demo` and `make test`.
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+PYTEST ?= -n 2
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/crescend-jax demo --config configs/demo.py --workdir runs/demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST) tests
+
+bench: setup
+	HF_HUB_OFFLINE=1 bash scripts/bench.sh
+
+clean:
+	rm -rf runs cache stores out

@@ -1,0 +1,1 @@
+"""Corpora, rendering and the embedding store."""

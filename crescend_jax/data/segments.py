@@ -1,0 +1,65 @@
+"""The record every corpus produces: one performance of one same-music segment."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+DEADPAN_PERFORMERS = ("Score", "Score2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One labelled performance segment.
+
+    Attributes:
+      key: unique id, e.g. ``Schubert_D960_mv3_8bars_3_12`` (PercePiano ``<piece>_<N>bars_<performer>_<segment>``).
+      composition: the unit splits are made by (e.g. ``Schubert_D960_mv3``); never split below this.
+      piece: the music excerpt family, ``<composition>_<N>bars`` for PercePiano.
+      performer: performer id as a string; ``Score``/``Score2`` are deadpan score renditions.
+      group: same-music group id ``<piece>_<segment>``: performances of identical music.
+      midi_path: MIDI file of the performance.
+      label_mean: float32 [19], mean rating per dimension scaled to [0, 1].
+      label_std: float32 [19], rater standard deviation per dimension (NaN when unknown).
+      ratings: float32 [R, 19], individual raters' ratings on the label scale, NaN = missing (R may be 0).
+      label_truth: float32 [19], noiseless truth when the corpus is simulated, else all NaN.
+    """
+
+    key: str
+    composition: str
+    piece: str
+    performer: str
+    group: str
+    midi_path: Path
+    label_mean: np.ndarray
+    label_std: np.ndarray
+    ratings: np.ndarray
+    label_truth: np.ndarray
+
+    @property
+    def is_deadpan(self) -> bool:
+        return self.performer in DEADPAN_PERFORMERS
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One bad input: what it is, the file, and the fix, e.g. a key that does not parse or a corrupt MIDI."""
+
+    item: str
+    path: Path | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" ({self.path})" if self.path is not None else ""
+        return f"{self.item}{where}: {self.message}"
+
+
+@dataclasses.dataclass
+class Corpus:
+    """What a corpus reader returns: the good segments and the problems met on the way."""
+
+    name: str
+    segments: list[Segment]
+    problems: list[Problem]

@@ -1,0 +1,34 @@
+"""The encoder interface every feature extractor implements."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """One segment's features.
+
+    frames: float32 [layers, frames, dim] at ``Encoder.frame_rate`` frames per second.
+    pooled: float32 [layers * dim], the per-layer time means concatenated layer-major.
+    """
+
+    frames: np.ndarray
+    pooled: np.ndarray
+
+
+class Encoder(Protocol):
+    """Waveforms at ``sample_rate`` in, `Encoded` out. Implementations: features.py (librosa), muq.py."""
+
+    name: str  # identifies the encoder *and its settings* in store paths, e.g. "logmel-cqt" or "muq-l9-12"
+    sample_rate: int  # Hz expected by `encode`
+    frame_rate: float  # frames per second of `Encoded.frames`
+    num_layers: int
+    dim: int  # per-layer feature width; pooled width is num_layers * dim
+
+    def encode(self, waveforms: Sequence[np.ndarray]) -> list[Encoded]:
+        """Encodes mono float32 waveforms (any lengths) at ``sample_rate``; one `Encoded` per input."""
+        ...

@@ -1,0 +1,1 @@
+"""Evaluation on held-out compositions: pairwise accuracy, ranking metrics, noise ceiling, report."""

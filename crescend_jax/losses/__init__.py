@@ -1,0 +1,1 @@
+"""Losses. Each returns (loss, diagnostics dict)."""

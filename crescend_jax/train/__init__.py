@@ -1,0 +1,1 @@
+"""Training core: jitted data-parallel steps, checkpoints, metrics logging."""
