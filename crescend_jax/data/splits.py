@@ -1,0 +1,108 @@
+"""Train/test splits by whole compositions (pure numpy).
+
+Segments of one composition share music across groups (PercePiano's 16-bar segments are pairs of its 8-bar ones),
+so a split never cuts below a composition. Every function takes per-row arrays [N] and returns bool test masks [N].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+class SplitError(ValueError):
+    """A split that cannot be made or that cannot be evaluated."""
+
+
+def composition_folds(compositions: np.ndarray, num_folds: int, seed: int) -> list[np.ndarray]:
+    """Bool test masks [N], one per fold; every composition is in exactly one test fold.
+
+    num_folds = 0: one fold per composition (leave-one-composition-out, in sorted composition order).
+    num_folds = k >= 2: compositions are shuffled by ``seed`` and dealt largest-first to the fold with the fewest
+    rows so far, which balances the folds by row count.
+    """
+    compositions = np.asarray(compositions)
+    names, inverse, counts = np.unique(compositions, return_inverse=True, return_counts=True)
+    if num_folds == 0:
+        return [inverse == c for c in range(len(names))]
+    if num_folds < 2:
+        raise SplitError(f"num_folds={num_folds}: use 0 (one fold per composition) or at least 2")
+    if num_folds > len(names):
+        raise SplitError(
+            f"num_folds={num_folds} but there are only {len(names)} compositions ({', '.join(map(str, names))}); "
+            f"use num_folds <= {len(names)} or 0 for one fold per composition"
+        )
+    shuffled = np.random.default_rng(seed).permutation(len(names))
+    order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
+    fold_rows = np.zeros(num_folds, dtype=np.int64)
+    fold_of = np.empty(len(names), dtype=np.int64)
+    for c in order:
+        fold = int(np.argmin(fold_rows))
+        fold_of[c] = fold
+        fold_rows[fold] += counts[c]
+    return [fold_of[inverse] == f for f in range(num_folds)]
+
+
+def holdout_split(compositions: np.ndarray, test_compositions: Sequence[str]) -> np.ndarray:
+    """Bool test mask [N]: rows whose composition is in ``test_compositions``."""
+    compositions = np.asarray(compositions)
+    known = set(compositions.tolist())
+    unknown = sorted(set(test_compositions) - known)
+    if unknown:
+        raise SplitError(
+            f"test_compositions {unknown} are not in the data; known compositions: {', '.join(sorted(known))}"
+        )
+    if not test_compositions:
+        raise SplitError("test_compositions is empty; name at least one composition to hold out")
+    return np.isin(compositions, list(test_compositions))
+
+
+def evaluation_splits(
+    compositions: np.ndarray, num_folds: int, test_compositions: Sequence[str], seed: int
+) -> list[np.ndarray]:
+    """The test masks a ``config.data`` section asks for: a single hold-out when ``test_compositions`` is
+    non-empty, else `composition_folds`."""
+    if test_compositions:
+        return [holdout_split(compositions, test_compositions)]
+    return composition_folds(compositions, num_folds, seed)
+
+
+def _ranked_groups(groups: np.ndarray, performers: np.ndarray) -> np.ndarray:
+    """Names of groups holding >= 2 distinct performers (the only groups a within-group ranking can use)."""
+    pairs = np.unique(np.stack([groups.astype(str), performers.astype(str)]), axis=1)
+    names, counts = np.unique(pairs[0], return_counts=True)
+    return names[counts >= 2]
+
+
+def check_split(
+    groups: np.ndarray,
+    performers: np.ndarray,
+    test_mask: np.ndarray,
+    *,
+    compositions: np.ndarray | None = None,
+    name: str = "split",
+) -> None:
+    """Raises `SplitError` when a group (or, if given, a composition) has rows on both sides of ``test_mask``, or
+    when the train or test side has no group with >= 2 distinct performers (nothing to rank)."""
+    groups, performers, test_mask = np.asarray(groups), np.asarray(performers), np.asarray(test_mask, dtype=bool)
+    if not (len(groups) == len(performers) == len(test_mask)):
+        raise SplitError(
+            f"{name}: groups, performers and test_mask must have equal lengths, "
+            f"got {len(groups)}, {len(performers)}, {len(test_mask)}"
+        )
+    for label, units in (("group", groups), ("composition", compositions)):
+        if units is None:
+            continue
+        crossing = np.intersect1d(np.asarray(units)[test_mask], np.asarray(units)[~test_mask])
+        if crossing.size:
+            raise SplitError(
+                f"{name}: {len(crossing)} {label}(s) have rows in both train and test (e.g. {crossing[0]!r}); "
+                "split by whole compositions with composition_folds or holdout_split"
+            )
+    for side, rows in (("test", test_mask), ("train", ~test_mask)):
+        if _ranked_groups(groups[rows], performers[rows]).size == 0:
+            raise SplitError(
+                f"{name}: the {side} side ({int(rows.sum())} rows) has no group with >= 2 performers, so there is "
+                "nothing to rank; choose other test compositions or fewer folds"
+            )
