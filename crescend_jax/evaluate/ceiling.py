@@ -1,0 +1,131 @@
+"""The rater-noise ceiling of within-group pairwise accuracy, estimated from the raw ratings by split halves.
+
+Model: a pair's label difference is its true difference plus independent rater noise. The reliability r_full of
+full-panel pair differences is estimated by splitting each segment's raters into random halves, correlating the
+half-A and half-B pair differences, and stepping up with Spearman-Brown. A predictor that knew the truth would
+agree in sign with the labels with probability 0.5 + asin(sqrt(r_full)) / pi (two bivariate-normal variables with
+correlation sqrt(r_full) share a sign that often): no model can be expected to beat that against these labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from crescend_jax.evaluate.metrics import GroupLayout
+
+DEFAULT_NUM_SPLITS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseCeiling:
+    """ceiling: float [K] best reachable pairwise accuracy; reliability: float [K] mean Spearman-Brown r_full;
+    num_pairs: int [K] pairs with both half-panel differences finite (first split); num_segments: segments with
+    >= 2 raters; num_splits: random half splits averaged."""
+
+    ceiling: np.ndarray
+    reliability: np.ndarray
+    num_pairs: np.ndarray
+    num_segments: int
+    num_splits: int
+
+
+def ceiling_from_reliability(reliability: np.ndarray) -> np.ndarray:
+    """ceiling = 0.5 + asin(sqrt(r)) / pi for r > 0, 0.5 for r <= 0 (NaN stays NaN); float [K] -> float [K]."""
+    reliability = np.asarray(reliability, np.float64)
+    clipped = np.clip(np.nan_to_num(reliability, nan=0.0), 0.0, 1.0)
+    return np.where(np.isnan(reliability), np.nan, 0.5 + np.arcsin(np.sqrt(clipped)) / np.pi)
+
+
+def fraction_of_ceiling(accuracy: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """(accuracy - 0.5) / (ceiling - 0.5): 0 at chance, 1 at the ceiling; NaN where ceiling <= 0.5. Shapes [K]."""
+    accuracy = np.asarray(accuracy, np.float64)
+    ceiling = np.asarray(ceiling, np.float64)
+    headroom = ceiling - 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(headroom > 0, (accuracy - 0.5) / headroom, np.nan)
+
+
+def _padded_ratings(ratings: list[np.ndarray], num_dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """float [N, R_max, K] ratings (NaN past each segment's raters) and int [N] rater counts."""
+    counts = np.array([len(r) for r in ratings], dtype=np.int64)
+    padded = np.full((len(ratings), int(counts.max(initial=0)), num_dims), np.nan)
+    for row, panel in enumerate(ratings):
+        panel = np.asarray(panel, np.float64)
+        if panel.size and (panel.ndim != 2 or panel.shape[1] != num_dims):
+            raise ValueError(f"ratings of row {row} have shape {panel.shape}; expected [raters, {num_dims}]")
+        padded[row, : len(panel)] = panel.reshape(len(panel), num_dims)
+    return padded, counts
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of ``values`` [N, R, K] where ``mask`` [N, R] and the value is finite: [N, K], NaN if none."""
+    use = mask[:, :, None] & np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(use, values, 0.0).sum(axis=1) / use.sum(axis=1)
+
+
+def _uncentred_correlation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum a b / sqrt(sum a^2 sum b^2) over rows where both are finite, per column of [P, K]; and that count [K].
+
+    Uncentred because a pair's orientation (i, j) vs (j, i) is arbitrary: differences are symmetric about 0, and
+    this estimate, unlike a centred one, does not change when a pair is flipped.
+    """
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = np.where(finite, a, 0.0), np.where(finite, b, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0)), finite.sum(axis=0)
+
+
+def noise_ceiling(
+    ratings: list[np.ndarray],
+    groups: np.ndarray,
+    *,
+    num_splits: int = DEFAULT_NUM_SPLITS,
+    seed: int = 0,
+) -> NoiseCeiling:
+    """Split-half noise ceiling of within-group pairwise accuracy, per dimension.
+
+    For each of ``num_splits`` seeded splits: every segment's raters (rows of ``ratings[i]``, float [R_i, K],
+    NaN = missing) are shuffled into halves A (floor(R_i / 2) raters) and B (the rest); half means m^A, m^B
+    [N, K] are NaN-aware; over all pairs (i < j) inside a group, r = corr(m^A_i - m^A_j, m^B_i - m^B_j)
+    (uncentred, see ``_uncentred_correlation``) per dimension; r_full = 2r / (1 + r) (Spearman-Brown, clipped
+    to >= -1). reliability = mean of r_full over splits; ceiling = 0.5 + asin(sqrt(reliability)) / pi (0.5 when
+    reliability <= 0). Segments with fewer than 2 raters have no halves and are skipped.
+
+    Args: ratings: N arrays [R_i, K]; groups: [N] same-music group ids; num_splits: S; seed: the splits' seed.
+    """
+    if len(ratings) != len(groups):
+        raise ValueError(f"{len(ratings)} rating panels but {len(groups)} group ids: one panel per row is needed")
+    if num_splits < 1:
+        raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    num_dims = next((np.shape(r)[1] for r in ratings if np.size(r)), 0)
+    padded, counts = _padded_ratings(ratings, num_dims)
+    usable = counts >= 2
+    i, j, _ = GroupLayout.from_groups(groups).pairs()
+    keep = usable[i] & usable[j]
+    i, j = i[keep], j[keep]
+    half = (counts // 2)[:, None]
+    real = np.arange(padded.shape[1])[None, :] < counts[:, None]
+    rng = np.random.default_rng(seed)
+    stepped_up = np.zeros((num_splits, num_dims))
+    num_pairs = np.zeros(num_dims, np.int64)
+    for split in range(num_splits):
+        shuffle_keys = np.where(real, rng.random(real.shape), np.inf)
+        rank = np.argsort(np.argsort(shuffle_keys, axis=1), axis=1)
+        mean_a = _masked_mean(padded, real & (rank < half))
+        mean_b = _masked_mean(padded, real & (rank >= half))
+        r, count = _uncentred_correlation(mean_a[i] - mean_a[j], mean_b[i] - mean_b[j])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stepped_up[split] = np.maximum(2 * r / (1 + r), -1.0)
+        if split == 0:
+            num_pairs = count.astype(np.int64)
+    reliability = stepped_up.mean(axis=0)
+    return NoiseCeiling(
+        ceiling=ceiling_from_reliability(reliability),
+        reliability=reliability,
+        num_pairs=num_pairs,
+        num_segments=int(usable.sum()),
+        num_splits=num_splits,
+    )
