@@ -1,0 +1,54 @@
+"""Per-step metrics to ``metrics.jsonl`` (pandas: ``pd.read_json(path, lines=True)``) and TensorBoard events,
+plus a tqdm progress bar with the loss and steps/s. Only process 0 writes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Mapping
+
+import jax
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
+
+
+class MetricsWriter:
+    """Appends one JSON line per logged step to ``<directory>/metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, directory: str | Path, total_steps: int, initial_step: int = 0, description: str = ""):
+        self.enabled = jax.process_index() == 0
+        self.directory = Path(directory)
+        self._last_time = time.perf_counter()
+        self._last_step = initial_step
+        if not self.enabled:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.directory / "metrics.jsonl", "a")
+        self._tensorboard = SummaryWriter(str(self.directory / "tensorboard"))
+        self._bar = tqdm(total=total_steps, initial=initial_step, desc=description, unit="step", dynamic_ncols=True)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Records ``metrics`` (floats) at ``step`` and advances the bar; adds "steps_per_s" for train logs."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        if step > self._last_step:
+            record["steps_per_s"] = (step - self._last_step) / max(now - self._last_time, 1e-9)
+            self._bar.update(step - self._last_step)
+            self._last_time, self._last_step = now, step
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        for name, value in record.items():
+            if name != "step":
+                self._tensorboard.add_scalar(name, value, step)
+        shown = {k: f"{record[k]:.4g}" for k in ("loss", "val_accuracy", "steps_per_s") if k in record}
+        if shown:
+            self._bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._bar.close()
+            self._tensorboard.close()
+            self._jsonl.close()
