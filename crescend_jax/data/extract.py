@@ -91,9 +91,9 @@ class _Extraction:
 
     def extract_soundfont(self, soundfont: str, store_dir: Path, pending: list[Segment]) -> None:
         """Renders, encodes and stores ``pending`` with one soundfont."""
-        from crescend_jax.data.render import RenderCache, render_many, settings_from_config
+        from crescend_jax.data.render import RenderCache, RenderSettings, render_many
 
-        settings = settings_from_config(self.config.render, soundfont)
+        settings = RenderSettings.from_config(self.config.render, soundfont)
         encoder = self.build_encoder()
         info = store.StoreInfo(corpus=self.config.corpus, encoder=encoder.name, frame_rate=float(encoder.frame_rate),
                                num_layers=int(encoder.num_layers), dim=int(encoder.dim),

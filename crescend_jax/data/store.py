@@ -144,9 +144,9 @@ def known_encoder_name(config: ml_collections.ConfigDict) -> str | None:
 
 def render_settings_ids(config: ml_collections.ConfigDict) -> list[str]:
     """The ``settings_id`` of every soundfont in ``config.render.soundfonts`` (raises ``SoundfontError``)."""
-    from crescend_jax.data.render import settings_from_config
+    from crescend_jax.data.render import RenderSettings
 
-    return [settings_from_config(config.render, soundfont).settings_id for soundfont in config.render.soundfonts]
+    return [RenderSettings.from_config(config.render, soundfont).settings_id for soundfont in config.render.soundfonts]
 
 
 def store_dirs(config: ml_collections.ConfigDict, encoder_name: str | None = None) -> list[Path]:
