@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import rax
@@ -137,28 +138,44 @@ def kendall_tau_b(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) ->
         return np.where(defined.any(axis=0), tau.sum(axis=0) / defined.sum(axis=0), np.nan)
 
 
+def _identity_gain(label: jnp.ndarray) -> jnp.ndarray:
+    return label
+
+
+@jax.jit
+def _list_ndcg(scores: jnp.ndarray, labels: jnp.ndarray, where: jnp.ndarray) -> jnp.ndarray:
+    """rax NDCG of each list: float [..., L] inputs -> float [...] (gain = label)."""
+    return rax.ndcg_metric(scores, labels, where=where, gain_fn=_identity_gain, reduce_fn=None)
+
+
+def _bucket(size: int) -> int:
+    """The next power of two >= size, so that jit compiles for few distinct shapes."""
+    return 1 << max(int(size) - 1, 0).bit_length()
+
+
 def ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """NDCG of each group's ranking with the labels as relevance gains, averaged over groups: float [K].
 
     ndcg_g = dcg(f, y) / dcg(y, y) with dcg(f, y) = sum_i y_i / log2(1 + rank_f(i)) (gain = label, as the labels
     are already graded relevances on [0, 1]). Computed by ``rax.ndcg_metric`` on lists padded to [K, G, L] with
     ``where`` marking real members (rax's ``segments=`` builds an N x N mask; the padded layout is G x L x L at most).
+    Tied scores are ranked by row order (rax's default ``rank_fn``).
     Groups with fewer than 2 rows with finite label and score are skipped; NaN when none is left.
     """
     scores, labels = _check(scores, labels, groups)
     layout = GroupLayout.from_groups(groups)
-    member = layout.padded >= 0
-    rows = np.where(member, layout.padded, 0)
-    padded_scores = np.moveaxis(scores[rows], -1, 0)  # [K, G, L]
+    padded = np.full((_bucket(layout.num_groups), _bucket(layout.padded.shape[1])), -1)
+    padded[: layout.num_groups, : layout.padded.shape[1]] = layout.padded
+    member = padded >= 0
+    rows = np.where(member, padded, 0)
+    padded_scores = np.moveaxis(scores[rows], -1, 0)  # [K, G', L'] (G', L' rounded up to powers of two)
     padded_labels = np.moveaxis(labels[rows], -1, 0)
     where = member[None] & np.isfinite(padded_scores) & np.isfinite(padded_labels)
-    values = rax.ndcg_metric(
+    values = _list_ndcg(
         jnp.asarray(np.where(where, padded_scores, 0.0), jnp.float32),
         jnp.asarray(np.where(where, padded_labels, 0.0), jnp.float32),
-        where=jnp.asarray(where),
-        gain_fn=lambda label: label,
-        reduce_fn=None,
-    )  # [K, G]
+        jnp.asarray(where),
+    )  # [K, G']
     rankable = where.sum(axis=-1) >= 2
     values = np.where(rankable, np.asarray(values, np.float64), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):

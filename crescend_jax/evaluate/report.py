@@ -1,0 +1,443 @@
+"""k-fold aggregation of held-out predictions into a JSON metrics dict, and the experiment report (markdown + plots).
+
+Metrics dict layout (every array is a list over the 19 dimensions; NaN is written as null):
+  dimensions, num_rows, num_groups, num_compositions, num_deadpan_rows, folds, min_gap, target
+  pooled[name]         = {"per_dimension": [...], "mean": x}   over all held-out rows at once
+  per_fold             = [{"fold", "num_rows", "num_groups", "metrics": {name: {...}}}]
+  fold_mean, fold_std  = {name: {"per_dimension", "mean"}}      mean / std over folds (the "mean" entry is the
+                                                               mean / std over folds of each fold's dimension mean)
+  ceiling              = {"per_dimension", "mean", "reliability", "num_pairs", "num_segments", "num_splits"}
+  fraction_of_ceiling[accuracy name] = {"per_dimension", "mean"} (pooled; mean = (mean acc - 0.5)/(mean ceiling - 0.5))
+  within_group         = {"dimensions", "target", "predicted", "actual"}: group-centred values for the plotted dims
+Pairs never cross groups and a group lies within one composition, so pooled pairs are the union of the folds' pairs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS  # noqa: E402
+from crescend_jax.data.segments import DEADPAN_PERFORMERS  # noqa: E402
+from crescend_jax.data.table import EmbeddingTable  # noqa: E402
+from crescend_jax.evaluate import ceiling as ceiling_lib  # noqa: E402
+from crescend_jax.evaluate import metrics as metrics_lib  # noqa: E402
+
+ACCURACIES = ("pairwise_accuracy", "pairwise_accuracy_gap", "pairwise_accuracy_no_score")
+PLOTTED_DIMENSIONS = 4
+
+
+def _clean(value: Any) -> Any:
+    """numpy / NaN -> JSON: arrays to lists, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _nanmean(values: np.ndarray, axis=None) -> np.ndarray | float:
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, values, 0.0).sum(axis=axis) / finite.sum(axis=axis)
+
+
+def _nanstd(values: np.ndarray, axis=None) -> np.ndarray | float:
+    values = np.asarray(values, np.float64)
+    mean = _nanmean(values, axis=axis)
+    mean = np.expand_dims(mean, axis) if axis is not None else mean
+    return np.sqrt(_nanmean((values - mean) ** 2, axis=axis))
+
+
+def _summarise(per_dimension: np.ndarray) -> dict[str, Any]:
+    return {"per_dimension": per_dimension, "mean": _nanmean(per_dimension)}
+
+
+def evaluate_predictions(
+    table: EmbeddingTable,
+    scores: np.ndarray,
+    fold: np.ndarray,
+    *,
+    min_gap: float = metrics_lib.DEFAULT_MIN_GAP,
+    ceiling_splits: int = ceiling_lib.DEFAULT_NUM_SPLITS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """All metrics of held-out ``scores`` float [N, 19] on ``table`` (N rows), pooled and per ``fold`` int [N].
+
+    Returns a JSON-serialisable dict (layout in the module docstring). ``min_gap`` is the label gap of the
+    gap variant; ``ceiling_splits`` and ``seed`` drive the split-half noise ceiling (computed once, on all rows).
+    """
+    scores = np.asarray(scores, np.float64)
+    fold = np.asarray(fold)
+    num_rows = len(table)
+    if scores.shape != (num_rows, NUM_DIMENSIONS):
+        raise ValueError(f"scores have shape {scores.shape}; expected [{num_rows}, {NUM_DIMENSIONS}] (one row per table row)")
+    if fold.shape != (num_rows,):
+        raise ValueError(f"fold ids have shape {fold.shape}; expected [{num_rows}]")
+    bad = ~np.isfinite(scores).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{bad.sum()} rows have non-finite scores (first: {table.keys[bad][0]}); the model diverged or the "
+            "predictions are corrupt: retrain, e.g. with a lower learning rate"
+        )
+    if num_rows == 0:
+        raise ValueError("no held-out rows to evaluate: the table is empty")
+
+    deadpan = np.isin(table.performers, DEADPAN_PERFORMERS)
+    truth = table.label_truth if np.isfinite(table.label_truth).any() else None
+
+    def measure(rows: np.ndarray) -> dict[str, np.ndarray]:
+        return metrics_lib.ranking_metrics(
+            scores[rows], table.label_mean[rows], table.groups[rows],
+            deadpan=deadpan[rows], truth=None if truth is None else truth[rows], min_gap=min_gap,
+        )
+
+    everything = np.arange(num_rows)
+    pooled = measure(everything)
+    fold_ids = np.unique(fold)
+    per_fold = []
+    for fold_id in fold_ids:
+        rows = np.flatnonzero(fold == fold_id)
+        per_fold.append((fold_id, rows, measure(rows)))
+
+    noise = ceiling_lib.noise_ceiling(table.ratings, table.groups, num_splits=ceiling_splits, seed=seed)
+    fraction = {}
+    for name in ACCURACIES:
+        usable = np.isfinite(pooled[name]) & np.isfinite(noise.ceiling)
+        mean_fraction = ceiling_lib.fraction_of_ceiling(
+            np.array([_nanmean(pooled[name][usable])]), np.array([_nanmean(noise.ceiling[usable])])
+        )[0]
+        fraction[name] = {
+            "per_dimension": ceiling_lib.fraction_of_ceiling(pooled[name], noise.ceiling),
+            "mean": mean_fraction,
+        }
+
+    fold_mean, fold_std = {}, {}
+    for name in pooled:
+        stacked = np.stack([values[name] for _, _, values in per_fold]).astype(np.float64)  # [F, K]
+        dimension_means = _nanmean(stacked, axis=1)
+        fold_mean[name] = {"per_dimension": _nanmean(stacked, axis=0), "mean": _nanmean(dimension_means)}
+        fold_std[name] = {"per_dimension": _nanstd(stacked, axis=0), "mean": _nanstd(dimension_means)}
+
+    target = table.label_mean if truth is None else truth
+    plotted = np.argsort(-np.nan_to_num(pooled["pairwise_accuracy"], nan=-1.0), kind="stable")
+    plotted = np.sort(np.concatenate([plotted[: PLOTTED_DIMENSIONS // 2], plotted[::-1][: PLOTTED_DIMENSIONS // 2]]))
+    plotted = np.unique(plotted)
+    within_group = {
+        "dimensions": [DIMENSIONS[k] for k in plotted],
+        "target": "label_mean" if truth is None else "label_truth",
+        "predicted": np.round(metrics_lib.centre_by_group(scores, table.groups)[:, plotted].T, 5),
+        "actual": np.round(metrics_lib.centre_by_group(target, table.groups)[:, plotted].T, 5),
+    }
+
+    return _clean({
+        "dimensions": list(DIMENSIONS),
+        "num_rows": num_rows,
+        "num_groups": len(np.unique(table.groups)),
+        "num_compositions": len(np.unique(table.compositions)),
+        "num_deadpan_rows": int(deadpan.sum()),
+        "folds": fold_ids,
+        "min_gap": min_gap,
+        "target": within_group["target"],
+        "pooled": {name: _summarise(values) for name, values in pooled.items()},
+        "per_fold": [
+            {
+                "fold": fold_id,
+                "num_rows": len(rows),
+                "num_groups": len(np.unique(table.groups[rows])),
+                "metrics": {name: _summarise(v) for name, v in values.items()},
+            }
+            for fold_id, rows, values in per_fold
+        ],
+        "fold_mean": fold_mean,
+        "fold_std": fold_std,
+        "ceiling": {
+            "per_dimension": noise.ceiling,
+            "mean": _nanmean(noise.ceiling),
+            "reliability": noise.reliability,
+            "num_pairs": noise.num_pairs,
+            "num_segments": noise.num_segments,
+            "num_splits": noise.num_splits,
+        },
+        "fraction_of_ceiling": fraction,
+        "within_group": within_group,
+    })
+
+
+# ----------------------------------------------------------------------------------------------- report writing
+
+
+def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _per_dim(metrics: dict, name: str, section: str = "pooled") -> np.ndarray:
+    values = metrics[section][name]["per_dimension"]
+    return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def _ceiling(metrics: dict) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in metrics["ceiling"]["per_dimension"]], np.float64)
+
+
+def _mean(metrics: dict, name: str, section: str = "pooled") -> float:
+    value = metrics[section][name]["mean"]
+    return float("nan") if value is None else float(value)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _key_fields(config: dict) -> list[tuple[str, Any]]:
+    """Scalar fields of the top level and of the experiment / approach / model / loss / train sections."""
+    sections = ("experiment", "approach", "model", "loss", "train", "data", "encoder")
+    fields = []
+    for name, value in _flatten(config).items():
+        top = name.split(".")[0]
+        if name == "experiment.hypothesis" or isinstance(value, (list, dict)):
+            continue
+        if "." not in name or top in sections:
+            fields.append((name, value))
+    return fields
+
+
+def _plot_accuracy(path: Path, metrics: dict, baseline: dict | None) -> None:
+    accuracy = _per_dim(metrics, "pairwise_accuracy")
+    ceiling = _ceiling(metrics)
+    x = np.arange(len(accuracy))
+    width = 0.4 if baseline is not None else 0.7
+    fig, ax = plt.subplots(figsize=(12, 5))
+    if baseline is not None:
+        ax.bar(x - width / 2, _per_dim(baseline, "pairwise_accuracy"), width, color="0.7", label="baseline")
+        ax.bar(x + width / 2, accuracy, width, color="tab:blue", label="this run")
+    else:
+        ax.bar(x, accuracy, width, color="tab:blue", label="this run")
+    ax.scatter(x, ceiling, marker="_", s=400, color="tab:red", label="noise ceiling", zorder=3)
+    ax.axhline(0.5, color="k", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(x, [d.replace("_", " ") for d in metrics["dimensions"]], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("within-group pairwise accuracy")
+    finite = np.concatenate([accuracy[np.isfinite(accuracy)], ceiling[np.isfinite(ceiling)], [0.5]])
+    ax.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.05) + 0.05)
+    ax.legend(loc="upper center", ncol=4, fontsize=8)
+    ax.set_title("Held-out pairwise accuracy per dimension against the rater-noise ceiling")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_within_group(path: Path, metrics: dict) -> None:
+    sample = metrics["within_group"]
+    names = sample["dimensions"]
+    accuracy = dict(zip(metrics["dimensions"], _per_dim(metrics, "pairwise_accuracy")))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for ax, name, predicted, actual in zip(axes[0], names, sample["predicted"], sample["actual"]):
+        predicted = np.array([np.nan if v is None else v for v in predicted])
+        actual = np.array([np.nan if v is None else v for v in actual])
+        ax.scatter(actual, predicted, s=6, alpha=0.5)
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.axvline(0, color="0.6", lw=0.6)
+        ax.set_title(f"{name.replace('_', ' ')}\npairwise accuracy {_fmt(accuracy[name])}", fontsize=8)
+        ax.set_xlabel(f"{sample['target']} - group mean", fontsize=8)
+    axes[0][0].set_ylabel("prediction - group mean", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
+    columns = [
+        ("Accuracy", _per_dim(metrics, "pairwise_accuracy"), _mean(metrics, "pairwise_accuracy")),
+        (f"Acc. gap≥{metrics['min_gap']:g}", _per_dim(metrics, "pairwise_accuracy_gap"),
+         _mean(metrics, "pairwise_accuracy_gap")),
+        ("Acc. no Score", _per_dim(metrics, "pairwise_accuracy_no_score"), _mean(metrics, "pairwise_accuracy_no_score")),
+        ("Ceiling", _ceiling(metrics), metrics["ceiling"]["mean"]),
+        ("Frac. of ceiling", _per_dim(metrics, "pairwise_accuracy", "fraction_of_ceiling"),
+         _mean(metrics, "pairwise_accuracy", "fraction_of_ceiling")),
+        ("Tau-b", _per_dim(metrics, "kendall_tau_b"), _mean(metrics, "kendall_tau_b")),
+        ("NDCG", _per_dim(metrics, "ndcg"), _mean(metrics, "ndcg")),
+        ("R²", _per_dim(metrics, "r2"), _mean(metrics, "r2")),
+        ("Std pred.", _per_dim(metrics, "intra_group_std"), _mean(metrics, "intra_group_std")),
+        ("Std labels", _per_dim(metrics, "label_intra_group_std"), _mean(metrics, "label_intra_group_std")),
+    ]
+    if "truth_accuracy" in metrics["pooled"]:
+        columns += [
+            ("Acc. vs truth", _per_dim(metrics, "truth_accuracy"), _mean(metrics, "truth_accuracy")),
+            ("Labels vs truth", _per_dim(metrics, "label_truth_accuracy"), _mean(metrics, "label_truth_accuracy")),
+        ]
+    if baseline is not None:
+        base = _per_dim(baseline, "pairwise_accuracy")
+        base_mean = _mean(baseline, "pairwise_accuracy")
+        columns += [
+            ("Baseline acc.", base, base_mean),
+            ("Δ acc.", _per_dim(metrics, "pairwise_accuracy") - base, _mean(metrics, "pairwise_accuracy") - base_mean),
+        ]
+    fold_mean, fold_std = _per_dim(metrics, "pairwise_accuracy", "fold_mean"), _per_dim(metrics, "pairwise_accuracy", "fold_std")
+    header = ["Dimension"] + [name for name, _, _ in columns] + ["Acc. fold mean ± std"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for k, dimension in enumerate(metrics["dimensions"]):
+        cells = [_fmt(values[k], signed=name.startswith("Δ")) for name, values, _ in columns]
+        lines.append(f"| {dimension} | " + " | ".join(cells) + f" | {_fmt(fold_mean[k])} ± {_fmt(fold_std[k])} |")
+    means = [_fmt(mean, signed=name.startswith("Δ")) for name, _, mean in columns]
+    lines.append(
+        "| **Mean** | " + " | ".join(means)
+        + f" | {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} |"
+    )
+    return lines
+
+
+def _observations(metrics: dict, baseline: dict | None) -> list[str]:
+    names = metrics["dimensions"]
+    accuracy = _per_dim(metrics, "pairwise_accuracy")
+    mean_accuracy = _mean(metrics, "pairwise_accuracy")
+    pairs = metrics["pooled"]["num_pairs"]["per_dimension"]
+    pair_range = f"{min(pairs)}" if min(pairs) == max(pairs) else f"{min(pairs)}–{max(pairs)}"
+    notes = [
+        f"Mean within-group pairwise accuracy is {_fmt(mean_accuracy)} (chance 0.500) over "
+        f"{pair_range} pairs per dimension in {metrics['num_groups']} groups of "
+        f"{metrics['num_compositions']} held-out compositions; that is "
+        f"{_fmt(100 * _mean(metrics, 'pairwise_accuracy', 'fraction_of_ceiling'), 0)}% of the way from chance to "
+        f"the mean noise ceiling {_fmt(metrics['ceiling']['mean'])}."
+    ]
+    per_fold = np.array([fold["metrics"]["pairwise_accuracy"]["mean"] for fold in metrics["per_fold"]], np.float64)
+    notes.append(
+        f"Across {len(per_fold)} folds the mean accuracy is {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
+        f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} (folds range {_fmt(np.nanmin(per_fold))}–"
+        f"{_fmt(np.nanmax(per_fold))}; {int((per_fold < 0.5).sum())} below chance)."
+    )
+    order = [k for k in np.argsort(-np.nan_to_num(accuracy, nan=-np.inf), kind="stable") if np.isfinite(accuracy[k])]
+    if order:
+        best = ", ".join(f"{names[k]} {_fmt(accuracy[k])}" for k in order[:3])
+        worst = ", ".join(f"{names[k]} {_fmt(accuracy[k])}" for k in order[::-1][:3])
+        notes.append(f"Best dimensions: {best}. Worst: {worst}.")
+    below = [names[k] for k in order if accuracy[k] < 0.5]
+    notes.append(f"{len(below)} dimension(s) below chance" + (f": {', '.join(below)}." if below else "."))
+    above_ceiling = [names[k] for k in order if accuracy[k] > _ceiling(metrics)[k]]
+    if above_ceiling:
+        notes.append(
+            f"Above the estimated ceiling (within sampling noise of the ceiling estimate): {', '.join(above_ceiling)}."
+        )
+    gap_pairs = metrics["pooled"]["num_pairs_gap"]["per_dimension"]
+    notes.append(
+        f"Keeping only pairs with a label gap ≥ {metrics['min_gap']:g} ({sum(gap_pairs)} of {sum(pairs)} pairs) moves "
+        f"the mean accuracy by {_fmt(_mean(metrics, 'pairwise_accuracy_gap') - mean_accuracy, signed=True)}."
+    )
+    if metrics["num_deadpan_rows"]:
+        notes.append(
+            f"Leaving out pairs with the {metrics['num_deadpan_rows']} Score renditions moves it by "
+            f"{_fmt(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)}."
+        )
+    else:
+        notes.append("No Score renditions among the held-out rows, so the no-Score accuracy equals the accuracy.")
+    spread, label_spread = _mean(metrics, "intra_group_std"), _mean(metrics, "label_intra_group_std")
+    notes.append(
+        f"Predictions spread within a group by {_fmt(spread)} on average (labels: {_fmt(label_spread)}, ratio "
+        f"{_fmt(spread / label_spread if label_spread else float('nan'), 2)}); pooled R² is "
+        f"{_fmt(_mean(metrics, 'r2'))}, meaningful only when the scores are on the label scale."
+    )
+    if "truth_accuracy" in metrics["pooled"]:
+        notes.append(
+            f"Simulated corpus: against the noiseless truth the accuracy is {_fmt(_mean(metrics, 'truth_accuracy'))}; "
+            f"the noisy labels themselves agree with the truth on {_fmt(_mean(metrics, 'label_truth_accuracy'))} of "
+            f"pairs, against an estimated ceiling of {_fmt(metrics['ceiling']['mean'])}."
+        )
+    if baseline is not None:
+        delta = accuracy - _per_dim(baseline, "pairwise_accuracy")
+        finite = np.flatnonzero(np.isfinite(delta))
+        ranked = finite[np.argsort(-delta[finite], kind="stable")]
+        gains = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[:3] if delta[k] > 0) or "none"
+        losses = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[::-1][:3] if delta[k] < 0) or "none"
+        notes.append(
+            f"Against the baseline: higher on {int((delta[finite] > 0).sum())} of {len(finite)} dimensions, mean "
+            f"{_fmt(mean_accuracy - _mean(baseline, 'pairwise_accuracy'), signed=True)} (baseline fold std "
+            f"{_fmt(_mean(baseline, 'pairwise_accuracy', 'fold_std'))}). Largest gains: {gains}. Largest losses: {losses}."
+        )
+    return notes
+
+
+def write_report(workdir: str | Path, metrics: dict, config_json: str, baseline_metrics: dict | None) -> Path:
+    """Writes ``metrics.json``, ``report.md``, ``accuracy_vs_ceiling.png`` and ``within_group.png`` into ``workdir``.
+
+    ``metrics`` comes from `evaluate_predictions`, ``config_json`` is the run's config as JSON, ``baseline_metrics``
+    another run's metrics dict to compare with (or None). Returns the path of report.md.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if baseline_metrics is not None and baseline_metrics.get("dimensions") != metrics["dimensions"]:
+        raise ValueError("the baseline's metrics.json has other dimensions than this run: was it made by this library?")
+    config = json.loads(config_json)
+    experiment = config.get("experiment", {}) if isinstance(config.get("experiment"), dict) else {}
+    title = experiment.get("name") or workdir.name
+    hypothesis = experiment.get("hypothesis") or "(none given: set `config.experiment.hypothesis`)"
+
+    (workdir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False) + "\n")
+    _plot_accuracy(workdir / "accuracy_vs_ceiling.png", metrics, baseline_metrics)
+    _plot_within_group(workdir / "within_group.png", metrics)
+
+    lines = [
+        f"# {title}",
+        "",
+        f"Evaluated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {metrics['num_rows']} "
+        f"held-out rows ({metrics['num_groups']} same-music groups, {metrics['num_compositions']} compositions, "
+        f"{len(metrics['folds'])} folds); workdir `{workdir}`.",
+        "",
+        "## Hypothesis",
+        "",
+        hypothesis,
+        "",
+        "## Configuration",
+        "",
+        *[f"- `{name}`: `{value}`" for name, value in _key_fields(config)],
+        "",
+        "<details><summary>Full configuration</summary>",
+        "",
+        "```json",
+        json.dumps(config, indent=2, sort_keys=True),
+        "```",
+        "",
+        "</details>",
+        "",
+        "## Results",
+        "",
+        "Pairwise accuracy inside same-music groups on held-out compositions, all folds pooled (label ties excluded, "
+        "predicted ties count 0.5). Ceiling: split-half rater-noise ceiling "
+        f"({metrics['ceiling']['num_splits']} splits, {metrics['ceiling']['num_segments']} segments with ≥ 2 raters); "
+        "fraction of ceiling = (accuracy − 0.5) / (ceiling − 0.5). Tau-b and NDCG are per-group means; R² is pooled; "
+        "Std = mean within-group standard deviation.",
+        "",
+        *_results_table(metrics, baseline_metrics),
+        "",
+        "![accuracy against ceiling](accuracy_vs_ceiling.png)",
+        "",
+        f"![predicted against {metrics['target']} inside groups](within_group.png)",
+        "",
+        "## Observations",
+        "",
+        *[f"- {note}" for note in _observations(metrics, baseline_metrics)],
+        "",
+    ]
+    report = workdir / "report.md"
+    report.write_text("\n".join(lines))
+    return report

@@ -1,0 +1,68 @@
+"""`crescend-jax evaluate`: held-out predictions of a trained workdir -> metrics.json, report.md, plots."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from crescend_jax.config import config_to_json
+from crescend_jax.evaluate import ceiling as ceiling_lib
+from crescend_jax.evaluate import metrics as metrics_lib
+from crescend_jax.evaluate.report import evaluate_predictions, write_report
+
+
+def load_baseline_metrics(baseline: str | Path) -> dict:
+    """The metrics dict a previous ``evaluate`` wrote into the baseline workdir."""
+    path = Path(baseline) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"baseline {path} does not exist: run `crescend-jax evaluate --workdir {baseline}` on the baseline first"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"baseline {path} is not valid JSON ({err}): re-run evaluate on the baseline") from None
+
+
+def _evaluation_settings(config: ml_collections.ConfigDict) -> dict:
+    """``config.evaluate.{min_gap, ceiling_splits, seed}`` where the run's config has them, else the defaults."""
+    section = config.get("evaluate") if isinstance(config, ml_collections.ConfigDict) else None
+    section = section if isinstance(section, ml_collections.ConfigDict) else ml_collections.ConfigDict()
+    return {
+        "min_gap": float(section.get("min_gap", metrics_lib.DEFAULT_MIN_GAP)),
+        "ceiling_splits": int(section.get("ceiling_splits", ceiling_lib.DEFAULT_NUM_SPLITS)),
+        "seed": int(section.get("seed", 0)),
+    }
+
+
+def evaluate_workdir(workdir: str, baseline: str | None = None) -> int:
+    """Evaluates the held-out predictions of ``workdir``; compares with ``baseline`` (a workdir) when given.
+
+    Writes metrics.json, report.md and PNG plots into ``workdir`` and prints where the report is.
+    Returns 0, or 2 with a message on stderr when the baseline or the run cannot be read.
+    """
+    from crescend_jax.train.trainer import predict_heldout
+
+    try:
+        baseline_metrics = None if baseline is None else load_baseline_metrics(baseline)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        heldout = predict_heldout(workdir)
+    except FileNotFoundError as err:
+        print(f"error: cannot read the trained run in {workdir}: {err}", file=sys.stderr)
+        return 2
+    metrics = evaluate_predictions(heldout.table, heldout.scores, heldout.fold, **_evaluation_settings(heldout.config))
+    report = write_report(workdir, metrics, config_to_json(heldout.config), baseline_metrics)
+    accuracy = metrics["pooled"]["pairwise_accuracy"]["mean"]
+    fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
+    print(
+        f"held-out pairwise accuracy {accuracy:.3f}"
+        + (f" ({100 * fraction:.0f}% of the way to the noise ceiling)" if fraction is not None else "")
+    )
+    print(f"report: {report}")
+    return 0
