@@ -151,14 +151,22 @@ def test_write_report_without_baseline_or_hypothesis(evaluated, tmp_path):
 def _fake_trainer(monkeypatch, table, scores, fold, config):
     heldout = types.SimpleNamespace(table=table, scores=scores, fold=fold, config=config)
     module = types.ModuleType("crescend_jax.train.trainer")
-    module.predict_heldout = lambda workdir: heldout
+    module.TrainingError = type("TrainingError", (RuntimeError,), {})
+
+    def predict_heldout(workdir):
+        if not str(workdir).endswith(("base", "run")):
+            raise module.TrainingError(f"{workdir} has no config.json: it is not a training workdir")
+        return heldout
+
+    module.predict_heldout = predict_heldout
     monkeypatch.setitem(sys.modules, "crescend_jax.train.trainer", module)
 
 
 def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsys):
     table, fold = simulated_table(num_compositions=3)
     config = ml_collections.ConfigDict({"experiment": {"name": "run", "hypothesis": "h"},
-                                        "evaluate": {"min_gap": 0.1, "ceiling_splits": 3, "seed": 1}})
+                                        "eval": {"min_gap": 0.1, "ceiling_splits": 3, "ceiling_seed": 1,
+                                                 "baseline_workdir": ""}})
     _fake_trainer(monkeypatch, table, table.label_truth, fold, config)
     base_dir, run_dir = tmp_path / "base", tmp_path / "run"
     assert evaluate_workdir(str(run_dir), baseline=str(base_dir)) == 2
@@ -172,3 +180,10 @@ def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsy
     report = (run_dir / "report.md").read_text()
     assert "Baseline acc." in report and config_to_json(config).splitlines()[1].strip() in report
     assert re.search(r"higher on 0 of 19 dimensions, mean \+0\.000", report)
+    assert evaluate_workdir(str(tmp_path / "elsewhere")) == 2
+    assert "not a training workdir" in capsys.readouterr().err
+    # a baseline named in the run's config is used when --baseline is not given
+    config.eval.baseline_workdir = str(base_dir)
+    (run_dir / "report.md").unlink()
+    assert evaluate_workdir(str(run_dir)) == 0
+    assert "Baseline acc." in (run_dir / "report.md").read_text()

@@ -211,15 +211,19 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Fields shown in the report's Configuration list besides every top-level scalar and every model / loss field.
+KEY_FIELDS = ("experiment.name", "encoder.name", "data.num_folds", "data.fold_seed", "train.batch_size",
+              "train.learning_rate", "train.weight_decay", "train.num_steps", "train.seed", "eval.baseline_workdir")
+
+
 def _key_fields(config: dict) -> list[tuple[str, Any]]:
-    """Scalar fields of the top level and of the experiment / approach / model / loss / train sections."""
-    sections = ("experiment", "approach", "model", "loss", "train", "data", "encoder")
+    """Top-level scalars, ``model.*`` and ``loss.*`` scalars, and `KEY_FIELDS`, in the config's order."""
     fields = []
     for name, value in _flatten(config).items():
-        top = name.split(".")[0]
-        if name == "experiment.hypothesis" or isinstance(value, (list, dict)):
+        parts = name.split(".")
+        if isinstance(value, (list, dict)):
             continue
-        if "." not in name or top in sections:
+        if len(parts) == 1 or name in KEY_FIELDS or (len(parts) == 2 and parts[0] in ("model", "loss")):
             fields.append((name, value))
     return fields
 

@@ -28,33 +28,32 @@ def load_baseline_metrics(baseline: str | Path) -> dict:
 
 
 def _evaluation_settings(config: ml_collections.ConfigDict) -> dict:
-    """``config.evaluate.{min_gap, ceiling_splits, seed}`` where the run's config has them, else the defaults."""
-    section = config.get("evaluate") if isinstance(config, ml_collections.ConfigDict) else None
-    section = section if isinstance(section, ml_collections.ConfigDict) else ml_collections.ConfigDict()
+    """``config.eval.{min_gap, ceiling_splits, ceiling_seed}`` where the run's config has them, else the defaults."""
+    section = config.get("eval") or ml_collections.ConfigDict()
     return {
         "min_gap": float(section.get("min_gap", metrics_lib.DEFAULT_MIN_GAP)),
         "ceiling_splits": int(section.get("ceiling_splits", ceiling_lib.DEFAULT_NUM_SPLITS)),
-        "seed": int(section.get("seed", 0)),
+        "seed": int(section.get("ceiling_seed", 0)),
     }
 
 
 def evaluate_workdir(workdir: str, baseline: str | None = None) -> int:
-    """Evaluates the held-out predictions of ``workdir``; compares with ``baseline`` (a workdir) when given.
+    """Evaluates the held-out predictions of ``workdir``, compared with ``baseline`` (a workdir) when given, else
+    with the run's ``config.eval.baseline_workdir`` when that is set.
 
     Writes metrics.json, report.md and PNG plots into ``workdir`` and prints where the report is.
-    Returns 0, or 2 with a message on stderr when the baseline or the run cannot be read.
+    Returns 0, or 2 with a message on stderr when the baseline or the trained run cannot be read.
     """
-    from crescend_jax.train.trainer import predict_heldout
+    from crescend_jax.train.trainer import TrainingError, predict_heldout
 
     try:
         baseline_metrics = None if baseline is None else load_baseline_metrics(baseline)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
         heldout = predict_heldout(workdir)
-    except FileNotFoundError as err:
-        print(f"error: cannot read the trained run in {workdir}: {err}", file=sys.stderr)
+        configured = (heldout.config.get("eval") or {}).get("baseline_workdir", "")
+        if baseline is None and configured:
+            baseline_metrics = load_baseline_metrics(configured)
+    except (FileNotFoundError, ValueError, TrainingError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     metrics = evaluate_predictions(heldout.table, heldout.scores, heldout.fold, **_evaluation_settings(heldout.config))
     report = write_report(workdir, metrics, config_to_json(heldout.config), baseline_metrics)
