@@ -1,0 +1,182 @@
+"""Approach A, "contrastive": within-group pairwise ranking plus a same-music InfoNCE term.
+
+    L = L_rank + lambda_piece * L_contrastive
+
+L_rank is `margin_ranking_loss` over the pairs of each group slot of a P x K batch (`group_batches`), on the 19
+rank-head scores; L_contrastive is the exact tiled multi-positive InfoNCE on the L2-normalised piece head, with the
+performances of the same music as positives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from crescend_jax.data.dimensions import NUM_DIMENSIONS
+from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.losses.infonce import infonce_loss, sharded_infonce_loss
+from crescend_jax.losses.ranking import margin_ranking_loss
+from crescend_jax.train.approach import Batch
+from crescend_jax.train.sampler import group_batches
+
+POOLINGS = ("mean", "attention")
+INPUTS = ("pooled", "frames")
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+    """The ``config.model`` section of approach A.
+
+    input: "pooled" trains on the stored pooled vectors [B, D]; "frames" on random crops [B, T, F] of the stored
+      frames (F = D), pooled by ``pooling`` ("mean" or "attention": a learned softmax over time). Prediction always
+      reads pooled vectors, seen as a one-frame sequence.
+    input_dim: 0 = the store's width. hidden_dim, num_layers, dropout: the MLP trunk (LayerNorm, GELU, dropout).
+    projection_dim: width of the shared projection that both heads read.
+    sampler.group_size: K performances per group slot (batch = batch_size / K groups x K).
+    sampler.crop_seconds: crop length for input="frames".
+    loss.margin, loss.min_label_gap, loss.agreement_weighting: see `margin_ranking_loss` / `agreement_weights`.
+    loss.lambda_piece: weight of the InfoNCE term (0 = ranking only). loss.temperature: its T.
+    loss.block_size: InfoNCE tile edge. loss.strategy: "ring" or "allgather" on a multi-device mesh.
+    """
+    config = ml_collections.ConfigDict()
+    config.name = "contrastive"
+    config.input = "pooled"
+    config.pooling = "mean"
+    config.input_dim = 0
+    config.hidden_dim = 512
+    config.num_layers = 2
+    config.dropout = 0.2
+    config.projection_dim = 256
+    config.sampler = ml_collections.ConfigDict()
+    config.sampler.group_size = 4
+    config.sampler.crop_seconds = 10.0
+    config.loss = ml_collections.ConfigDict()
+    config.loss.margin = 0.2
+    config.loss.min_label_gap = 0.02
+    config.loss.agreement_weighting = True
+    config.loss.lambda_piece = 0.1
+    config.loss.temperature = 0.1
+    config.loss.block_size = 128
+    config.loss.strategy = "ring"
+    return config
+
+
+class AttentionPooling(nnx.Module):
+    """x [B, T, F] -> sum_t a_t x_t with a = softmax_t(x_t . w / sqrt(F)), [B, F]."""
+
+    def __init__(self, dim: int, rngs: nnx.Rngs):
+        self.score = nnx.Linear(dim, 1, use_bias=False, rngs=rngs)
+        self.scale = dim ** -0.5
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        weights = jax.nn.softmax(self.score(x)[..., 0] * self.scale, axis=-1)
+        return jnp.einsum("bt,btf->bf", weights, x)
+
+
+class ContrastiveRankingModel(nnx.Module):
+    """x [B, D] or [B, T, D] -> pooling -> num_layers x (Linear, LayerNorm, GELU, Dropout) -> projection [B, E]
+    -> piece head z [B, E] (L2-normalised) and rank head scores [B, 19]."""
+
+    def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, projection_dim: int,
+                 pooling: str, rngs: nnx.Rngs):
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
+        self.attention = AttentionPooling(input_dim, rngs) if pooling == "attention" else None
+        widths = [input_dim] + [hidden_dim] * num_layers
+        self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in widths[1:]])
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.projection = nnx.Linear(widths[-1], projection_dim, rngs=rngs)
+        self.piece_head = nnx.Linear(projection_dim, projection_dim, rngs=rngs)
+        self.rank_head = nnx.Linear(projection_dim, NUM_DIMENSIONS, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(z float32 [B, E] unit rows, scores float32 [B, 19])."""
+        if x.ndim == 2:
+            x = x[:, None, :]  # a pooled vector is a one-frame sequence
+        h = self.attention(x) if self.attention is not None else jnp.mean(x, axis=1)
+        for linear, norm in zip(self.linears, self.norms):
+            h = self.dropout(nnx.gelu(norm(linear(h))))
+        h = self.projection(h)
+        z = self.piece_head(nnx.gelu(h))
+        z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
+        return z, self.rank_head(h)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Objective:
+    """The loss settings `ContrastiveRanking.loss` reads (fixed when the model is built)."""
+
+    group_size: int
+    margin: float
+    min_label_gap: float
+    agreement_weighting: bool
+    lambda_piece: float
+    temperature: float
+    block_size: int
+    strategy: str
+
+
+class ContrastiveRanking:
+    """`Approach` "contrastive" (approach A)."""
+
+    name = "contrastive"
+
+    def __init__(self) -> None:
+        self._objective: _Objective | None = None
+
+    def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
+        model = config.model
+        if model.input not in INPUTS:
+            raise ValueError(f"unknown model.input {model.input!r}; set --config.model.input to one of {INPUTS}")
+        loss = model.loss
+        self._objective = _Objective(
+            group_size=model.sampler.group_size, margin=loss.margin, min_label_gap=loss.min_label_gap,
+            agreement_weighting=loss.agreement_weighting, lambda_piece=loss.lambda_piece,
+            temperature=loss.temperature, block_size=loss.block_size, strategy=loss.strategy)
+        return ContrastiveRankingModel(
+            input_dim, hidden_dim=model.hidden_dim, num_layers=model.num_layers, dropout=model.dropout,
+            projection_dim=model.projection_dim, pooling=model.pooling, rngs=rngs)
+
+    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
+        """L_rank on the [P, K] layout plus lambda_piece * InfoNCE over the whole (sharded) batch."""
+        objective = self._objective
+        if objective is None:
+            raise RuntimeError("ContrastiveRanking.loss needs build_model(config, ...) first (it fixes the loss settings)")
+        z, scores = model(batch["x"])
+        rows, k = scores.shape[0], objective.group_size
+        if rows % k:
+            raise ValueError(f"batch of {rows} rows is not whole groups of model.sampler.group_size={k}")
+        grouped = lambda a: a.reshape(rows // k, k, *a.shape[1:])
+        rank_loss, diagnostics = margin_ranking_loss(
+            grouped(scores), grouped(batch["label_mean"]), grouped(batch["mask"]),
+            grouped(batch["label_std"]) if objective.agreement_weighting else None,
+            margin=objective.margin, min_label_gap=objective.min_label_gap)
+        if objective.lambda_piece == 0:
+            return rank_loss, diagnostics
+        if mesh.devices.size > 1:
+            piece_loss, piece = sharded_infonce_loss(
+                z, batch["group"], batch["mask"], objective.temperature, mesh=mesh, axis_name=mesh.axis_names[0],
+                block_size=objective.block_size, strategy=objective.strategy)
+        else:
+            piece_loss, piece = infonce_loss(z, batch["group"], batch["mask"], objective.temperature,
+                                             block_size=objective.block_size)
+        diagnostics.update({f"piece_{name}": value for name, value in piece.items()}, piece_loss=piece_loss)
+        return rank_loss + objective.lambda_piece * piece_loss, diagnostics
+
+    def batches(self, table: EmbeddingTable, config: ml_collections.ConfigDict, rng: np.random.Generator) -> Iterator[Batch]:
+        model = config.model
+        crop_frames = round(model.sampler.crop_seconds * table.frame_rate) if model.input == "frames" else 0
+        if model.input == "frames" and crop_frames < 1:
+            raise ValueError(f"model.sampler.crop_seconds={model.sampler.crop_seconds} gives no frame at "
+                             f"{table.frame_rate} frames/s; raise --config.model.sampler.crop_seconds")
+        return group_batches(table, config.train.batch_size, model.sampler.group_size, rng, crop_frames=crop_frames)
+
+    def predict(self, model: nnx.Module, x: jax.Array) -> jax.Array:
+        return model(x)[1]

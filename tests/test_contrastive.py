@@ -1,0 +1,150 @@
+"""Approach A: model shapes, the loss on one vs eight devices, jitted steps that lower it, the trainer end to end."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from _distributed_worker import synthetic_table
+from flax import nnx
+from jax.sharding import Mesh
+
+from crescend_jax.config import load_config
+from crescend_jax.models import get_approach
+from crescend_jax.models.contrastive import ContrastiveRanking, ContrastiveRankingModel, default_model_config
+from crescend_jax.train import distributed
+from crescend_jax.train.trainer import default_train_config, predict_heldout, train
+
+
+def tiny_config(**model_overrides) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict({"num_folds": 0, "test_compositions": ("Comp0",), "fold_seed": 0})
+    config.model = default_model_config()
+    config.model.hidden_dim = 32
+    config.model.projection_dim = 16
+    config.model.update(model_overrides)
+    config.train = default_train_config()
+    config.train.batch_size = 16
+    config.train.num_steps = 30
+    config.train.eval_every = 15
+    config.train.log_every = 5
+    config.train.val_fraction = 0.3
+    config.train.learning_rate = 3e-3
+    return config
+
+
+def test_registry_and_config_file():
+    assert isinstance(get_approach("contrastive"), ContrastiveRanking)
+    config = load_config("configs/approach_a.py", ["--config.model.loss.margin=0.5"])
+    assert config.model.name == "contrastive" and config.model.loss.margin == 0.5
+    baseline = load_config("configs/baseline.py")
+    assert set(config.keys()) == set(baseline.keys())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_model_shapes_and_pooled_equals_one_frame(pooling):
+    model = ContrastiveRankingModel(12, hidden_dim=16, num_layers=2, dropout=0.0, projection_dim=8, pooling=pooling,
+                                    rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 12)), jnp.float32)
+    z, scores = model(x)
+    assert z.shape == (5, 8) and scores.shape == (5, 19)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(z), axis=1), 1.0, rtol=1e-5)
+    z_frames, scores_frames = model(x[:, None, :])
+    np.testing.assert_allclose(np.asarray(scores_frames), np.asarray(scores), rtol=1e-5, atol=1e-6)
+    frames_z, frames_scores = model(jnp.ones((3, 7, 12)))
+    assert frames_z.shape == (3, 8) and frames_scores.shape == (3, 19)
+
+
+def _setup(table, config, mesh):
+    approach = ContrastiveRanking()
+    model = approach.build_model(config, table.pooled.shape[1], nnx.Rngs(params=0, dropout=1))
+    batch = next(approach.batches(table, config, np.random.default_rng(0)))
+    batch.pop("row")
+    return approach, model, batch
+
+
+def test_loss_is_the_same_on_one_and_eight_devices():
+    table, config = synthetic_table(), tiny_config(dropout=0.0)
+    assert jax.device_count() == 8
+    one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    eight = distributed.make_mesh()
+    approach, model, batch = _setup(table, config, eight)
+    loss_one, diag_one = approach.loss(model, {k: jnp.asarray(v) for k, v in batch.items()}, one)
+    graphdef, state = nnx.split(model)
+    sharded = distributed.shard_batch(batch, eight)
+    loss_eight, diag_eight = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, eight))(
+        distributed.replicate(state, eight), sharded)
+    assert float(loss_eight) == pytest.approx(float(loss_one), rel=1e-5)
+    assert float(diag_eight["piece_loss"]) == pytest.approx(float(diag_one["piece_loss"]), rel=1e-5)
+    assert float(diag_one["rank_pairs"]) > 0 and float(diag_one["piece_num_anchors"]) == 16
+
+
+def test_jitted_steps_lower_the_loss_on_a_sharded_batch():
+    table, config = synthetic_table(), tiny_config()
+    mesh = distributed.make_mesh()
+    approach, model, _ = _setup(table, config, mesh)
+    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+
+    @jax.jit
+    def step(state, batch):
+        model, optimizer = nnx.merge(graphdef, state)
+        (loss, diag), grads = nnx.value_and_grad(lambda m: approach.loss(m, batch, mesh), has_aux=True)(model)
+        optimizer.update(model, grads)
+        return nnx.state((model, optimizer)), loss, diag
+
+    stream = approach.batches(table, config, np.random.default_rng(0))
+    batch = next(stream)
+    batch.pop("row")
+    sharded = distributed.shard_batch(batch, mesh)
+    state = distributed.replicate(state, mesh)
+    losses = []
+    for _ in range(25):
+        state, loss, diag = step(state, sharded)
+        losses.append(float(loss))
+    assert np.isfinite(losses).all()
+    assert losses[-1] < 0.7 * losses[0]
+    assert float(diag["rank_accuracy"]) > 0.6
+
+
+def test_trainer_end_to_end(tmp_path):
+    table = synthetic_table()
+    config = tiny_config()
+    records = train(config, tmp_path, table=table)
+    assert len(records) == 1
+    held = predict_heldout(tmp_path, table=table)
+    assert held.scores.shape == (len(held.table), 19) and np.isfinite(held.scores).all()
+    assert set(held.table.compositions) == {"Comp0"}
+
+
+def test_frames_input_trains(tmp_path):
+    table = synthetic_table(compositions=2)
+    rng = np.random.default_rng(0)
+    table.frames = [rng.normal(size=(2, 30, 8)).astype(np.float32) for _ in range(len(table))]
+    table.frame_rate = 10.0
+    config = tiny_config(input="frames", pooling="attention")
+    config.model.sampler.crop_seconds = 1.5
+    approach, model, batch = _setup(table, config, distributed.make_mesh())
+    assert batch["x"].shape == (16, 15, 16)
+    loss, _ = approach.loss(model, {k: jnp.asarray(v) for k, v in batch.items()}, distributed.make_mesh())
+    assert np.isfinite(float(loss))
+    scores = approach.predict(model, jnp.asarray(table.pooled[:4]))
+    assert scores.shape == (4, 19)
+
+
+def test_bad_settings():
+    approach = ContrastiveRanking()
+    with pytest.raises(RuntimeError, match="build_model"):
+        approach.loss(None, {}, distributed.make_mesh())
+    with pytest.raises(ValueError, match="model.input"):
+        approach.build_model(tiny_config(input="wav"), 16, nnx.Rngs(0))
+    with pytest.raises(ValueError, match="pooling"):
+        approach.build_model(tiny_config(pooling="max"), 16, nnx.Rngs(0))
+    table = synthetic_table()
+    table.frame_rate = 10.0
+    with pytest.raises(ValueError, match="store with frames"):
+        next(approach.batches(table, tiny_config(input="frames"), np.random.default_rng(0)))
+    assert list(itertools.islice(approach.batches(table, tiny_config(), np.random.default_rng(0)), 2))
