@@ -63,6 +63,14 @@ def test_pure_noise_gives_chance_and_seed_is_deterministic():
     assert not np.array_equal(first.reliability, other.reliability)
 
 
+def test_excluded_rows_drop_their_pairs():
+    groups, _, ratings = simulate(num_groups=20, num_dims=1)
+    exclude = np.zeros(len(groups), bool)
+    exclude[::8] = True  # one row per group of 8
+    result = ceiling.noise_ceiling(ratings, groups, num_splits=2, exclude=exclude)
+    assert result.num_pairs.tolist() == [20 * 21] and result.num_segments == 20 * 7
+
+
 def test_ceiling_formula_and_fraction():
     assert ceiling.ceiling_from_reliability(np.array([1.0, 0.5, 0.0, -0.3])) == pytest.approx([1.0, 0.75, 0.5, 0.5])
     assert np.isnan(ceiling.ceiling_from_reliability(np.array([np.nan]))[0])

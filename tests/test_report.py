@@ -70,6 +70,10 @@ def test_evaluate_predictions_pooled_folds_and_json(evaluated):
     assert result["fraction_of_ceiling"]["pairwise_accuracy"]["per_dimension"] == pytest.approx(
         (accuracy - 0.5) / (ceiling - 0.5))
     assert 0.5 < result["ceiling"]["mean"] < 1.0
+    assert result["ceiling_no_score"]["num_pairs"] == [6 * 4 * 6] * NUM_DIMENSIONS  # 4 non-Score rows per group
+    no_score = np.array(result["pooled"]["pairwise_accuracy_no_score"]["per_dimension"])
+    assert result["fraction_of_ceiling"]["pairwise_accuracy_no_score"]["per_dimension"] == pytest.approx(
+        (no_score - 0.5) / (np.array(result["ceiling_no_score"]["per_dimension"]) - 0.5))
     # truth-aware metrics: scores close to the truth beat the noisy labels' own agreement with it
     assert result["pooled"]["truth_accuracy"]["mean"] > result["pooled"]["label_truth_accuracy"]["mean"] > 0.6
     # the estimated ceiling is the simulated labels' own agreement with the truth
@@ -126,7 +130,8 @@ def test_write_report_files_and_numbers(evaluated, tmp_path):
         assert cells[1] == f"{pooled['pairwise_accuracy_gap']['per_dimension'][k]:.3f}"
         assert cells[2] == f"{pooled['pairwise_accuracy_no_score']['per_dimension'][k]:.3f}"
         assert cells[3] == f"{result['ceiling']['per_dimension'][k]:.3f}"
-        assert cells[5] == f"{pooled['kendall_tau_b']['per_dimension'][k]:.3f}"
+        assert cells[5] == f"{result['ceiling_no_score']['per_dimension'][k]:.3f}"
+        assert cells[7] == f"{pooled['kendall_tau_b']['per_dimension'][k]:.3f}"
         assert cells[-3] == "0.550"
         assert cells[-2] == f"{pooled['pairwise_accuracy']['per_dimension'][k] - 0.55:+.3f}"
         assert cells[-1] == (f"{result['fold_mean']['pairwise_accuracy']['per_dimension'][k]:.3f} ± "

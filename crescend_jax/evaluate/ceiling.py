@@ -22,7 +22,7 @@ DEFAULT_NUM_SPLITS = 50
 class NoiseCeiling:
     """ceiling: float [K] best reachable pairwise accuracy; reliability: float [K] mean Spearman-Brown r_full;
     num_pairs: int [K] pairs with both half-panel differences finite (first split); num_segments: segments with
-    >= 2 raters; num_splits: random half splits averaged."""
+    >= 2 raters (not excluded); num_splits: random half splits averaged."""
 
     ceiling: np.ndarray
     reliability: np.ndarray
@@ -84,6 +84,7 @@ def noise_ceiling(
     *,
     num_splits: int = DEFAULT_NUM_SPLITS,
     seed: int = 0,
+    exclude: np.ndarray | None = None,
 ) -> NoiseCeiling:
     """Split-half noise ceiling of within-group pairwise accuracy, per dimension.
 
@@ -92,9 +93,11 @@ def noise_ceiling(
     [N, K] are NaN-aware; over all pairs (i < j) inside a group, r = corr(m^A_i - m^A_j, m^B_i - m^B_j)
     (uncentred, see ``_uncentred_correlation``) per dimension; r_full = 2r / (1 + r) (Spearman-Brown, clipped
     to >= -1). reliability = mean of r_full over splits; ceiling = 0.5 + asin(sqrt(reliability)) / pi (0.5 when
-    reliability <= 0). Segments with fewer than 2 raters have no halves and are skipped.
+    reliability <= 0). Segments with fewer than 2 raters have no halves and are skipped; pairs touching a row with
+    ``exclude[i]`` (bool [N], e.g. Score renditions) are left out, giving the ceiling of that pair subset.
 
-    Args: ratings: N arrays [R_i, K]; groups: [N] same-music group ids; num_splits: S; seed: the splits' seed.
+    Args: ratings: N arrays [R_i, K]; groups: [N] same-music group ids; num_splits: S; seed: the splits' seed;
+      exclude: optional bool [N].
     """
     if len(ratings) != len(groups):
         raise ValueError(f"{len(ratings)} rating panels but {len(groups)} group ids: one panel per row is needed")
@@ -103,6 +106,8 @@ def noise_ceiling(
     num_dims = next((np.shape(r)[1] for r in ratings if np.size(r)), 0)
     padded, counts = _padded_ratings(ratings, num_dims)
     usable = counts >= 2
+    if exclude is not None:
+        usable &= ~np.asarray(exclude, bool)
     i, j, _ = GroupLayout.from_groups(groups).pairs()
     keep = usable[i] & usable[j]
     i, j = i[keep], j[keep]

@@ -7,7 +7,10 @@ Metrics dict layout (every array is a list over the 19 dimensions; NaN is writte
   fold_mean, fold_std  = {name: {"per_dimension", "mean"}}      mean / std over folds (the "mean" entry is the
                                                                mean / std over folds of each fold's dimension mean)
   ceiling              = {"per_dimension", "mean", "reliability", "num_pairs", "num_segments", "num_splits"}
-  fraction_of_ceiling[accuracy name] = {"per_dimension", "mean"} (pooled; mean = (mean acc - 0.5)/(mean ceiling - 0.5))
+  ceiling_no_score     = the same over pairs without Score renditions (deadpan pairs are easier for raters)
+  fraction_of_ceiling[accuracy name] = {"per_dimension", "mean"} (pooled; mean = (mean acc - 0.5)/(mean ceiling - 0.5));
+                         the no-Score accuracy against ceiling_no_score, the others against ceiling (the gap
+                         variant conditions on the noisy labels, which the split-half model does not cover)
   within_group         = {"dimensions", "target", "predicted", "actual"}: group-centred values for the plotted dims
 Pairs never cross groups and a group lies within one composition, so pooled pairs are the union of the folds' pairs.
 """
@@ -67,6 +70,17 @@ def _summarise(per_dimension: np.ndarray) -> dict[str, Any]:
     return {"per_dimension": per_dimension, "mean": _nanmean(per_dimension)}
 
 
+def _ceiling_summary(noise: ceiling_lib.NoiseCeiling) -> dict[str, Any]:
+    return {
+        "per_dimension": noise.ceiling,
+        "mean": _nanmean(noise.ceiling),
+        "reliability": noise.reliability,
+        "num_pairs": noise.num_pairs,
+        "num_segments": noise.num_segments,
+        "num_splits": noise.num_splits,
+    }
+
+
 def evaluate_predictions(
     table: EmbeddingTable,
     scores: np.ndarray,
@@ -115,14 +129,18 @@ def evaluate_predictions(
         per_fold.append((fold_id, rows, measure(rows)))
 
     noise = ceiling_lib.noise_ceiling(table.ratings, table.groups, num_splits=ceiling_splits, seed=seed)
+    noise_no_score = ceiling_lib.noise_ceiling(
+        table.ratings, table.groups, num_splits=ceiling_splits, seed=seed, exclude=deadpan
+    ) if deadpan.any() else noise
     fraction = {}
     for name in ACCURACIES:
-        usable = np.isfinite(pooled[name]) & np.isfinite(noise.ceiling)
+        reference = noise_no_score.ceiling if name == "pairwise_accuracy_no_score" else noise.ceiling
+        usable = np.isfinite(pooled[name]) & np.isfinite(reference)
         mean_fraction = ceiling_lib.fraction_of_ceiling(
-            np.array([_nanmean(pooled[name][usable])]), np.array([_nanmean(noise.ceiling[usable])])
+            np.array([_nanmean(pooled[name][usable])]), np.array([_nanmean(reference[usable])])
         )[0]
         fraction[name] = {
-            "per_dimension": ceiling_lib.fraction_of_ceiling(pooled[name], noise.ceiling),
+            "per_dimension": ceiling_lib.fraction_of_ceiling(pooled[name], reference),
             "mean": mean_fraction,
         }
 
@@ -165,14 +183,8 @@ def evaluate_predictions(
         ],
         "fold_mean": fold_mean,
         "fold_std": fold_std,
-        "ceiling": {
-            "per_dimension": noise.ceiling,
-            "mean": _nanmean(noise.ceiling),
-            "reliability": noise.reliability,
-            "num_pairs": noise.num_pairs,
-            "num_segments": noise.num_segments,
-            "num_splits": noise.num_splits,
-        },
+        "ceiling": _ceiling_summary(noise),
+        "ceiling_no_score": _ceiling_summary(noise_no_score),
         "fraction_of_ceiling": fraction,
         "within_group": within_group,
     })
@@ -192,8 +204,8 @@ def _per_dim(metrics: dict, name: str, section: str = "pooled") -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], np.float64)
 
 
-def _ceiling(metrics: dict) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in metrics["ceiling"]["per_dimension"]], np.float64)
+def _ceiling(metrics: dict, name: str = "ceiling") -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in metrics[name]["per_dimension"]], np.float64)
 
 
 def _mean(metrics: dict, name: str, section: str = "pooled") -> float:
@@ -280,6 +292,9 @@ def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
         ("Ceiling", _ceiling(metrics), metrics["ceiling"]["mean"]),
         ("Frac. of ceiling", _per_dim(metrics, "pairwise_accuracy", "fraction_of_ceiling"),
          _mean(metrics, "pairwise_accuracy", "fraction_of_ceiling")),
+        ("Ceiling no Score", _ceiling(metrics, "ceiling_no_score"), metrics["ceiling_no_score"]["mean"]),
+        ("Frac. no Score", _per_dim(metrics, "pairwise_accuracy_no_score", "fraction_of_ceiling"),
+         _mean(metrics, "pairwise_accuracy_no_score", "fraction_of_ceiling")),
         ("Tau-b", _per_dim(metrics, "kendall_tau_b"), _mean(metrics, "kendall_tau_b")),
         ("NDCG", _per_dim(metrics, "ndcg"), _mean(metrics, "ndcg")),
         ("R²", _per_dim(metrics, "r2"), _mean(metrics, "r2")),
@@ -351,7 +366,10 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
     if metrics["num_deadpan_rows"]:
         notes.append(
             f"Leaving out pairs with the {metrics['num_deadpan_rows']} Score renditions moves it by "
-            f"{_fmt(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)}."
+            f"{_fmt(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)} and the mean "
+            f"ceiling by {_fmt(metrics['ceiling_no_score']['mean'] - metrics['ceiling']['mean'], signed=True)} "
+            f"({_fmt(100 * _mean(metrics, 'pairwise_accuracy_no_score', 'fraction_of_ceiling'), 0)}% of the way "
+            "to that ceiling)."
         )
     else:
         notes.append("No Score renditions among the held-out rows, so the no-Score accuracy equals the accuracy.")
