@@ -11,7 +11,7 @@ from crescend_jax.losses.pointwise import masked_mse
 from crescend_jax.models import get_approach
 from crescend_jax.models.baseline import PointwiseBaseline, plain_batches
 from crescend_jax.train import distributed
-from crescend_jax.train.trainer import _build_fold
+from crescend_jax.train.trainer import _compiled
 
 
 def test_registry_returns_baseline_and_names_known_approaches():
@@ -43,10 +43,10 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
     config = tiny_config(learning_rate=1e-2)
     config.model.dropout = 0.0
     approach, mesh = PointwiseBaseline(), distributed.make_mesh()
-    fold = _build_fold(approach, config, 16, 0, mesh)
+    fold = _compiled(approach, config, 16, mesh)
     batch = next(approach.batches(synthetic_table(), config, np.random.default_rng(0)))
     device_batch = distributed.shard_batch({k: v for k, v in batch.items() if k != "row"}, mesh)
-    state, first = fold.train_step(fold.state, device_batch)
+    state, first = fold.train_step(fold.init(0), device_batch)
     for _ in range(5):
         state, metrics = fold.train_step(state, device_batch)
     assert np.isfinite(float(first["loss"])) and float(first["grad_norm"]) > 0

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -43,7 +44,9 @@ class FoldCheckpoints:
     def save(self, step: int, state: Any, record: dict[str, Any], val_accuracy: float | None) -> None:
         """Saves ``state`` (an nnx.State of jax arrays) and ``record`` (JSON) at ``step``."""
         metrics = None if val_accuracy is None else {VALIDATION_METRIC: float(val_accuracy)}
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_savable(state)), record=ocp.args.JsonSave(record))
+        # Host copies: replicated arrays are written once, without orbax slicing every device's replica.
+        host_state = jax.device_get(_savable(state))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(host_state), record=ocp.args.JsonSave(record))
         self.manager.save(step, args=args, metrics=metrics, force=True)
 
     def latest_step(self) -> int | None:
@@ -54,13 +57,16 @@ class FoldCheckpoints:
         return self.manager.best_step()
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
-        """(state shaped, typed and sharded like ``template``, JSON record) of ``step``."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _savable(template))
+        """(state shaped, typed and sharded like ``template`` -- fully replicated arrays --, JSON record) of ``step``."""
+        host_template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), jax.eval_shape(_savable, template))
         restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
-        state = jax.tree.map(lambda t, x: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
-                             template, restored["state"])
-        return state, restored["record"]
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(host_template), record=ocp.args.JsonRestore()))
+
+        def place(t: jax.Array, x: np.ndarray) -> jax.Array:
+            array = jax.make_array_from_process_local_data(t.sharding, np.asarray(x), np.shape(x))
+            return jax.random.wrap_key_data(array, impl=jax.random.key_impl(t)) if _is_key(t) else array
+
+        return jax.tree.map(place, template, restored["state"]), restored["record"]
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -173,31 +173,43 @@ def _input_stats(table: EmbeddingTable, enabled: bool) -> tuple[np.ndarray, np.n
 
 
 @dataclasses.dataclass
-class _Fold:
-    """A fold's model graph and jitted functions (compiled once per fold)."""
+class _Compiled:
+    """The jitted functions of one (approach, config, input width, mesh); every fold shares them."""
 
-    graphdef: Any
-    state: Any
-    train_step: Callable
-    predict: Callable[[Any, np.ndarray], np.ndarray]
+    init: Callable[[int], Any]  # fold -> replicated nnx.State of (model, optimizer)
+    train_step: Callable  # (state, sharded batch) -> (state, metrics); donates state
+    predict: Callable[[Any, np.ndarray], np.ndarray]  # (state, host x [N, ...]) -> host scores [N, 19]
 
 
-def _build_fold(approach: Approach, config: ml_collections.ConfigDict, input_dim: int, fold: int, mesh: Mesh) -> _Fold:
-    """Model + optimizer as one replicated nnx.State and the jitted train/predict functions over ``mesh``.
+_COMPILED: dict[tuple, _Compiled] = {}
+
+
+def _compiled(approach: Approach, config: ml_collections.ConfigDict, input_dim: int, mesh: Mesh) -> _Compiled:
+    """`_Compiled` for these settings, built (and traced) once per process and reused by every fold.
 
     We use jax.jit over the split state rather than nnx.jit: the NNX graph is traversed once at trace time instead
     of on every call (nnx.jit re-splits/merges the module each step, which dominates tiny CPU steps), and the
     state is a plain pytree with explicit shardings, which orbax saves and restores as is.
     """
-    key = jax.random.fold_in(jax.random.key(config.train.seed), fold)
-    model = approach.build_model(config, input_dim, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+    settings = {k: v for k, v in _flatten(json.loads(config_to_json(config))).items()
+                if not k.startswith(RESUME_IGNORED_FIELDS)}
+    cache_key = (type(approach), json.dumps(settings, sort_keys=True), input_dim, mesh)
+    if cache_key in _COMPILED:
+        return _COMPILED[cache_key]
     tx = optax.adamw(config.train.learning_rate, weight_decay=config.train.weight_decay)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
+
+    def create(fold: jax.Array) -> tuple[nnx.Module, nnx.Optimizer]:
+        key = jax.random.fold_in(jax.random.key(config.train.seed), fold)
+        model = approach.build_model(config, input_dim, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    # Shapes first, then one jitted initialisation placed replicated on the mesh (no eager op per parameter).
+    model, optimizer = nnx.eval_shape(create, jnp.int32(0))
+    graphdef = nnx.graphdef((model, optimizer))
     model.eval()  # Dropout off: a separate (static) graph for prediction
     eval_graphdef = nnx.graphdef((model, optimizer))
     replicated = distributed.replicated(mesh)
-    state = distributed.replicate(state, mesh)
+    jitted_init = jax.jit(lambda fold: nnx.state(create(fold)), out_shardings=replicated)
 
     def train_step(state, batch):
         model, optimizer = nnx.merge(graphdef, state)
@@ -211,7 +223,6 @@ def _build_fold(approach: Approach, config: ml_collections.ConfigDict, input_dim
         model, _ = nnx.merge(eval_graphdef, state)
         return approach.predict(model, x)
 
-    jitted_train = jax.jit(train_step, donate_argnums=0, out_shardings=replicated)
     jitted_predict = jax.jit(predict_step, out_shardings=distributed.data_sharded(mesh))
     devices = mesh.devices.size
 
@@ -221,7 +232,11 @@ def _build_fold(approach: Approach, config: ml_collections.ConfigDict, input_dim
         sharded = distributed.shard_batch({"x": padded}, mesh)["x"]
         return distributed.to_host(jitted_predict(state, sharded))[: len(x)]
 
-    return _Fold(graphdef, state, jitted_train, predict)
+    compiled = _Compiled(init=lambda fold: jitted_init(np.int32(fold)),
+                         train_step=jax.jit(train_step, donate_argnums=0, out_shardings=replicated),
+                         predict=predict)
+    _COMPILED[cache_key] = compiled
+    return compiled
 
 
 def _mean_pairwise_accuracy(scores: np.ndarray, table: EmbeddingTable) -> float:
@@ -233,7 +248,7 @@ def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.nda
     """Raises `NonFiniteLossError` naming the first step in ``pending`` with a NaN/inf loss and its batch's keys."""
     if not pending:
         return
-    losses = np.asarray(jax.device_get(jnp.stack([loss for _, loss, _ in pending])))
+    losses = np.array(jax.device_get([loss for _, loss, _ in pending]), np.float32)
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         step, _, rows = pending[bad[0]]
@@ -266,8 +281,8 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
         fold_dir.mkdir(parents=True, exist_ok=True)
         np.savez(fold_dir / "input_stats.npz", mean=mean, std=std)
 
-    built = _build_fold(approach, config, table.pooled.shape[1], fold, mesh)
-    state = built.state
+    built = _compiled(approach, config, table.pooled.shape[1], mesh)
+    state = built.init(fold)
     checkpoints = FoldCheckpoints(fold_dir / "checkpoints")
     rng_state = np.random.default_rng([config.train.seed, fold]).bit_generator.state
     step = 0
@@ -390,8 +405,8 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None) ->
         if step is None:
             raise TrainingError(f"{fold_dir} has no checkpoint; train it first (crescend-jax train ... "
                                 "--config.train.resume=True)")
-        built = _build_fold(approach, config, table.pooled.shape[1], k, mesh)
-        state, _ = checkpoints.restore(step, built.state)
+        built = _compiled(approach, config, table.pooled.shape[1], mesh)
+        state, _ = checkpoints.restore(step, built.init(k))
         checkpoints.close()
         stats = np.load(fold_dir / "input_stats.npz")
         scores[rows] = built.predict(state, (table.pooled[rows] - stats["mean"]) / stats["std"])

@@ -1,0 +1,106 @@
+"""The trainer: kill-and-resume equals an uninterrupted run, metrics files, and every bad input it must refuse."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from _distributed_worker import synthetic_table, tiny_config
+
+from crescend_jax.data.splits import SplitError
+from crescend_jax.models.baseline import PointwiseBaseline
+from crescend_jax.train import trainer
+from crescend_jax.train.checkpoint import FoldCheckpoints
+from crescend_jax.train.trainer import (NonFiniteLossError, TrainingError, TrainingStopped, predict_heldout,
+                                        train)
+
+
+def one_fold_config(**train_overrides):
+    config = tiny_config(**{"num_steps": 30, **train_overrides})
+    config.data.test_compositions = ("Comp0",)
+    return config
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    table = synthetic_table()
+    train(one_fold_config(), tmp_path / "straight", table=table)
+    with pytest.raises(TrainingStopped, match="after step 25"):
+        train(one_fold_config(stop_after_steps=25), tmp_path / "killed", table=table)
+    assert FoldCheckpoints(tmp_path / "killed" / "fold_0" / "checkpoints").latest_step() == 20
+    train(one_fold_config(resume=True), tmp_path / "killed", table=table)
+
+    straight, resumed = (predict_heldout(tmp_path / name, table=table) for name in ("straight", "killed"))
+    assert straight.scores.shape == (12, 19) and set(straight.table.compositions) == {"Comp0"}
+    np.testing.assert_allclose(resumed.scores, straight.scores, rtol=1e-6, atol=1e-7)
+    metrics = [pd.read_json(tmp_path / name / "fold_0" / "metrics.jsonl", lines=True) for name in ("straight", "killed")]
+    final = [m[m.step == 30].iloc[-1] for m in metrics]
+    for column in ("loss", "val_accuracy", "grad_norm"):
+        assert final[0][column] == pytest.approx(final[1][column], rel=1e-6)
+    assert {"loss", "mse", "val_accuracy", "steps_per_s"} <= set(metrics[0].columns)
+    assert any((tmp_path / "straight" / "fold_0" / "tensorboard").iterdir())
+    done = json.loads((tmp_path / "straight" / "fold_0" / "done.json").read_text())
+    assert done["steps"] == 30 and done["best_step"] in (10, 20, 30)
+
+
+def test_nan_embeddings_and_labels_are_named(tmp_path):
+    table = synthetic_table()
+    table.pooled[5, 3] = np.nan
+    with pytest.raises(TrainingError, match=r"1 row\(s\) have NaN/inf embeddings \(e.g. Comp0_8bars_1_1\)"):
+        train(one_fold_config(), tmp_path / "a", table=table)
+    table = synthetic_table()
+    table.label_mean[7, 0] = np.inf
+    with pytest.raises(TrainingError, match=r"NaN/inf label means \(e.g. Comp0_8bars_3_1\)"):
+        train(one_fold_config(), tmp_path / "b", table=table)
+
+
+def test_width_mismatch_is_refused(tmp_path):
+    config = one_fold_config()
+    config.model.input_dim = 1024
+    with pytest.raises(TrainingError, match=r"16 wide .* config.model.input_dim=1024"):
+        train(config, tmp_path, table=synthetic_table())
+
+
+def test_fold_without_rankable_groups_is_refused(tmp_path):
+    table = synthetic_table()
+    solo = table.compositions == "Comp0"
+    table.groups = np.where(solo, np.char.add(table.groups, np.char.add("_", table.performers)), table.groups)
+    with pytest.raises(SplitError, match=r"fold 0: the test side .* no group with >= 2 performers"):
+        train(one_fold_config(), tmp_path, table=table)
+
+
+def test_resume_with_another_config_names_the_fields(tmp_path):
+    table = synthetic_table()
+    train(one_fold_config(num_steps=10), tmp_path, table=table)
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(one_fold_config(num_steps=10), tmp_path, table=table)
+    with pytest.raises(TrainingError, match=r"another config \(train.learning_rate: 0.01 -> 0.5\)"):
+        train(one_fold_config(num_steps=10, learning_rate=0.5, resume=True), tmp_path, table=table)
+
+
+class PoisonedBaseline(PointwiseBaseline):
+    """The baseline whose 26th batch yields a NaN loss."""
+
+    def batches(self, table, config, rng):
+        for index, batch in enumerate(super().batches(table, config, rng)):
+            yield {**batch, "poison": np.full(len(batch["x"]), np.nan if index == 25 else 0.0, np.float32)}
+
+    def loss(self, model, batch, mesh):
+        loss, diagnostics = super().loss(model, batch, mesh)
+        return loss + jnp.sum(batch["poison"]), diagnostics
+
+
+def test_nan_loss_stops_with_step_and_keys_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    table = synthetic_table()
+    with pytest.raises(NonFiniteLossError, match=r"fold 0: the loss is nan at step 26; its batch holds rows Comp"):
+        train(one_fold_config(), tmp_path / "direct", table=table, approach=PoisonedBaseline())
+    checkpoints = FoldCheckpoints(tmp_path / "direct" / "fold_0" / "checkpoints")
+    assert checkpoints.latest_step() == 20
+    checkpoints.close()
+
+    import crescend_jax.data.store as store
+
+    monkeypatch.setattr(store, "load_table", lambda config: table)
+    monkeypatch.setattr(trainer, "get_approach", lambda name: PoisonedBaseline())
+    assert trainer.run_training(one_fold_config(), str(tmp_path / "cli")) == 1
+    assert "step 26" in capsys.readouterr().err
