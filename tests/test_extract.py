@@ -191,3 +191,29 @@ def test_merge_without_a_store_is_a_clear_error(setup, capsys):
     config, *_ = setup
     assert extract.run_merge(config) == 2
     assert "crescend-jax extract" in capsys.readouterr().err
+
+
+def test_percepiano_config_loads_with_overrides():
+    from crescend_jax.config import load_config
+
+    config = load_config("configs/percepiano.py", ["--config.store.frames=true", "--config.data.root=/x"])
+    assert config.corpus == "percepiano" and config.encoder.name == "features"
+    assert config.store.frames is True and config.data.root == "/x" and config.store.root == "stores"
+
+
+@pytest.mark.data
+def test_extract_real_percepiano_segments(percepiano_root, setup, monkeypatch, capsys):
+    """The real reader and renderer on three PercePiano segments (the encoder stays the counting fake)."""
+    from crescend_jax.data.percepiano import load_percepiano
+
+    config, *_ = setup
+    corpus = load_percepiano(percepiano_root)
+    corpus.segments = corpus.segments[:3]
+    corpus.problems = []
+    monkeypatch.setattr(extract, "load_corpus", lambda config: corpus)
+    config.render.sample_rate = CountingEncoder.sample_rate
+    assert extract.run_extract(config) == 0
+    table = store.load_table(config)
+    assert sorted(table.keys) == sorted(s.key for s in corpus.segments)
+    np.testing.assert_array_equal(table.ratings[list(table.keys).index(corpus.segments[0].key)],
+                                  corpus.segments[0].ratings)

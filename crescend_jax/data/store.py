@@ -55,7 +55,7 @@ def default_store_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.root = "stores"  # stores live at <root>/<corpus>/<encoder name>/<render settings_id>/
     config.frames = False  # also store frame-level features [layers, T, dim] (bfloat16 on disk)
-    config.chunk_size = 64  # items per committed part file
+    config.chunk_size = 32  # items per committed part file (a hard kill loses at most this many encodings)
     config.encode_batch = 8  # waveforms per encoder call during extraction
     return config
 
@@ -205,7 +205,7 @@ class StoreWriter:
     share a mutable file.
     """
 
-    def __init__(self, store_dir: Path, info: StoreInfo, writer_id: str = "all", chunk_size: int = 64):
+    def __init__(self, store_dir: Path, info: StoreInfo, writer_id: str = "all", chunk_size: int = 32):
         open_store(store_dir, info)
         self.store_dir = Path(store_dir)
         self.info = info
