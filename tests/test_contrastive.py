@@ -48,13 +48,14 @@ def test_registry_and_config_file():
 def test_model_shapes_and_pooled_equals_one_frame(pooling):
     model = ContrastiveRankingModel(12, hidden_dim=16, num_layers=2, dropout=0.0, projection_dim=8, pooling=pooling,
                                     rngs=nnx.Rngs(0))
+    call = nnx.jit(lambda m, x: m(x))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 12)), jnp.float32)
-    z, scores = model(x)
+    z, scores = call(model, x)
     assert z.shape == (5, 8) and scores.shape == (5, 19)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(z), axis=1), 1.0, rtol=1e-5)
-    z_frames, scores_frames = model(x[:, None, :])
+    z_frames, scores_frames = call(model, x[:, None, :])
     np.testing.assert_allclose(np.asarray(scores_frames), np.asarray(scores), rtol=1e-5, atol=1e-6)
-    frames_z, frames_scores = model(jnp.ones((3, 7, 12)))
+    frames_z, frames_scores = call(model, jnp.ones((3, 7, 12)))
     assert frames_z.shape == (3, 8) and frames_scores.shape == (3, 19)
 
 
@@ -72,8 +73,8 @@ def test_loss_is_the_same_on_one_and_eight_devices():
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
     eight = distributed.make_mesh()
     approach, model, batch = _setup(table, config, eight)
-    loss_one, diag_one = approach.loss(model, {k: jnp.asarray(v) for k, v in batch.items()}, one)
     graphdef, state = nnx.split(model)
+    loss_one, diag_one = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, one))(state, batch)
     sharded = distributed.shard_batch(batch, eight)
     loss_eight, diag_eight = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, eight))(
         distributed.replicate(state, eight), sharded)
@@ -110,6 +111,7 @@ def test_jitted_steps_lower_the_loss_on_a_sharded_batch():
     assert float(diag["rank_accuracy"]) > 0.6
 
 
+@pytest.mark.slow
 def test_trainer_end_to_end(tmp_path):
     table = synthetic_table()
     config = tiny_config()
@@ -120,25 +122,26 @@ def test_trainer_end_to_end(tmp_path):
     assert set(held.table.compositions) == {"Comp0"}
 
 
-def test_frames_input_trains(tmp_path):
+def test_frames_input_gives_finite_gradients():
     table = synthetic_table(compositions=2)
     rng = np.random.default_rng(0)
     table.frames = [rng.normal(size=(2, 30, 8)).astype(np.float32) for _ in range(len(table))]
     table.frame_rate = 10.0
     config = tiny_config(input="frames", pooling="attention")
     config.model.sampler.crop_seconds = 1.5
-    approach, model, batch = _setup(table, config, distributed.make_mesh())
+    one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    approach, model, batch = _setup(table, config, one)
     assert batch["x"].shape == (16, 15, 16)
-    loss, _ = approach.loss(model, {k: jnp.asarray(v) for k, v in batch.items()}, distributed.make_mesh())
-    assert np.isfinite(float(loss))
-    scores = approach.predict(model, jnp.asarray(table.pooled[:4]))
+    grads = nnx.jit(nnx.grad(lambda m, b: approach.loss(m, b, one)[0]))(model, batch)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+    scores = nnx.jit(approach.predict)(model, jnp.asarray(table.pooled[:4]))
     assert scores.shape == (4, 19)
 
 
 def test_bad_settings():
     approach = ContrastiveRanking()
     with pytest.raises(RuntimeError, match="build_model"):
-        approach.loss(None, {}, distributed.make_mesh())
+        approach.loss(None, {}, None)
     with pytest.raises(ValueError, match="model.input"):
         approach.build_model(tiny_config(input="wav"), 16, nnx.Rngs(0))
     with pytest.raises(ValueError, match="pooling"):

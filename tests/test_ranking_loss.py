@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import rax
 
-from crescend_jax.losses.ranking import agreement_weights, margin_ranking_loss
+from crescend_jax.losses.ranking import agreement_weights
+from crescend_jax.losses.ranking import margin_ranking_loss as eager_margin_ranking_loss
+
+margin_ranking_loss = jax.jit(eager_margin_ranking_loss, static_argnames=("margin", "min_label_gap"))
 
 
 def naive_loss(scores, labels, mask, std, margin, min_gap):
