@@ -192,3 +192,25 @@ def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsy
     (run_dir / "report.md").unlink()
     assert evaluate_workdir(str(run_dir)) == 0
     assert "Baseline acc." in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_evaluate_workdir_on_a_real_training_run(monkeypatch, tmp_path, capsys):
+    """End to end with engineer 7's trainer: train two tiny folds, then evaluate the workdir it wrote."""
+    from _distributed_worker import synthetic_table, tiny_config
+
+    import crescend_jax.data.store as store
+    from crescend_jax.train.trainer import train
+
+    table = synthetic_table(performers=5)
+    rng = np.random.default_rng(0)
+    table.ratings = [np.clip(m + rng.normal(0, 0.1, (6, NUM_DIMENSIONS)), 0, 1).astype(np.float32)
+                     for m in table.label_mean]
+    table.performers = np.where(table.performers == "0", "Score", table.performers)
+    train(tiny_config(num_steps=20), tmp_path / "run", table=table)
+    monkeypatch.setattr(store, "load_table", lambda config: table)
+    assert evaluate_workdir(str(tmp_path / "run")) == 0
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["num_rows"] == len(table) and saved["folds"] == [0, 1]
+    assert saved["num_deadpan_rows"] == 12 and saved["ceiling"]["num_segments"] == len(table)
+    assert f"held-out pairwise accuracy {saved['pooled']['pairwise_accuracy']['mean']:.3f}" in capsys.readouterr().out

@@ -327,6 +327,10 @@ def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
     return lines
 
 
+def _difference(a: float | None, b: float | None) -> float:
+    return float("nan") if a is None or b is None else a - b
+
+
 def _observations(metrics: dict, baseline: dict | None) -> list[str]:
     names = metrics["dimensions"]
     accuracy = _per_dim(metrics, "pairwise_accuracy")
@@ -367,7 +371,7 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
         notes.append(
             f"Leaving out pairs with the {metrics['num_deadpan_rows']} Score renditions moves it by "
             f"{_fmt(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)} and the mean "
-            f"ceiling by {_fmt(metrics['ceiling_no_score']['mean'] - metrics['ceiling']['mean'], signed=True)} "
+            f"ceiling by {_fmt(_difference(metrics['ceiling_no_score']['mean'], metrics['ceiling']['mean']), signed=True)} "
             f"({_fmt(100 * _mean(metrics, 'pairwise_accuracy_no_score', 'fraction_of_ceiling'), 0)}% of the way "
             "to that ceiling)."
         )
