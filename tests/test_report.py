@@ -27,7 +27,8 @@ def simulated_table(num_compositions=6, groups_per_composition=4, performers=5, 
                 rows.append((f"comp{c}", f"comp{c}_8bars", "Score" if p == 0 else str(p), f"comp{c}_8bars_{g}"))
     n = len(rows)
     label_truth = rng.uniform(0.2, 0.8, size=(n, NUM_DIMENSIONS)).astype(np.float32)
-    ratings = [np.clip(t + rng.normal(0, 0.15, size=(raters, NUM_DIMENSIONS)), 0, 1).astype(np.float32) for t in label_truth]
+    noise = rng.normal(0, 0.15, size=(n, raters, NUM_DIMENSIONS))
+    ratings = [np.clip(t + e, 0, 1).astype(np.float32) for t, e in zip(label_truth, noise)]
     compositions, pieces, performer_ids, groups = (np.array(column) for column in zip(*rows))
     table = EmbeddingTable(
         keys=np.array([f"{grp}_{perf}" for grp, perf in zip(groups, performer_ids)]),

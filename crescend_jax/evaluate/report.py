@@ -99,7 +99,9 @@ def evaluate_predictions(
     fold = np.asarray(fold)
     num_rows = len(table)
     if scores.shape != (num_rows, NUM_DIMENSIONS):
-        raise ValueError(f"scores have shape {scores.shape}; expected [{num_rows}, {NUM_DIMENSIONS}] (one row per table row)")
+        raise ValueError(
+            f"scores have shape {scores.shape}; expected [{num_rows}, {NUM_DIMENSIONS}] (one row per table row)"
+        )
     if fold.shape != (num_rows,):
         raise ValueError(f"fold ids have shape {fold.shape}; expected [{num_rows}]")
     bad = ~np.isfinite(scores).all(axis=1)
@@ -288,7 +290,8 @@ def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
         ("Accuracy", _per_dim(metrics, "pairwise_accuracy"), _mean(metrics, "pairwise_accuracy")),
         (f"Acc. gap≥{metrics['min_gap']:g}", _per_dim(metrics, "pairwise_accuracy_gap"),
          _mean(metrics, "pairwise_accuracy_gap")),
-        ("Acc. no Score", _per_dim(metrics, "pairwise_accuracy_no_score"), _mean(metrics, "pairwise_accuracy_no_score")),
+        ("Acc. no Score", _per_dim(metrics, "pairwise_accuracy_no_score"),
+         _mean(metrics, "pairwise_accuracy_no_score")),
         ("Ceiling", _ceiling(metrics), metrics["ceiling"]["mean"]),
         ("Frac. of ceiling", _per_dim(metrics, "pairwise_accuracy", "fraction_of_ceiling"),
          _mean(metrics, "pairwise_accuracy", "fraction_of_ceiling")),
@@ -313,7 +316,8 @@ def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
             ("Baseline acc.", base, base_mean),
             ("Δ acc.", _per_dim(metrics, "pairwise_accuracy") - base, _mean(metrics, "pairwise_accuracy") - base_mean),
         ]
-    fold_mean, fold_std = _per_dim(metrics, "pairwise_accuracy", "fold_mean"), _per_dim(metrics, "pairwise_accuracy", "fold_std")
+    fold_mean = _per_dim(metrics, "pairwise_accuracy", "fold_mean")
+    fold_std = _per_dim(metrics, "pairwise_accuracy", "fold_std")
     header = ["Dimension"] + [name for name, _, _ in columns] + ["Acc. fold mean ± std"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for k, dimension in enumerate(metrics["dimensions"]):
@@ -322,7 +326,8 @@ def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
     means = [_fmt(mean, signed=name.startswith("Δ")) for name, _, mean in columns]
     lines.append(
         "| **Mean** | " + " | ".join(means)
-        + f" | {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} |"
+        + f" | {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
+        + f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} |"
     )
     return lines
 
@@ -346,7 +351,8 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
     ]
     per_fold = np.array([fold["metrics"]["pairwise_accuracy"]["mean"] for fold in metrics["per_fold"]], np.float64)
     notes.append(
-        f"Across {len(per_fold)} folds the mean accuracy is {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
+        f"Across {len(per_fold)} folds the mean accuracy is "
+        f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
         f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} (folds range {_fmt(np.nanmin(per_fold))}–"
         f"{_fmt(np.nanmax(per_fold))}; {int((per_fold < 0.5).sum())} below chance)."
     )
@@ -371,7 +377,8 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
         notes.append(
             f"Leaving out pairs with the {metrics['num_deadpan_rows']} Score renditions moves it by "
             f"{_fmt(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)} and the mean "
-            f"ceiling by {_fmt(_difference(metrics['ceiling_no_score']['mean'], metrics['ceiling']['mean']), signed=True)} "
+            f"ceiling by "
+            f"{_fmt(_difference(metrics['ceiling_no_score']['mean'], metrics['ceiling']['mean']), signed=True)} "
             f"({_fmt(100 * _mean(metrics, 'pairwise_accuracy_no_score', 'fraction_of_ceiling'), 0)}% of the way "
             "to that ceiling)."
         )
@@ -394,11 +401,13 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
         finite = np.flatnonzero(np.isfinite(delta))
         ranked = finite[np.argsort(-delta[finite], kind="stable")]
         gains = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[:3] if delta[k] > 0) or "none"
-        losses = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[::-1][:3] if delta[k] < 0) or "none"
+        losses = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[::-1][:3] if delta[k] < 0)
+        losses = losses or "none"
         notes.append(
             f"Against the baseline: higher on {int((delta[finite] > 0).sum())} of {len(finite)} dimensions, mean "
             f"{_fmt(mean_accuracy - _mean(baseline, 'pairwise_accuracy'), signed=True)} (baseline fold std "
-            f"{_fmt(_mean(baseline, 'pairwise_accuracy', 'fold_std'))}). Largest gains: {gains}. Largest losses: {losses}."
+            f"{_fmt(_mean(baseline, 'pairwise_accuracy', 'fold_std'))}). Largest gains: {gains}. "
+            f"Largest losses: {losses}."
         )
     return notes
 
