@@ -18,13 +18,14 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from crescend_jax.config import ConfigError
 from crescend_jax.data import store
 from crescend_jax.data.segments import Corpus, Problem, Segment
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_RUN_FAILED = 0, 1, 2
 
 
-class ShardError(ValueError):
+class ShardError(ConfigError):
     """A ``--shard`` value that is not ``i/N`` with 0 <= i < N."""
 
 
@@ -58,17 +59,14 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
         from crescend_jax.data.demo_corpus import build_demo_corpus
 
         return build_demo_corpus(config.data)
-    from crescend_jax.config import ConfigError
-
     raise ConfigError(f"unknown corpus {config.corpus!r}; set --config.corpus to 'percepiano' or 'demo'")
 
 
 def _whole_run_errors() -> tuple[type[BaseException], ...]:
-    from crescend_jax.config import ConfigError
     from crescend_jax.data.percepiano import CorpusError
     from crescend_jax.data.render import SoundfontError
 
-    return CorpusError, SoundfontError, store.StoreError, ConfigError, ShardError
+    return CorpusError, SoundfontError, store.StoreError, ConfigError
 
 
 class _Extraction:

@@ -362,13 +362,16 @@ def merge_store(store_dir: Path) -> int:
     (building / "parts.json").write_text(json.dumps(stems))
 
     target = _merged_dir(store_dir)
-    if target.exists():
-        retired = store_dir / f"{_TEMP_PREFIX}retired-{uuid.uuid4().hex[:8]}"
+    retired = store_dir / f"{_TEMP_PREFIX}retired-{uuid.uuid4().hex[:8]}"
+    try:
         os.replace(target, retired)
+    except FileNotFoundError:
+        pass  # first merge, or a concurrent merger is mid-swap
+    try:
         os.replace(building, target)
-        shutil.rmtree(retired)
-    else:
-        os.replace(building, target)
+    except OSError:  # a concurrent merger swapped its (equally complete) view in first
+        shutil.rmtree(building)
+    shutil.rmtree(retired, ignore_errors=True)
     return len(seen)
 
 
