@@ -23,10 +23,11 @@ class CountingEncoder:
     num_layers = 2
     dim = 3
 
-    def __init__(self, fail_after_items: int | None = None):
+    def __init__(self, fail_after_items: int | None = None, reject_longer_than: float | None = None):
         self.calls = 0
         self.items = 0
         self.fail_after_items = fail_after_items
+        self.reject_longer_than = reject_longer_than
 
     def encode(self, waveforms):
         self.calls += 1
@@ -34,6 +35,8 @@ class CountingEncoder:
         for wave in waveforms:
             if self.fail_after_items is not None and self.items >= self.fail_after_items:
                 raise KeyboardInterrupt  # the run is killed here
+            if self.reject_longer_than is not None and len(wave) > self.reject_longer_than * self.sample_rate:
+                raise ValueError("too long for this encoder")
             self.items += 1
             chunks = np.array_split(wave, 4)
             frames = np.array([[[c.mean() + layer, c.std(), len(wave) / 1e5] for c in chunks] for layer in range(2)],
@@ -176,6 +179,19 @@ def test_bad_items_fail_alone_and_are_summarised(setup, tmp_path, capsys):
     for item in ("not-a-key", "Comp0_8bars_corrupt_1", "Comp0_8bars_missing_1"):
         assert f"failed: {item}" in out
     assert len(store.load_table(config)) == 6
+
+
+def test_an_encoding_failure_sinks_only_its_item(setup, tmp_path, capsys):
+    config, corpus_box, built, encoder_kwargs = setup
+    corpus = corpus_box["corpus"]
+    long_midi = write_midi(tmp_path / "midi" / "long.mid", 70, seconds=4.0)
+    corpus.segments[1] = Segment(**{**corpus.segments[1].__dict__, "midi_path": long_midi})
+    encoder_kwargs["reject_longer_than"] = 3.0
+    assert extract.run_extract(config) == 1
+    out = capsys.readouterr().out
+    assert "done 5 / skipped 0 (already stored) / failed 1" in out
+    assert f"failed: {corpus.segments[1].key} ({long_midi}): encoding failed (ValueError: too long" in out
+    assert corpus.segments[1].key not in store.load_table(config).keys
 
 
 def test_absent_soundfont_is_a_whole_run_error(setup, tmp_path, capsys):

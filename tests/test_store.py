@@ -155,6 +155,8 @@ def test_encoder_name_registry(tmp_path):
     assert store.known_encoder_name(config) is None
     store.remember_encoder_name(config, "logmel-64")
     assert store.known_encoder_name(config) == "logmel-64"
+    from_json = ml_collections.ConfigDict(json.loads(json.dumps(config.to_dict())))  # as a workdir's config.json
+    assert store.known_encoder_name(from_json) == "logmel-64"
     config.encoder.n_mels = 128
     assert store.known_encoder_name(config) is None
 

@@ -63,10 +63,11 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
 
 
 def _whole_run_errors() -> tuple[type[BaseException], ...]:
+    from crescend_jax.data.demo_corpus import DemoCorpusError
     from crescend_jax.data.percepiano import CorpusError
     from crescend_jax.data.render import SoundfontError
 
-    return CorpusError, SoundfontError, store.StoreError, ConfigError
+    return CorpusError, DemoCorpusError, SoundfontError, store.StoreError, ConfigError
 
 
 class _Extraction:
