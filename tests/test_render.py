@@ -184,6 +184,13 @@ def test_absent_soundfont_names_file_and_fix(tmp_path):
         RenderSettings("steinway")
 
 
+def test_unreadable_soundfont(tmp_path):
+    (tmp_path / "garbage.sf2").write_bytes(b"not a RIFF file")
+    settings = RenderSettings(tmp_path / "garbage.sf2")
+    with pytest.raises(SoundfontError, match=r"cannot load soundfont .*garbage\.sf2"):
+        render_midi(write_midi(tmp_path / "a.mid"), settings)
+
+
 def test_render_many_returns_errors_as_values(tmp_path, settings):
     good = [write_midi(tmp_path / f"{v}.mid", velocity=v) for v in (50, 90)]
     paths = [good[0], tmp_path / "missing.mid", good[1]]

@@ -174,7 +174,8 @@ def _read_events(midi_path: Path) -> tuple[list[tuple[float, mido.Message]], flo
 _SAMPLE_HOLDERS: dict[Path, fluidsynth.Synth] = {}
 
 
-def _new_synth(settings: RenderSettings) -> tuple[fluidsynth.Synth, int]:
+def _new_synth(settings: RenderSettings) -> fluidsynth.Synth:
+    """A fresh synth with effects off and the piano (bank 0, program 0) on every channel."""
     options = {"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.dynamic-sample-loading": 1,
                "synth.polyphony": _POLYPHONY}
     if settings.soundfont not in _SAMPLE_HOLDERS:
@@ -182,7 +183,9 @@ def _new_synth(settings: RenderSettings) -> tuple[fluidsynth.Synth, int]:
                                   **options)
         holder_id = holder.sfload(str(settings.soundfont))
         if holder_id < 0:
-            raise SoundfontError(f"FluidSynth cannot load soundfont {settings.soundfont}; is it a valid .sf2/.sf3?")
+            holder.delete()
+            raise SoundfontError(f"FluidSynth cannot load soundfont {settings.soundfont} (see its error above); "
+                                 f"pass a valid .sf2/.sf3 file")
         holder.program_select(0, holder_id, 0, 0)
         _SAMPLE_HOLDERS[settings.soundfont] = holder
     synth = fluidsynth.Synth(gain=settings.gain, samplerate=settings.sample_rate, channels=_MIDI_CHANNELS, **options)
@@ -190,8 +193,9 @@ def _new_synth(settings: RenderSettings) -> tuple[fluidsynth.Synth, int]:
     for channel in range(_MIDI_CHANNELS):
         if synth.program_select(channel, sfid, 0, 0) != fluidsynth.FLUID_OK:
             synth.delete()
-            raise SoundfontError(f"soundfont {settings.soundfont} has no piano preset (bank 0, program 0)")
-    return synth, sfid
+            raise SoundfontError(f"soundfont {settings.soundfont} has no piano preset (bank 0, program 0); "
+                                 f"pass a General MIDI soundfont")
+    return synth
 
 
 def _send(synth: fluidsynth.Synth, message: mido.Message) -> None:
@@ -222,7 +226,7 @@ def render_midi(midi_path: Path, settings: RenderSettings) -> np.ndarray:
     sr = settings.sample_rate
     stereo = np.zeros((int(round((length + settings.tail_seconds) * sr)), 2), np.float32)
     base = stereo.ctypes.data
-    synth, _ = _new_synth(settings)
+    synth = _new_synth(settings)
     try:
         done = 0
         for seconds, message in events:
