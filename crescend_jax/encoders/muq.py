@@ -161,21 +161,28 @@ def check_weights_match(model_shapes: dict[str, tuple[int, ...]], file_shapes: d
 
 
 def load_muq(checkpoint: str | Path, device: str = "cpu"):
-    """Loads ``MuQ.from_pretrained`` from a directory or the HF cache after checking the weights fit the config."""
-    import torch
+    """Loads ``MuQ.from_pretrained`` from a directory or the HF cache and checks that the weights fit the config.
 
+    ``from_pretrained`` loads with ``strict=False`` (silent on missing or unexpected keys) and fails on a shape
+    mismatch with torch's message: both cases become a `CheckpointError` naming the keys.
+    """
     MuQ, MuQConfig = import_muq()
     path = resolve_checkpoint(checkpoint)
     config = json.loads((path / "config.json").read_text())
     try:
-        with torch.device("meta"):
-            skeleton = MuQ(MuQConfig(**config))
-    except (TypeError, KeyError) as err:
+        muq_config = MuQConfig(**config)
+    except TypeError as err:
         raise CheckpointError(f"{path / 'config.json'} is not a MuQ config ({err}); expected MuQConfig fields "
                               f"with `stat` and `w2v2_config` filled") from None
     weights = next(path / name for name in WEIGHT_FILES if (path / name).is_file())
-    check_weights_match({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, _weight_shapes(weights), path)
-    model = MuQ.from_pretrained(str(path), map_location=device)
+    file_shapes = _weight_shapes(weights)
+    try:
+        model = MuQ.from_pretrained(str(path), map_location=device)
+    except RuntimeError:  # torch's size-mismatch error: rebuild the model alone to name the keys
+        skeleton = MuQ(muq_config)
+        check_weights_match({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, file_shapes, path)
+        raise
+    check_weights_match({k: tuple(v.shape) for k, v in model.state_dict().items()}, file_shapes, path)
     return model.to(device).eval()
 
 
