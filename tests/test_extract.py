@@ -155,6 +155,7 @@ def test_killed_run_resumes_without_recomputing(setup, capsys):
 
 def test_shards_then_merge_give_one_dataset(setup, capsys):
     config, corpus_box, built, _ = setup
+    config.store.frames = True
     assert extract.run_extract(config, shard=(0, 2)) == 0
     assert extract.run_extract(config, shard=(1, 2)) == 0
     out = capsys.readouterr().out
@@ -167,6 +168,8 @@ def test_shards_then_merge_give_one_dataset(setup, capsys):
     table = store.read_store([store_dir])
     assert sorted(table.keys) == sorted(s.key for s in corpus_box["corpus"].segments)
     assert sum(b.items for b in built) == 6
+    assert [f.shape for f in table.frames] == [(2, 4, 3)] * 6
+    np.testing.assert_allclose(np.stack([f.mean(1).reshape(-1) for f in table.frames]), table.pooled, atol=0.05)
 
 
 def test_bad_items_fail_alone_and_are_summarised(setup, tmp_path, capsys):
