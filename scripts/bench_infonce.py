@@ -224,7 +224,20 @@ def _markdown(machine: dict, results: list[dict], matmul_gflops: float) -> str:
             f"| {r['impl']} | {r['devices']} | {r['batch']} | {r.get('block', '-')} | {timing} | {gib(r)} | "
             f"{r['status']} |"
         )
+    largest = max((r for r in results if r["impl"] == "tiled"), key=lambda r: r["batch"])
+    if largest["status"] == "ok":
+        memory_ok = largest["peak_rss_bytes"] < 2 * 2**30
+        rate_ok = largest["fraction_of_matmul"] >= 0.7
+        lines += [
+            "",
+            f"Goal at batch {largest['batch']:,} (under 2 GiB peak, at least 70% of the matmul rate): peak "
+            f"{gib(largest)} GiB ({'met' if memory_ok else 'missed'}), {largest['fraction_of_matmul']:.0%} of the "
+            f"matmul rate ({'met' if rate_ok else 'missed'}).",
+        ]
     lines += [
+        "",
+        "On a loaded machine the matmul rate and the loss can be timed under different load, so \"of matmul\" above "
+        "100% means the load dropped between the two, not a faster-than-matmul loss.",
         "",
         "`ring` / `allgather`: `sharded_infonce_loss` on 8 simulated CPU devices sharing the same cores (XLA_FLAGS "
         "--xla_force_host_platform_device_count=8): this measures the sharded code's overhead, not multi-device "

@@ -114,6 +114,12 @@ def test_padding_rows_are_ignored_and_get_no_gradient():
     np.testing.assert_allclose(dz[:-10], want_dz, rtol=RTOL, atol=1e-7)
 
 
+def test_default_block_size_gives_the_same_loss():
+    z, group, mask = _batch(seed=10, size=54, dim=16, groups=6)
+    args = (jnp.asarray(z, jnp.float32), jnp.asarray(group), jnp.asarray(mask), 0.1)
+    np.testing.assert_allclose(infonce_loss(*args)[0], _tiled_loss(*args, block_size=16)[0], rtol=RTOL)
+
+
 def test_batch_without_anchors_gives_zero_loss_and_finite_gradient():
     z, _, mask = _batch(seed=6, size=54, dim=16, groups=2)
     group = np.arange(54, dtype=np.int32)  # every row its own music: no positives anywhere
@@ -166,5 +172,7 @@ def test_bad_inputs_raise_clear_errors():
         infonce_loss(z, mask, mask, 0.1)
     with pytest.raises(ValueError, match="not a multiple of the 8 devices"):
         sharded_infonce_loss(z, group, mask, 0.1, mesh=_mesh(8))
+    with pytest.raises(ValueError, match="block_size must be a positive integer"):
+        infonce_loss(z, group, mask, 0.1, block_size=0)
     with pytest.raises(ValueError, match="strategy must be one of"):
         sharded_infonce_loss(z, group, mask, 0.1, mesh=_mesh(2), strategy="tree")
