@@ -1,7 +1,7 @@
 """Extract PercePiano into the embedding store: ``crescend-jax extract --config configs/percepiano.py``.
 
-Sections: corpus, data (the PercePiano checkout and its folds), render (fluidsynth), encoder ("features" by default;
-``--config.encoder.name=muq`` for MuQ), store. Any field can be overridden with ``--config.<section>.<field>=value``.
+Sections: corpus, data (the PercePiano checkout and its folds), render (fluidsynth), encoder (``name`` picks
+"features", the default, or "muq"; each has its own sub-section), store. Any field can be overridden with ``--config.<section>.<field>=value``.
 """
 
 import ml_collections
@@ -9,7 +9,7 @@ import ml_collections
 from crescend_jax.data.percepiano import default_data_config
 from crescend_jax.data.render import default_render_config
 from crescend_jax.data.store import default_store_config
-from crescend_jax.encoders.features import default_encoder_config
+from crescend_jax.encoders import default_encoder_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -98,7 +98,7 @@ def setup(tmp_path, monkeypatch):
     config.render.cache_dir = str(tmp_path / "render-cache")
     config.render.sample_rate = 16000
     config.render.workers = 1  # in-process: a spawn pool per run would dominate these tiny runs
-    config.encoder = ml_collections.ConfigDict({"name": "counting"})
+    config.encoder = ml_collections.ConfigDict({"name": "counting", "counting": {}})
     config.store = default_store_config()
     config.store.root = str(tmp_path / "stores")
     config.store.chunk_size = 2

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from crescend_jax import encoders
 from crescend_jax.encoders import build_encoder
 from crescend_jax.encoders.features import FeatureEncoder, default_encoder_config, resample_to
 
@@ -11,7 +12,7 @@ SR = 24000
 
 @pytest.fixture(scope="module")
 def encoder() -> FeatureEncoder:
-    return build_encoder(default_encoder_config())
+    return build_encoder(encoders.default_encoder_config())  # config.encoder as configs/ build it
 
 
 def piano_like(seconds: float = 2.0, amplitude: float = 0.1, onsets_per_second: float = 2.0) -> np.ndarray:

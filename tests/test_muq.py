@@ -12,10 +12,11 @@ import soundfile
 
 torch = pytest.importorskip("torch")
 
+from crescend_jax import encoders  # noqa: E402
 from crescend_jax.encoders import build_encoder  # noqa: E402
 from crescend_jax.encoders import _torchaudio_shim as shim  # noqa: E402
 from crescend_jax.encoders.muq import (  # noqa: E402
-    CheckpointError, MuQEncoder, default_encoder_config, import_muq, load_muq, muq_config_dict)
+    CheckpointError, MuQEncoder, import_muq, load_muq, muq_config_dict)
 
 SR = 24_000
 TINY = dict(encoder_dim=32, depth=3, heads=4, ffn_dim=64, conv_dim=8, conv_kernel=5, codebook_size=64)
@@ -41,11 +42,13 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 def encoder_config(checkpoint: Path, **fields) -> ml_collections.ConfigDict:
-    config = default_encoder_config()
-    config.checkpoint = str(checkpoint)
-    config.device = "cpu"
-    config.layers = (1, 3)  # the tiny model has 3 conformer layers
-    config.update(fields)
+    """A ``config.encoder`` section that picks MuQ, loaded from ``checkpoint``."""
+    config = encoders.default_encoder_config()
+    config.name = "muq"
+    config.muq.checkpoint = str(checkpoint)
+    config.muq.device = "cpu"
+    config.muq.layers = (1, 3)  # the tiny model has 3 conformer layers
+    config.muq.update(fields)
     return config
 
 

@@ -139,7 +139,7 @@ def test_stale_temp_files_are_removed_by_merge(tmp_path):
 def _config(root: Path) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.corpus = "fake"
-    config.encoder = ml_collections.ConfigDict({"name": "features", "n_mels": 64})
+    config.encoder = ml_collections.ConfigDict({"name": "features", "features": {"n_mels": 64}})
     config.store = store.default_store_config()
     config.store.root = str(root)
     return config
@@ -157,7 +157,7 @@ def test_encoder_name_registry(tmp_path):
     assert store.known_encoder_name(config) == "logmel-64"
     from_json = ml_collections.ConfigDict(json.loads(json.dumps(config.to_dict())))  # as a workdir's config.json
     assert store.known_encoder_name(from_json) == "logmel-64"
-    config.encoder.n_mels = 128
+    config.encoder.features.n_mels = 128
     assert store.known_encoder_name(config) is None
 
 
@@ -177,3 +177,17 @@ def test_reading_1000_wide_items_is_fast(tmp_path):
     row_of = {make_segment(i).key: i for i in range(1000)}
     np.testing.assert_array_equal(table.pooled, pooled[[row_of[k] for k in table.keys]])
     assert elapsed < 2.0, f"reading 1000 x 4096 took {elapsed:.2f} s"
+
+
+def test_switching_encoder_by_name_switches_the_store(tmp_path):
+    from crescend_jax.encoders import default_encoder_config
+
+    config = _config(tmp_path)
+    config.encoder = default_encoder_config()
+    store.remember_encoder_name(config, "features-x")
+    config.encoder.name = "muq"  # the one field a training config changes
+    assert store.known_encoder_name(config) is None
+    store.remember_encoder_name(config, "muq-y")
+    config.encoder.muq.batch_size = 2  # settings of the other encoder do not move the features store
+    config.encoder.name = "features"
+    assert store.known_encoder_name(config) == "features-x"

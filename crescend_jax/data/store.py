@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 import numpy as np
 
+from crescend_jax.encoders import active_encoder_config
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import Segment
 from crescend_jax.data.table import EmbeddingTable
@@ -124,7 +125,7 @@ def _config_digest(config: ml_collections.ConfigDict) -> str:
 
 
 def _registry_path(config: ml_collections.ConfigDict) -> Path:
-    return Path(config.store.root) / config.corpus / "encoders" / f"{_config_digest(config.encoder)}.json"
+    return Path(config.store.root) / config.corpus / "encoders" / f"{_config_digest(active_encoder_config(config.encoder))}.json"
 
 
 def remember_encoder_name(config: ml_collections.ConfigDict, name: str) -> None:
@@ -132,7 +133,7 @@ def remember_encoder_name(config: ml_collections.ConfigDict, name: str) -> None:
     path = _registry_path(config)
     if path.is_file() and json.loads(path.read_text())["name"] == name:
         return
-    _atomic_write_text(path, json.dumps({"name": name, "encoder_config": config.encoder.to_dict()},
+    _atomic_write_text(path, json.dumps({"name": name, "encoder_config": active_encoder_config(config.encoder).to_dict()},
                                         sort_keys=True, indent=1, default=str))
 
 
@@ -417,7 +418,7 @@ def load_table(config: ml_collections.ConfigDict) -> EmbeddingTable:
     name = known_encoder_name(config)
     if name is None:
         raise StoreError(
-            f"no store under {Path(config.store.root) / config.corpus} for encoder config {config.encoder.to_dict()}; "
+            f"no store under {Path(config.store.root) / config.corpus} for encoder config {active_encoder_config(config.encoder).to_dict()}; "
             f"create it with `crescend-jax extract --config <this config file>` (same --config.* overrides)")
     dirs = store_dirs(config, encoder_name=name)
     for store_dir in dirs:

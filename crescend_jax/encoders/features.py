@@ -32,7 +32,7 @@ _AMIN = 1e-10  # power floor: -100 dB
 
 
 def default_encoder_config() -> ml_collections.ConfigDict:
-    """``config.encoder`` for the librosa feature encoder (``name="features"``)."""
+    """``config.encoder.features``: librosa feature settings (``name="features"``)."""
     config = ml_collections.ConfigDict()
     config.name = "features"
     config.sample_rate = 24000

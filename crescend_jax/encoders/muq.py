@@ -44,7 +44,7 @@ class CheckpointError(ValueError):
 
 
 def default_encoder_config() -> ml_collections.ConfigDict:
-    """``config.encoder`` for MuQ; switch a training config to it with ``config.encoder = default_encoder_config()``."""
+    """``config.encoder.muq``: MuQ settings; a config switches to MuQ with ``--config.encoder.name=muq``."""
     config = ml_collections.ConfigDict()
     config.name = "muq"
     config.checkpoint = "OpenMuQ/MuQ-large-msd-iter"  # HF repo id (found in the local HF cache) or a local dir

@@ -1,0 +1,43 @@
+"""The main job (`make demo`): the built-in demo corpus through the whole pipeline, every approach, one report.
+
+    crescend-jax demo --config configs/demo.py --workdir runs/demo
+
+The shared sections (corpus, data, render, encoder, store) describe the corpus and its store; each entry of
+``approaches`` holds the model/train/eval/experiment sections of one approach's own config file, so an approach
+trains here exactly as it does on PercePiano. Override any field, e.g. ``--config.data.num_pieces=40`` or
+``--config.approaches.approach_a.train.num_steps=400``.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+from crescend_jax.data.demo_corpus import default_demo_data_config
+from crescend_jax.data.render import default_render_config
+from crescend_jax.data.store import default_store_config
+from crescend_jax.encoders import default_encoder_config
+
+APPROACH_CONFIGS = {"baseline": "baseline.py", "approach_a": "approach_a.py"}  # baseline first: others compare to it
+APPROACH_SECTIONS = ("model", "train", "eval", "experiment")
+
+
+def _approach_sections(file_name: str) -> ml_collections.ConfigDict:
+    path = Path(__file__).with_name(file_name)
+    spec = importlib.util.spec_from_file_location(f"_demo_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full = module.get_config()
+    return ml_collections.ConfigDict({name: full[name] for name in APPROACH_SECTIONS})
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.corpus = "demo"
+    config.data = default_demo_data_config()
+    config.render = default_render_config()
+    config.render.soundfonts = ("fluidr3", "musescore")  # two piano timbres: each performance is heard twice
+    config.encoder = default_encoder_config()
+    config.store = default_store_config()
+    config.approaches = ml_collections.ConfigDict({name: _approach_sections(f) for name, f in APPROACH_CONFIGS.items()})
+    return config
