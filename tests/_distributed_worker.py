@@ -55,11 +55,17 @@ def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
     return config
 
 
+def worker_config() -> ml_collections.ConfigDict:
+    """The run each distributed worker makes (one fold, 20 steps)."""
+    config = tiny_config(num_steps=20)
+    config.data.test_compositions = ("Comp0",)
+    return config
+
+
 def main(workdir: str, process_id: int, num_processes: int, port: int, out: str) -> None:
     import jax
 
-    config = tiny_config(num_steps=20)
-    config.data.num_folds = 2
+    config = worker_config()
     config.train.distributed.coordinator_address = f"localhost:{port}"
     config.train.distributed.num_processes = num_processes
     config.train.distributed.process_id = process_id
@@ -67,8 +73,8 @@ def main(workdir: str, process_id: int, num_processes: int, port: int, out: str)
 
     train(config, workdir, table=synthetic_table())
     assert jax.process_count() == num_processes, jax.process_count()
+    predictions = predict_heldout(workdir, table=synthetic_table())  # collective: every process calls it
     if process_id == 0:
-        predictions = predict_heldout(workdir, table=synthetic_table())
         np.savez(out, scores=predictions.scores, keys=predictions.table.keys, devices=jax.device_count())
 
 

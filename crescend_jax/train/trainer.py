@@ -122,7 +122,9 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """Writes config.json, or checks a resumed run's config against it (naming the differing fields)."""
     saved_path = workdir / "config.json"
     current = json.loads(config_to_json(config))
-    if saved_path.exists():
+    exists = saved_path.exists()
+    distributed.barrier("checked workdir")  # every process looks before process 0 writes
+    if exists:
         if not config.train.resume:
             raise TrainingError(f"{workdir} already holds a run; pass --config.train.resume=True to continue it or "
                                 "choose a new --workdir")
@@ -136,6 +138,7 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
     elif jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(config_to_json(config))
+    distributed.barrier("prepared workdir")
 
 
 def first_render_mask(table: EmbeddingTable) -> np.ndarray:
