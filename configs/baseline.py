@@ -8,7 +8,7 @@ import ml_collections
 from crescend_jax.data.percepiano import default_data_config
 from crescend_jax.data.render import default_render_config
 from crescend_jax.data.store import default_store_config
-from crescend_jax.encoders.features import default_encoder_config
+from crescend_jax.encoders import default_encoder_config
 from crescend_jax.models.baseline import default_model_config
 from crescend_jax.train.trainer import default_train_config
 

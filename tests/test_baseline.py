@@ -56,7 +56,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
 
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
-                        ("crescend_jax.data.render", "crescend_jax.encoders.features")),
+                        ("crescend_jax.data.render", "crescend_jax.encoders.features", "crescend_jax.data.store")),
                     reason="render/features default configs have not landed")
 def test_baseline_config_loads_with_overrides():
     from crescend_jax.config import load_config
