@@ -59,7 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "extract":
         from crescend_jax.data.extract import parse_shard, run_extract
 
-        return run_extract(config, shard=parse_shard(args.shard))
+        try:
+            shard = parse_shard(args.shard)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return run_extract(config, shard=shard)
     if args.command == "merge":
         from crescend_jax.data.extract import run_merge
 
