@@ -147,9 +147,13 @@ def first_render_mask(table: EmbeddingTable) -> np.ndarray:
 
 
 def validation_mask(table: EmbeddingTable, fraction: float, seed: int) -> np.ndarray:
-    """bool [N] over a fold's training rows: whole compositions (whole groups when there is one composition)
-    drawn at random until they hold >= ``fraction`` of the rows."""
-    units = table.compositions if len(np.unique(table.compositions)) >= 2 else table.groups
+    """bool [N] over a fold's training rows: whole units drawn at random until they hold >= ``fraction`` of the rows.
+
+    Units are compositions (mirroring the test split) when there are at least 1 / ``fraction`` of them, else
+    same-music groups (so two training compositions do not lose one to validation).
+    """
+    compositions = np.unique(table.compositions)
+    units = table.compositions if len(compositions) * fraction >= 1 else table.groups
     names = np.random.default_rng(seed).permutation(np.unique(units))
     mask = np.zeros(len(table), bool)
     for name in names[:-1]:  # at least one unit stays for fitting
@@ -275,8 +279,7 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
         return json.loads(done_path.read_text())
     train_table = table.subset(~test_mask)
     val = validation_mask(train_table, config.train.val_fraction, config.train.seed + fold)
-    check_split(train_table.groups, train_table.performers, val, compositions=train_table.compositions,
-                name=f"fold {fold} validation split")
+    check_split(train_table.groups, train_table.performers, val, name=f"fold {fold} validation split")
     mean, std = _input_stats(train_table.subset(~val), config.train.standardize_inputs)
     fit_table = _standardize(train_table.subset(~val), mean, std)
     val_table = _standardize(train_table.subset(val & first_render_mask(train_table)), mean, std)
