@@ -33,7 +33,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     straight, resumed = (predict_heldout(tmp_path / name, table=table) for name in ("straight", "killed"))
     assert straight.scores.shape == (12, 19) and set(straight.table.compositions) == {"Comp0"}
     np.testing.assert_allclose(resumed.scores, straight.scores, rtol=1e-6, atol=1e-7)
-    metrics = [pd.read_json(tmp_path / name / "fold_0" / "metrics.jsonl", lines=True) for name in ("straight", "killed")]
+    metrics = [pd.read_json(tmp_path / name / "fold_0" / "metrics.jsonl", lines=True)
+               for name in ("straight", "killed")]
     final = [m[m.step == 30].iloc[-1] for m in metrics]
     for column in ("loss", "val_accuracy", "grad_norm"):
         assert final[0][column] == pytest.approx(final[1][column], rel=1e-6)
@@ -92,7 +93,8 @@ class PoisonedBaseline(PointwiseBaseline):
 
 def test_nan_loss_stops_with_step_and_keys_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     table = synthetic_table()
-    with pytest.raises(NonFiniteLossError, match=r"fold 0: the loss is nan at step 26; its batch holds rows Comp"):
+    expected = r"fold 0: the loss is nan at step 26; its batch holds rows Comp.*checkpoint \(step 20\) is kept"
+    with pytest.raises(NonFiniteLossError, match=expected):
         train(one_fold_config(), tmp_path / "direct", table=table, approach=PoisonedBaseline())
     checkpoints = FoldCheckpoints(tmp_path / "direct" / "fold_0" / "checkpoints")
     assert checkpoints.latest_step() == 20

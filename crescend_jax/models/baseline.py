@@ -72,7 +72,8 @@ class PointwiseBaseline:
         del mesh  # plain data parallelism: jit partitions the batch mean over the "data" axis itself
         return masked_mse(model(batch["x"]), batch["label_mean"], batch["mask"])
 
-    def batches(self, table: EmbeddingTable, config: ml_collections.ConfigDict, rng: np.random.Generator) -> Iterator[Batch]:
+    def batches(self, table: EmbeddingTable, config: ml_collections.ConfigDict,
+                rng: np.random.Generator) -> Iterator[Batch]:
         return plain_batches(table, config.train.batch_size, rng)
 
     def predict(self, model: nnx.Module, x: jax.Array) -> jax.Array:

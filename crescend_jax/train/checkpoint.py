@@ -57,7 +57,7 @@ class FoldCheckpoints:
         return self.manager.best_step()
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
-        """(state shaped, typed and sharded like ``template`` -- fully replicated arrays --, JSON record) of ``step``."""
+        """(state shaped, typed and sharded like ``template`` (replicated arrays), JSON record) of ``step``."""
         host_template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), jax.eval_shape(_savable, template))
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(host_template), record=ocp.args.JsonRestore()))

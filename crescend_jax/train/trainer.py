@@ -251,7 +251,8 @@ def _mean_pairwise_accuracy(scores: np.ndarray, table: EmbeddingTable) -> float:
     return float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else float("nan")
 
 
-def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.ndarray, fold: int) -> None:
+def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.ndarray, fold: int,
+                  saved_step: int | None) -> None:
     """Raises `NonFiniteLossError` naming the first step in ``pending`` with a NaN/inf loss and its batch's keys."""
     if not pending:
         return
@@ -260,9 +261,10 @@ def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.nda
     if bad.size:
         step, _, rows = pending[bad[0]]
         names = ", ".join(keys[rows[rows >= 0]][:8]) if rows is not None else "(the approach gives no 'row' field)"
+        kept = (f"the last good checkpoint (step {saved_step}) is kept" if saved_step is not None
+                else "no checkpoint was saved before it")
         raise NonFiniteLossError(f"fold {fold}: the loss is {losses[bad[0]]} at step {step}; its batch holds rows "
-                                 f"{names}; the last good checkpoint is kept. Lower --config.train.learning_rate or "
-                                 "inspect those rows")
+                                 f"{names}; {kept}. Lower --config.train.learning_rate or inspect those rows")
     pending.clear()
 
 
@@ -316,7 +318,7 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
             if step == stop_at:
                 raise TrainingStopped(f"fold {fold}: stopped after step {step} (train.stop_after_steps)")
             if step % config.train.log_every == 0 or step % eval_every == 0 or step == num_steps:
-                _check_losses(pending, fit_table.keys, fold)
+                _check_losses(pending, fit_table.keys, fold, checkpoints.latest_step())
                 logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if step % eval_every == 0 or step == num_steps:
                     logged["val_accuracy"] = _mean_pairwise_accuracy(built.predict(state, val_table.pooled), val_table)
@@ -364,8 +366,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
     masks = fold_masks(table, config)
     _prepare_workdir(workdir, config)
     if jax.process_index() == 0:
-        folds = [{"fold": k, "test_compositions": sorted(set(table.compositions[m])), "test_keys": sorted(set(table.keys[m]))}
-                 for k, m in enumerate(masks)]
+        folds = [{"fold": k, "test_compositions": sorted(set(table.compositions[m])),
+                  "test_keys": sorted(set(table.keys[m]))} for k, m in enumerate(masks)]
         (workdir / "folds.json").write_text(json.dumps(folds, indent=1))
     mesh = distributed.make_mesh()
     return [train_fold(approach, config, table, mask, k, workdir / f"fold_{k}", mesh) for k, mask in enumerate(masks)]
