@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from _distributed_worker import synthetic_table, tiny_config
+from _distributed_worker import synthetic_table, tiny_config, worker_config
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -66,8 +66,6 @@ def test_two_processes_train_and_agree_with_one(tmp_path):
         assert p.returncode == 0, out[-3000:]
     two = np.load(tmp_path / "two.npz")
     assert int(two["devices"]) == 4
-
-    from _distributed_worker import worker_config
 
     train(worker_config(), tmp_path / "one", table=synthetic_table())
     one = predict_heldout(tmp_path / "one", table=synthetic_table())
