@@ -138,6 +138,19 @@ def test_frames_input_gives_finite_gradients():
     assert scores.shape == (4, 19)
 
 
+def test_zero_padding_rows_give_finite_gradients_at_initialisation():
+    """Zero biases at init map a zero padding row to z = 0; its L2 normalisation must not make NaN gradients."""
+    table = synthetic_table(compositions=2)
+    config = tiny_config()
+    one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    approach, model, batch = _setup(table, config, one)
+    batch["x"][-1], batch["mask"][-1], batch["group"][-1] = 0.0, 0.0, -1
+    z, _ = model(jnp.asarray(batch["x"]))
+    assert float(jnp.abs(z[-1]).max()) == 0.0  # the case that produced NaN gradients
+    grads = nnx.grad(lambda m: approach.loss(m, batch, one)[0])(model)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
 def test_bad_settings():
     approach = ContrastiveRanking()
     with pytest.raises(RuntimeError, match="build_model"):

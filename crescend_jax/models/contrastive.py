@@ -105,7 +105,9 @@ class ContrastiveRankingModel(nnx.Module):
             h = self.dropout(nnx.gelu(norm(linear(h))))
         h = self.projection(h)
         z = self.piece_head(nnx.gelu(h))
-        z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-6)
+        # rsqrt of a clamped squared norm, not z / max(norm(z), eps): the gradient of norm() is NaN at z = 0, which a
+        # zero padding row reaches at initialisation (zero biases), and 0 * NaN poisons every parameter.
+        z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
         return z, self.rank_head(h)
 
 
