@@ -18,7 +18,7 @@ from crescend_jax.data.render import default_render_config
 from crescend_jax.data.store import default_store_config
 from crescend_jax.encoders import default_encoder_config
 
-APPROACH_CONFIGS = {"baseline": "baseline.py", "approach_a": "approach_a.py"}  # baseline first: others compare to it
+APPROACH_CONFIGS = {"baseline": "baseline.py", "approach_a": "approach_a.py"}
 APPROACH_SECTIONS = ("model", "train", "eval", "experiment")
 
 
@@ -39,5 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.render.soundfonts = ("fluidr3", "musescore")  # two piano timbres: each performance is heard twice
     config.encoder = default_encoder_config()
     config.store = default_store_config()
+    config.data.num_folds = 4  # 4 folds of whole compositions (36 leave-one-out folds would train 36 models each)
     config.approaches = ml_collections.ConfigDict({name: _approach_sections(f) for name, f in APPROACH_CONFIGS.items()})
+    config.baseline = "baseline"  # trained first; every other approach's report compares against it
     return config

@@ -16,7 +16,9 @@ def approach_config(config: ml_collections.ConfigDict, name: str) -> ml_collecti
     full = ml_collections.ConfigDict({section: config[section] for section in SHARED_SECTIONS})
     for section, value in config.approaches[name].items():
         full[section] = value
-    return ml_collections.ConfigDict(full.to_dict())  # a deep copy: runs never share mutable sections
+    full = ml_collections.ConfigDict(full.to_dict())  # a deep copy: runs never share mutable sections
+    full.train.resume = True  # a rerun of the demo continues (finished folds are skipped) instead of refusing
+    return full
 
 
 def _stage(number: int, total: int, text: str) -> None:
@@ -60,7 +62,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
 
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    names = list(config.approaches.keys())
+    if config.baseline not in config.approaches:
+        raise ValueError(f"config.baseline={config.baseline!r} is not one of config.approaches {list(config.approaches)}")
+    names = [config.baseline] + sorted(name for name in config.approaches if name != config.baseline)
     total = 2 + 2 * len(names)
     started = time.perf_counter()
 
@@ -81,7 +85,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
             return code
         stage += 1
         _stage(stage, total, f"evaluate {name} on held-out compositions")
-        baseline = str(root / names[0]) if name != names[0] else None
+        baseline = str(root / config.baseline) if name != config.baseline else None
         if (code := evaluate_workdir(str(run_dir), baseline=baseline)) != 0:
             return code
         stage += 1
