@@ -1,25 +1,19 @@
 """The pointwise baseline: pooled embedding -> MLP(512, dropout 0.3) -> 19 sigmoids, MSE on label means, Adam 1e-4.
 
     crescend-jax train --config configs/baseline.py --workdir runs/baseline
+
+`configs/percepiano.py` (corpus, data, render, encoder, store) plus the training sections.
 """
 
 import ml_collections
 
-from crescend_jax.data.percepiano import default_data_config
-from crescend_jax.data.render import default_render_config
-from crescend_jax.data.store import default_store_config
-from crescend_jax.encoders import default_encoder_config
+from crescend_jax.config import config_beside
 from crescend_jax.models.baseline import default_model_config
 from crescend_jax.train.trainer import default_train_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.corpus = "percepiano"
-    config.data = default_data_config()
-    config.render = default_render_config()
-    config.encoder = default_encoder_config()
-    config.store = default_store_config()
+    config = config_beside(__file__, "percepiano.py")
     config.model = default_model_config()
     config.train = default_train_config()
     config.eval = ml_collections.ConfigDict()

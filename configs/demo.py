@@ -8,11 +8,9 @@ trains here exactly as it does on PercePiano. Override any field, e.g. ``--confi
 ``--config.approaches.approach_a.train.num_steps=400``.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
+from crescend_jax.config import config_beside
 from crescend_jax.data.demo_corpus import default_demo_data_config
 from crescend_jax.data.render import default_render_config
 from crescend_jax.data.store import default_store_config
@@ -23,11 +21,7 @@ APPROACH_SECTIONS = ("model", "train", "eval", "experiment")
 
 
 def _approach_sections(file_name: str) -> ml_collections.ConfigDict:
-    path = Path(__file__).with_name(file_name)
-    spec = importlib.util.spec_from_file_location(f"_demo_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    full = module.get_config()
+    full = config_beside(__file__, file_name)
     return ml_collections.ConfigDict({name: full[name] for name in APPROACH_SECTIONS})
 
 

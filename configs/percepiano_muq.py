@@ -5,16 +5,12 @@ cache, layers 9-12; settings in ``config.encoder.muq``). Any training config rea
 one field: ``--config.encoder.name=muq``.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
+
+from crescend_jax.config import config_beside
 
 
 def get_config() -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("_percepiano_config", Path(__file__).with_name("percepiano.py"))
-    base = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(base)
-    config = base.get_config()
+    config = config_beside(__file__, "percepiano.py")
     config.encoder.name = "muq"
     return config

@@ -16,19 +16,30 @@ class ConfigError(ValueError):
     """A config file or an override that cannot be applied."""
 
 
+def _import_config_module(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"_crescend_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
     """Imports ``path`` and returns ``get_config()`` (or ``get_config(arg)`` for ``file.py:arg``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass one of configs/*.py")
-    spec = importlib.util.spec_from_file_location(f"_crescend_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _import_config_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} has no get_config() function")
     config = module.get_config(arg) if arg is not None else module.get_config()
     config.lock()  # adding a field by override is a typo, not a feature
     return config
+
+
+def config_beside(config_file: str | Path, name: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the config file ``name`` in the folder of ``config_file``, unlocked, for a config that
+    extends another (``config_beside(__file__, "percepiano.py")``)."""
+    return _import_config_module(Path(config_file).with_name(name)).get_config()
 
 
 def _parse_value(text: str, current: Any) -> Any:
