@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import ml_collections
+
+from crescend_jax.evaluate.report import _fmt  # metrics.json writes NaN as null: "n/a", never a format crash
 
 SHARED_SECTIONS = ("corpus", "data", "render", "encoder", "store")
 
@@ -36,10 +39,9 @@ def _summary_rows(workdir: Path, names: list[str]) -> list[str]:
         truth = pooled.get("truth_accuracy", {}).get("mean")
         fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
         rows.append(
-            f"| {name} | {pooled['pairwise_accuracy']['mean']:.3f} | "
-            + (f"{truth:.3f}" if truth is not None else "n/a")
-            + f" | {fraction:.2f} | {pooled['kendall_tau_b']['mean']:.3f} | "
-            f"{pooled['intra_group_std']['mean']:.3f} | [{name}/report.md]({name}/report.md) |"
+            f"| {name} | {_fmt(pooled['pairwise_accuracy']['mean'])} | {_fmt(truth)} | {_fmt(fraction, 2)} | "
+            f"{_fmt(pooled['kendall_tau_b']['mean'])} | {_fmt(pooled['intra_group_std']['mean'])} | "
+            f"[{name}/report.md]({name}/report.md) |"
         )
     return rows
 
@@ -48,9 +50,9 @@ def _ceiling_line(workdir: Path, name: str) -> str:
     metrics = json.loads((workdir / name / "metrics.json").read_text())
     ceiling = metrics["ceiling"]["mean"]
     labels_vs_truth = metrics["pooled"].get("label_truth_accuracy", {}).get("mean")
-    line = f"Split-half noise ceiling (mean over dimensions): {ceiling:.3f}."
+    line = f"Split-half noise ceiling (mean over dimensions): {_fmt(ceiling)}."
     if labels_vs_truth is not None:
-        line += f" The noisy mean labels themselves order pairs as the known truth does {labels_vs_truth:.3f} of the time."
+        line += f" The noisy mean labels themselves order pairs as the known truth does {_fmt(labels_vs_truth)} of the time."
     return line
 
 
@@ -63,7 +65,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     if config.baseline not in config.approaches:
-        raise ValueError(f"config.baseline={config.baseline!r} is not one of config.approaches {list(config.approaches)}")
+        print(f"error: config.baseline={config.baseline!r} is not one of config.approaches {list(config.approaches)}",
+              file=sys.stderr)
+        return 2
     names = [config.baseline] + sorted(name for name in config.approaches if name != config.baseline)
     total = 2 + 2 * len(names)
     started = time.perf_counter()

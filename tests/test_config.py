@@ -1,5 +1,6 @@
 """Config files and ``--config.field=value`` overrides, through the CLI as a user types them."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,20 @@ def test_cli_reports_config_errors_and_bad_shards(capsys):
     assert "--shard '3/2'" in capsys.readouterr().err
     assert cli.main(["train", "--config", "configs/nope.py", "--workdir", "w"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_bad_baseline_is_a_clean_error_and_null_metrics_print_na(tmp_path, capsys):
+    from crescend_jax import demo
+
+    assert cli.main(["demo", "--config", str(CONFIGS / "demo.py"), "--workdir", str(tmp_path),
+                     "--config.baseline=nope"]) == 2
+    assert "config.baseline='nope' is not one of config.approaches" in capsys.readouterr().err
+    # metrics.json writes NaN as null (e.g. no dimension with a ceiling above chance): the summary says n/a
+    (tmp_path / "run").mkdir()
+    mean = lambda value: {"mean": value}  # noqa: E731
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({
+        "pooled": {"pairwise_accuracy": mean(0.6), "kendall_tau_b": mean(None), "intra_group_std": mean(0.01)},
+        "fraction_of_ceiling": {"pairwise_accuracy": mean(None)}, "ceiling": mean(None)}))
+    row = demo._summary_rows(tmp_path, ["run"])[-1]
+    assert row.startswith("| run | 0.600 | n/a | n/a | n/a | 0.010 |")
+    assert "ceiling (mean over dimensions): n/a." in demo._ceiling_line(tmp_path, "run")
