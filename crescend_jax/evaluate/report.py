@@ -155,8 +155,7 @@ def evaluate_predictions(
 
     target = table.label_mean if truth is None else truth
     plotted = np.argsort(-np.nan_to_num(pooled["pairwise_accuracy"], nan=-1.0), kind="stable")
-    plotted = np.sort(np.concatenate([plotted[: PLOTTED_DIMENSIONS // 2], plotted[::-1][: PLOTTED_DIMENSIONS // 2]]))
-    plotted = np.unique(plotted)
+    plotted = np.unique(np.concatenate([plotted[: PLOTTED_DIMENSIONS // 2], plotted[::-1][: PLOTTED_DIMENSIONS // 2]]))
     within_group = {
         "dimensions": [DIMENSIONS[k] for k in plotted],
         "target": "label_mean" if truth is None else "label_truth",
@@ -363,7 +362,8 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
         notes.append(f"Best dimensions: {best}. Worst: {worst}.")
     below = [names[k] for k in order if accuracy[k] < 0.5]
     notes.append(f"{len(below)} dimension(s) below chance" + (f": {', '.join(below)}." if below else "."))
-    above_ceiling = [names[k] for k in order if accuracy[k] > _ceiling(metrics)[k]]
+    ceiling = _ceiling(metrics)
+    above_ceiling = [names[k] for k in order if accuracy[k] > ceiling[k]]
     if above_ceiling:
         notes.append(
             f"Above the estimated ceiling (within sampling noise of the ceiling estimate): {', '.join(above_ceiling)}."
