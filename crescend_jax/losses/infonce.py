@@ -43,8 +43,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-# Tile edge by platform when block_size is None (bench/infonce.md): a 2048-row tile keeps the CPU matmul-bound; on an
-# H200 2048 reached 64% of the float32 matmul rate at B = 65,536 and 8192 80%.
+# Tile edge by platform when block_size is None. CPU: a 2048-row tile ran at 82-89% of the float32 matmul rate at
+# B = 4096 and 65,536 (bench/infonce.md). Accelerators: larger tiles for their faster matmuls; 8192 is not measured
+# in bench/.
 DEFAULT_BLOCK_SIZE = {"cpu": 2048}
 ACCELERATOR_BLOCK_SIZE = 8192
 STRATEGIES = ("ring", "allgather")

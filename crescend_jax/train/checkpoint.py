@@ -53,7 +53,7 @@ class FoldCheckpoints:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step with the highest validation accuracy (the latest when none has a metric)."""
+        """The step with the highest validation accuracy; None when no checkpoint has a metric."""
         return self.manager.best_step()
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
