@@ -93,11 +93,6 @@ class PerformerFactors:
         return PerformerFactors(**{n: float(v) for n, v in zip(FACTOR_NAMES, values)})
 
 
-def sample_performers(num_performers: int, rng: np.random.Generator) -> list[PerformerFactors]:
-    """``num_performers`` independent performers, every factor ~N(0, 1)."""
-    return [PerformerFactors.from_array(rng.standard_normal(len(FACTOR_NAMES))) for _ in range(num_performers)]
-
-
 @dataclasses.dataclass(frozen=True)
 class PieceTraits:
     """What a piece brings to every performance of it.
@@ -284,7 +279,10 @@ def _velocity_shape(score: SegmentScore, onsets: np.ndarray, pitches: np.ndarray
     x = onsets / max(score.length, 1e-9)
     arch = rng.uniform(0.5, 1.5) * np.sin(np.pi * x) + rng.uniform(-1.0, 1.0) * (x - 0.5)
     rounded = np.round(onsets, 4)
-    top = np.array([pitches[i] == pitches[rounded == rounded[i]].max() for i in range(len(pitches))])
+    chord = np.unique(rounded, return_inverse=True)[1]
+    highest = np.full(chord.max() + 1, np.iinfo(np.int64).min)
+    np.maximum.at(highest, chord, pitches)
+    top = pitches == highest[chord]
     downbeat = np.isin(rounded, np.round(score.bar_starts, 4))
     shape = arch + 0.8 * top + 0.5 * downbeat + 0.3 * (pitches - 60) / 12.0
     shape = shape - shape.mean()
