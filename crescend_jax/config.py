@@ -18,6 +18,8 @@ class ConfigError(ValueError):
 
 def _import_config_module(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(f"_crescend_config_{path.stem}", path)
+    if spec is None:  # no loader for the suffix, e.g. a .json or .md file
+        raise ConfigError(f"config file {path} is not a Python file; pass one of configs/*.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -50,6 +50,8 @@ def test_cli_reports_config_errors_and_bad_shards(capsys):
     assert "--shard '3/2'" in capsys.readouterr().err
     assert cli.main(["train", "--config", "configs/nope.py", "--workdir", "w"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(CONFIGS.parent / "README.md"), "--workdir", "w"]) == 2
+    assert "is not a Python file" in capsys.readouterr().err
 
 
 def test_demo_bad_baseline_is_a_clean_error_and_null_metrics_print_na(tmp_path, capsys):
