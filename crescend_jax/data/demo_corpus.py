@@ -290,7 +290,9 @@ def build_demo_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
     _check(data_config)
     cache_dir = Path(data_config.cache_dir)
     midi_dir = _midi_dir(data_config)
-    performers = performer_factors(data_config)
+    players = list(performer_factors(data_config).items())  # (name, factors); None plays the deadpan rendition
+    if data_config.include_deadpan:
+        players.append((DEADPAN_PERFORMERS[0], None))
     rater_bias = _rng(data_config.seed, "raters").standard_normal((data_config.num_raters, NUM_DIMENSIONS)) * data_config.rater_bias_sd
     segments, problems = [], []
     for piece in PIECES[: data_config.num_pieces]:
@@ -314,9 +316,6 @@ def build_demo_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
             if len(segment_score.onsets) == 0:
                 problems.append(Problem(f"{piece_name}_{index}", None, f"measures {first}..{end - 1} hold no notes"))
                 continue
-            players = [(name, factors) for name, factors in performers.items()]
-            if data_config.include_deadpan:
-                players.append((DEADPAN_PERFORMERS[0], None))
             for name, factors in players:
                 key = f"{piece_name}_{name}_{index}"
                 rng = _rng(data_config.seed, "performance", key)

@@ -159,10 +159,10 @@ def _read_ratings(path: Path, keys: set[str]) -> dict[str, np.ndarray]:
     ratings = (values / RATING_SCALE).astype(np.float32)
     kept_keys = row_keys[keep]
     order = np.argsort(kept_keys, kind="stable")
-    sorted_keys = kept_keys[order]
-    starts = np.searchsorted(sorted_keys, sorted(keys), side="left")
-    ends = np.searchsorted(sorted_keys, sorted(keys), side="right")
-    return {key: ratings[order[s:e]] for key, s, e in zip(sorted(keys), starts, ends)}
+    sorted_keys, wanted = kept_keys[order], sorted(keys)
+    starts = np.searchsorted(sorted_keys, wanted, side="left")
+    ends = np.searchsorted(sorted_keys, wanted, side="right")
+    return {key: ratings[order[s:e]] for key, s, e in zip(wanted, starts, ends)}
 
 
 def _midi_index(root: Path) -> dict[str, Path]:

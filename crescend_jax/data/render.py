@@ -112,7 +112,7 @@ class RenderSettings:
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, soundfont: str | Path) -> "RenderSettings":
         """Settings for one of ``config.soundfonts`` (``config`` is `default_render_config`'s shape)."""
-        return cls(soundfont=resolve_soundfont(soundfont), sample_rate=int(config.sample_rate),
+        return cls(soundfont=soundfont, sample_rate=int(config.sample_rate),
                    gain=float(config.gain), tail_seconds=float(config.tail_seconds))
 
     @property
