@@ -121,14 +121,14 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
             raise CheckpointError(
                 f"MuQ checkpoint {checkpoint!r} is not in the local Hugging Face cache; download it where there is "
                 f"internet (`huggingface-cli download {checkpoint}`, copy ~/.cache/huggingface or set HF_HOME) "
-                f"or set --config.encoder.checkpoint=<local directory>") from None
+                f"or set --config.encoder.muq.checkpoint=<local directory>") from None
     missing = [] if (path / "config.json").is_file() else ["config.json"]
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES))
     if missing:
         found = sorted(p.name for p in path.iterdir())[:8]
         raise CheckpointError(f"MuQ checkpoint directory {path} lacks {', '.join(missing)} (it has {found}); "
-                              f"save one with MuQ.save_pretrained(dir) or point encoder.checkpoint at a full copy")
+                              f"save one with MuQ.save_pretrained(dir) or point encoder.muq.checkpoint at a full copy")
     return path
 
 
@@ -234,17 +234,17 @@ class MuQEncoder:
         depth = len(inner.conformer.layers)
         self.layers = tuple(int(layer) for layer in layers)
         if not self.layers or any(not 0 <= layer <= depth for layer in self.layers):
-            raise ValueError(f"encoder.layers={layers}: MuQ hidden states are 0 (front end) .. {depth}")
+            raise ValueError(f"encoder.muq.layers={layers}: MuQ hidden states are 0 (front end) .. {depth}")
         self.num_layers = len(self.layers)
         self.dim = inner.conformer.config.hidden_size
         window = round(window_seconds * self.frame_rate)
         overlap = 2 * round(window_overlap_seconds * self.frame_rate / 2)
         if window < 1 or not 0 <= overlap < window:
-            raise ValueError(f"encoder.window_seconds={window_seconds}, window_overlap_seconds="
+            raise ValueError(f"encoder.muq.window_seconds={window_seconds}, window_overlap_seconds="
                              f"{window_overlap_seconds}: need 0 <= overlap < window and a window of >= 1 frame")
         self.window_frames, self.overlap_frames = window, overlap
         if batch_size < 1:
-            raise ValueError(f"encoder.batch_size={batch_size} must be >= 1")
+            raise ValueError(f"encoder.muq.batch_size={batch_size} must be >= 1")
         self.batch_size = batch_size
         self.device = device
         self.name = (f"muq-{checkpoint_name}-{_layers_name(self.layers)}"
@@ -254,7 +254,7 @@ class MuQEncoder:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "MuQEncoder":
-        """Builds from ``config.encoder`` (see `default_encoder_config`)."""
+        """Builds from the ``config.encoder.muq`` section (see `default_encoder_config`)."""
         device = _resolve_device(config.device)
         return cls(load_muq(config.checkpoint, device), checkpoint_name=_short_checkpoint_name(config.checkpoint),
                    layers=config.layers, window_seconds=config.window_seconds,
@@ -335,7 +335,8 @@ class MuQEncoder:
         for stride in self._time_strides:
             stage_lengths.append((stage_lengths[-1] - 1) // stride + 1)
         frames = stage_lengths[-1]
-        self._valid_lengths = stage_lengths if padded else None
+        # on the model's device once per batch, not once per hooked conv
+        self._valid_lengths = [length.to(self.device) for length in stage_lengths] if padded else None
         try:
             hidden = inner.conv(batch)  # [B, T, dim]
             mask = (torch.arange(hidden.shape[1])[None] < frames[:, None]).to(hidden.device) if padded else None
