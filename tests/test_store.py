@@ -80,6 +80,19 @@ def test_merged_store_is_a_tfds_dataset(tmp_path):
     assert len(source) == 6 and source[0]["pooled"].shape == (LAYERS * DIM,)
 
 
+def test_merge_splits_a_large_store_over_several_files(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    write(tmp_path / "s", range(6))
+    monkeypatch.setattr(store, "_MERGED_FILE_BYTES", 1)  # every record starts a new file
+    assert store.merge_store(tmp_path / "s") == 6
+    merged = tmp_path / "s" / store.DATASET_VERSION
+    assert len(list(merged.glob("*.array_record-*-of-00006"))) == 6
+    source = tfds.builder_from_directory(merged).as_data_source(split="train")
+    keys = sorted(source[i]["key"].decode() for i in range(len(source)))
+    assert keys == sorted(make_record(i)["key"] for i in range(6))
+
+
 def test_interrupted_write_leaves_no_half_item_and_rerun_fills_the_rest(tmp_path):
     store_dir = tmp_path / "s"
     write(store_dir, range(8))  # two committed chunks

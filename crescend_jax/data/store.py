@@ -330,35 +330,39 @@ def merge_store(store_dir: Path) -> int:
     building = store_dir / f"{_TEMP_PREFIX}merge-{uuid.uuid4().hex[:8]}"
     building.mkdir()
     seen: set[str] = set()
-    shard_records: list[list[bytes]] = [[]]
-    shard_bytes = 0
+    # Records stream into numbered files (one part in memory at a time); the names get "-of-N" once N is known.
+    shard_lengths, shard_bytes, num_bytes = [0], 0, 0
+    writer = ArrayRecordWriter(os.fspath(building / "0"), "group_size:1")
     for stem in stems:
         keys = _part_keys(store_dir, stem)
         reader = ArrayRecordReader(os.fspath(store_dir / _PARTS / f"{stem}{_RECORD_SUFFIX}"))
         records = reader.read_all()
         reader.close()
         if len(records) != len(keys):
+            writer.close()
+            shutil.rmtree(building)
             raise StoreError(f"{store_dir / _PARTS / stem}{_RECORD_SUFFIX} holds {len(records)} items but its keys "
                              f"file lists {len(keys)}; delete both files and rerun extract")
         for key, record in zip(keys, records):
             if key in seen:
                 continue
             seen.add(key)
-            if shard_bytes + len(record) > _MERGED_FILE_BYTES and shard_records[-1]:
-                shard_records.append([])
+            if shard_bytes + len(record) > _MERGED_FILE_BYTES and shard_lengths[-1]:
+                writer.close()
+                writer = ArrayRecordWriter(os.fspath(building / str(len(shard_lengths))), "group_size:1")
+                shard_lengths.append(0)
                 shard_bytes = 0
-            shard_records[-1].append(record)
-            shard_bytes += len(record)
-    for index, records in enumerate(shard_records):
-        name = f"{DATASET_NAME}-{SPLIT}.array_record-{index:05d}-of-{len(shard_records):05d}"
-        writer = ArrayRecordWriter(os.fspath(building / name), "group_size:1")
-        for record in records:
             writer.write(record)
-        writer.close()
+            shard_lengths[-1] += 1
+            shard_bytes += len(record)
+            num_bytes += len(record)
+    writer.close()
+    for index in range(len(shard_lengths)):
+        name = f"{DATASET_NAME}-{SPLIT}.array_record-{index:05d}-of-{len(shard_lengths):05d}"
+        os.replace(building / str(index), building / name)
     tfds.folder_dataset.write_metadata(
         data_dir=building, features=store_features(info), version=DATASET_VERSION, check_data=False,
-        split_infos=[tfds.core.SplitInfo(name=SPLIT, shard_lengths=[len(r) for r in shard_records],
-                                         num_bytes=sum(len(x) for r in shard_records for x in r))],
+        split_infos=[tfds.core.SplitInfo(name=SPLIT, shard_lengths=shard_lengths, num_bytes=num_bytes)],
         description=f"crescend-jax embedding store: {info}")
     (building / "parts.json").write_text(json.dumps(stems))
 
