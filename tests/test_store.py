@@ -80,6 +80,14 @@ def test_merged_store_is_a_tfds_dataset(tmp_path):
     assert len(source) == 6 and source[0]["pooled"].shape == (LAYERS * DIM,)
 
 
+@pytest.mark.parametrize("text", ["{not json", json.dumps({"corpus": "demo", "unknown_field": 1})])
+def test_unreadable_store_json_is_a_store_error(tmp_path, text):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "store.json").write_text(text)
+    with pytest.raises(store.StoreError, match="store.json is not a store description"):
+        store.read_info(tmp_path / "s")
+
+
 def test_merge_splits_a_large_store_over_several_files(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 

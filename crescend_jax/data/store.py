@@ -182,7 +182,11 @@ def read_info(store_dir: Path) -> StoreInfo:
     path = Path(store_dir) / "store.json"
     if not path.is_file():
         raise StoreError(f"{path} is missing: {store_dir} is not an embedding store (or was never written)")
-    return StoreInfo(**json.loads(path.read_text()))
+    try:
+        return StoreInfo(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise StoreError(f"{path} is not a store description this version can read ({err}); delete {store_dir} "
+                         f"and rerun `crescend-jax extract`") from None
 
 
 def open_store(store_dir: Path, info: StoreInfo) -> None:
