@@ -31,9 +31,9 @@ TICKS_PER_BEAT = 480
 SECONDS_TO_TICKS = 2 * TICKS_PER_BEAT  # the file's tempo is 120 bpm: one beat is 0.5 s
 BASE_JITTER_S = 0.010  # onset jitter sd of an average player on an easy segment
 DIFFICULTY_GAIN = 1.5  # how much a hard segment multiplies a weak player's jitter
-REFERENCE_ONSET_RATE = 2.5  # onsets per second of a segment of average pace (the demo pieces' median)
+REFERENCE_ONSET_RATE = 2.5  # onsets per second heard as average pace (demo segments at natural tempo: median 2.3)
 DIFFICULTY_ONSET_RATE = 4.0  # onsets per second at which a segment is of medium difficulty
-TIMING_REFERENCE_S = 0.015  # onset jitter heard as average timing (a median player on a median segment)
+TIMING_REFERENCE_S = 0.015  # jitter heard as average timing (an average player on the demo segments: median 14 ms)
 QUANTITY_LIMIT = 3.0  # quantities are clipped to [-3, 3] before the label map
 
 # Label map: truth on the 1..7 scale = 4 + 3 tanh((LABEL_WEIGHTS @ q + piece_offset) / 3), q = `Quantities`.
