@@ -12,7 +12,7 @@ from _distributed_worker import synthetic_table
 from flax import nnx
 from jax.sharding import Mesh
 
-from crescend_jax.config import load_config
+from crescend_jax.config import ConfigError, load_config
 from crescend_jax.models import get_approach
 from crescend_jax.models.contrastive import ContrastiveRanking, ContrastiveRankingModel, default_model_config
 from crescend_jax.train import distributed
@@ -164,3 +164,9 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="store with frames"):
         next(approach.batches(table, tiny_config(input="frames"), np.random.default_rng(0)))
     assert list(itertools.islice(approach.batches(table, tiny_config(), np.random.default_rng(0)), 2))
+
+
+def test_unknown_infonce_strategy_is_refused_at_build():
+    with pytest.raises(ConfigError, match="model.loss.strategy"):
+        ContrastiveRanking().build_model(tiny_config(loss={**default_model_config().loss, "strategy": "tree"}), 16,
+                                         nnx.Rngs(0))

@@ -106,3 +106,10 @@ def test_nan_loss_stops_with_step_and_keys_and_keeps_last_good_checkpoint(tmp_pa
     monkeypatch.setattr(trainer, "get_approach", lambda name: PoisonedBaseline())
     assert trainer.run_training(one_fold_config(), str(tmp_path / "cli")) == 1
     assert "step 26" in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
+    config = one_fold_config()
+    config.model.name = "pairwise"
+    assert trainer.run_training(config, str(tmp_path)) == 1
+    assert "unknown approach 'pairwise'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from crescend_jax.config import ConfigError
 from crescend_jax.train.approach import Approach
 
 # name -> (module, class); imported only when asked for, so one approach's dependencies never burden another.
@@ -16,7 +17,7 @@ APPROACHES: dict[str, tuple[str, str]] = {
 def get_approach(name: str) -> Approach:
     """The `Approach` registered as ``name`` (set by ``config.model.name``)."""
     if name not in APPROACHES:
-        raise ValueError(f"unknown approach {name!r}; set --config.model.name to one of {sorted(APPROACHES)}")
+        raise ConfigError(f"unknown approach {name!r}; set --config.model.name to one of {sorted(APPROACHES)}")
     module, cls = APPROACHES[name]
     return getattr(importlib.import_module(module), cls)()
 

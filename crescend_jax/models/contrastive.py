@@ -19,9 +19,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from crescend_jax.config import ConfigError
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.losses.infonce import infonce_loss, sharded_infonce_loss
+from crescend_jax.losses.infonce import STRATEGIES, infonce_loss, sharded_infonce_loss
 from crescend_jax.losses.ranking import margin_ranking_loss
 from crescend_jax.train.approach import Batch
 from crescend_jax.train.sampler import group_batches
@@ -86,7 +87,7 @@ class ContrastiveRankingModel(nnx.Module):
     def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, projection_dim: int,
                  pooling: str, rngs: nnx.Rngs):
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
+            raise ConfigError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
         self.attention = AttentionPooling(input_dim, rngs) if pooling == "attention" else None
         widths = [input_dim] + [hidden_dim] * num_layers
         self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
@@ -136,8 +137,11 @@ class ContrastiveRanking:
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         model = config.model
         if model.input not in INPUTS:
-            raise ValueError(f"unknown model.input {model.input!r}; set --config.model.input to one of {INPUTS}")
+            raise ConfigError(f"unknown model.input {model.input!r}; set --config.model.input to one of {INPUTS}")
         loss = model.loss
+        if loss.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown model.loss.strategy {loss.strategy!r}; set --config.model.loss.strategy to one "
+                              f"of {STRATEGIES}")
         self._objective = _Objective(
             group_size=model.sampler.group_size, margin=loss.margin, min_label_gap=loss.min_label_gap,
             agreement_weighting=loss.agreement_weighting, lambda_piece=loss.lambda_piece,
@@ -176,7 +180,7 @@ class ContrastiveRanking:
         model = config.model
         crop_frames = round(model.sampler.crop_seconds * table.frame_rate) if model.input == "frames" else 0
         if model.input == "frames" and crop_frames < 1:
-            raise ValueError(f"model.sampler.crop_seconds={model.sampler.crop_seconds} gives no frame at "
+            raise ConfigError(f"model.sampler.crop_seconds={model.sampler.crop_seconds} gives no frame at "
                              f"{table.frame_rate} frames/s; raise --config.model.sampler.crop_seconds")
         return group_batches(table, config.train.batch_size, model.sampler.group_size, rng, crop_frames=crop_frames)
 

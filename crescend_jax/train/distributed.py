@@ -16,6 +16,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from crescend_jax.config import ConfigError
+
 DATA_AXIS = "data"
 
 # Environment variables read when the config leaves the field empty (config wins over env).
@@ -51,11 +53,11 @@ def initialize_distributed(config: ml_collections.ConfigDict | None) -> bool:
         process_id = int(os.environ.get(ENV_PROCESS_ID, "0"))
     if not address:
         if num_processes > 1:
-            raise ValueError(f"num_processes={num_processes} but no coordinator address: set "
+            raise ConfigError(f"num_processes={num_processes} but no coordinator address: set "
                              f"--config.train.distributed.coordinator_address=host:port or ${ENV_COORDINATOR}")
         return False
     if not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id {process_id} is outside [0, {num_processes}): check "
+        raise ConfigError(f"process_id {process_id} is outside [0, {num_processes}): check "
                          f"--config.train.distributed.process_id / ${ENV_PROCESS_ID}")
     if jax.distributed.is_initialized():
         return True

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from crescend_jax.config import ConfigError
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.train.approach import Batch
 
@@ -50,12 +51,12 @@ def group_batches(
     padding). Deterministic given ``rng``.
     """
     if group_size < 2 or batch_size % group_size:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {batch_size} must be a multiple of group_size {group_size} >= 2; "
             "set --config.train.batch_size / --config.model.sampler.group_size"
         )
     if crop_frames > 0 and table.frames is None:
-        raise ValueError("frame crops need a store with frames; extract with frames or set model.input='pooled'")
+        raise ConfigError("frame crops need a store with frames; extract with frames or set model.input='pooled'")
     group_ids = table.group_ids()
     members = np.split(np.argsort(group_ids, kind="stable"), np.cumsum(np.bincount(group_ids))[:-1])
     members = [rows for rows in members if len(rows) >= 2]

@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from crescend_jax.config import config_to_json
+from crescend_jax.config import ConfigError, config_to_json
 from crescend_jax.data.splits import SplitError, check_split, evaluation_splits
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.evaluate.metrics import pairwise_accuracy
@@ -374,12 +374,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
 
 
 def run_training(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """CLI entry: 0 when every fold trained; 1 (with the reason on stderr) for bad input or a NaN loss."""
+    """CLI entry: 0 when every fold trained; 1 (with the reason on stderr) for bad input, a bad setting or a NaN
+    loss."""
     from crescend_jax.data.store import StoreError
 
     try:
         records = train(config, workdir)
-    except (TrainingError, SplitError, StoreError) as err:
+    except (TrainingError, SplitError, StoreError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for record in records:
