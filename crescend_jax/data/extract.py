@@ -8,6 +8,7 @@ corrupt MIDI, a render or encode error) is reported in the closing summary and n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import time
@@ -101,7 +102,9 @@ class _Extraction:
         batch: list[tuple[Segment, np.ndarray]] = []
         results = render_many([s.midi_path for s in pending], settings, RenderCache(Path(self.config.render.cache_dir)),
                               int(self.config.render.workers))
-        with store.StoreWriter(store_dir, info, self.writer_id, int(self.config.store.chunk_size)) as writer, \
+        # closing(): an error mid-way stops the render pool at once instead of whenever the generator is collected
+        with contextlib.closing(results), \
+                store.StoreWriter(store_dir, info, self.writer_id, int(self.config.store.chunk_size)) as writer, \
                 tqdm(total=len(pending), unit="seg", desc=f"encode+store {settings.settings_id}",
                      dynamic_ncols=True) as bar:
             started, audio_seconds = time.perf_counter(), 0.0
