@@ -113,3 +113,11 @@ def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
     config.model.name = "pairwise"
     assert trainer.run_training(config, str(tmp_path)) == 1
     assert "unknown approach 'pairwise'" in capsys.readouterr().err
+
+
+def test_predict_heldout_names_a_fold_without_checkpoint(tmp_path):
+    table = synthetic_table()
+    with pytest.raises(TrainingStopped):
+        train(one_fold_config(stop_after_steps=5), tmp_path, table=table)  # killed before the first save (step 10)
+    with pytest.raises(TrainingError, match=r"fold_0 has no checkpoint; train it first"):
+        predict_heldout(tmp_path, table=table)

@@ -10,6 +10,7 @@ Workdir layout::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -282,8 +283,9 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     train_table = table.subset(~test_mask)
     val = validation_mask(train_table, config.train.val_fraction, config.train.seed + fold)
     check_split(train_table.groups, train_table.performers, val, name=f"fold {fold} validation split")
-    mean, std = _input_stats(train_table.subset(~val), config.train.standardize_inputs)
-    fit_table = _standardize(train_table.subset(~val), mean, std)
+    fit_table = train_table.subset(~val)
+    mean, std = _input_stats(fit_table, config.train.standardize_inputs)
+    fit_table = _standardize(fit_table, mean, std)
     val_table = _standardize(train_table.subset(val & first_render_mask(train_table)), mean, std)
     if jax.process_index() == 0:
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -291,22 +293,23 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
 
     built = _compiled(approach, config, table.pooled.shape[1], mesh)
     state = built.init(fold)
-    checkpoints = FoldCheckpoints(fold_dir / "checkpoints")
-    rng_state = np.random.default_rng([config.train.seed, fold]).bit_generator.state
-    step = 0
-    if checkpoints.latest_step() is not None:
-        state, record = checkpoints.restore(checkpoints.latest_step(), state)
-        step, rng_state = record["step"], record["data_rng_state"]
-    rng = np.random.default_rng()
-    rng.bit_generator.state = rng_state
-    stream = approach.batches(fit_table, config, rng)
-    _skip(stream, step)  # replay the data order up to the checkpoint
-
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
-    writer = MetricsWriter(fold_dir, num_steps, initial_step=step, description=f"fold {fold}")
-    pending: list[tuple[int, jax.Array, np.ndarray]] = []
-    stop_at = step + config.train.stop_after_steps if config.train.stop_after_steps > 0 else None
-    try:
+    with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
+        checkpoints = cleanup.enter_context(contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")))
+        rng_state = np.random.default_rng([config.train.seed, fold]).bit_generator.state
+        step = 0
+        if (latest := checkpoints.latest_step()) is not None:
+            state, saved = checkpoints.restore(latest, state)
+            step, rng_state = saved["step"], saved["data_rng_state"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = rng_state
+        stream = approach.batches(fit_table, config, rng)
+        _skip(stream, step)  # replay the data order up to the checkpoint
+
+        writer = cleanup.enter_context(contextlib.closing(
+            MetricsWriter(fold_dir, num_steps, initial_step=step, description=f"fold {fold}")))
+        pending: list[tuple[int, jax.Array, np.ndarray]] = []
+        stop_at = step + config.train.stop_after_steps if config.train.stop_after_steps > 0 else None
         while step < num_steps:
             batch = next(stream)
             rows = batch.get("row")
@@ -328,9 +331,6 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
         checkpoints.manager.wait_until_finished()
         record = {"fold": fold, "steps": step, "best_step": checkpoints.best_step(), "fit_rows": len(fit_table),
                   "val_rows": len(val_table)}
-    finally:
-        writer.close()
-        checkpoints.close()
     if jax.process_index() == 0:
         done_path.write_text(json.dumps(record, indent=2))
     return record
@@ -405,18 +405,18 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None) ->
     heldout = first_render_mask(table)
     fold_of_row = np.full(len(table), -1, np.int32)
     scores = np.full((len(table), table.label_mean.shape[1]), np.nan, np.float32)
+    built = _compiled(approach, config, table.pooled.shape[1], mesh)
     for entry in folds:
         k = entry["fold"]
         fold_dir = workdir / f"fold_{k}"
         rows = np.flatnonzero(heldout & np.isin(table.keys, entry["test_keys"]))
-        checkpoints = FoldCheckpoints(fold_dir / "checkpoints")
-        step = checkpoints.best_step() if checkpoints.best_step() is not None else checkpoints.latest_step()
-        if step is None:
-            raise TrainingError(f"{fold_dir} has no checkpoint; train it first (crescend-jax train ... "
-                                "--config.train.resume=True)")
-        built = _compiled(approach, config, table.pooled.shape[1], mesh)
-        state, _ = checkpoints.restore(step, built.init(k))
-        checkpoints.close()
+        with contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")) as checkpoints:
+            step = checkpoints.best_step()
+            step = step if step is not None else checkpoints.latest_step()
+            if step is None:
+                raise TrainingError(f"{fold_dir} has no checkpoint; train it first (crescend-jax train ... "
+                                    "--config.train.resume=True)")
+            state, _ = checkpoints.restore(step, built.init(k))
         stats = np.load(fold_dir / "input_stats.npz")
         scores[rows] = built.predict(state, (table.pooled[rows] - stats["mean"]) / stats["std"])
         fold_of_row[rows] = k
