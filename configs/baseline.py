@@ -8,6 +8,7 @@
 import ml_collections
 
 from crescend_jax.config import config_beside
+from crescend_jax.evaluate.run import default_eval_config
 from crescend_jax.models.baseline import default_model_config
 from crescend_jax.train.trainer import default_train_config
 
@@ -16,8 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = config_beside(__file__, "percepiano.py")
     config.model = default_model_config()
     config.train = default_train_config()
-    config.eval = ml_collections.ConfigDict()
-    config.eval.baseline_workdir = ""  # a trained baseline to compare against in the report ("" = none)
+    config.eval = default_eval_config()
     config.experiment = ml_collections.ConfigDict()
     config.experiment.name = "baseline"
     config.experiment.hypothesis = (

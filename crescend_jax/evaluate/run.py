@@ -27,14 +27,22 @@ def load_baseline_metrics(baseline: str | Path) -> dict:
         raise ValueError(f"baseline {path} is not valid JSON ({err}): re-run evaluate on the baseline") from None
 
 
+def default_eval_config() -> ml_collections.ConfigDict:
+    """``config.eval``: the report's baseline, the label gap of the gap variant, the noise ceiling's random splits."""
+    config = ml_collections.ConfigDict()
+    config.baseline_workdir = ""  # a trained baseline to compare against in the report ("" = none)
+    config.min_gap = metrics_lib.DEFAULT_MIN_GAP  # pairs with a smaller label gap are left out of the gap variant
+    config.ceiling_splits = ceiling_lib.DEFAULT_NUM_SPLITS  # random half-panel splits averaged by the ceiling
+    config.ceiling_seed = 0
+    return config
+
+
 def _evaluation_settings(config: ml_collections.ConfigDict) -> dict:
-    """``config.eval.{min_gap, ceiling_splits, ceiling_seed}`` where the run's config has them, else the defaults."""
-    section = config.get("eval") or ml_collections.ConfigDict()
-    return {
-        "min_gap": float(section.get("min_gap", metrics_lib.DEFAULT_MIN_GAP)),
-        "ceiling_splits": int(section.get("ceiling_splits", ceiling_lib.DEFAULT_NUM_SPLITS)),
-        "seed": int(section.get("ceiling_seed", 0)),
-    }
+    """``config.eval.{min_gap, ceiling_splits, ceiling_seed}``, with the defaults for a run's config without them."""
+    section = default_eval_config()
+    section.update(config.get("eval") or {})
+    return {"min_gap": float(section.min_gap), "ceiling_splits": int(section.ceiling_splits),
+            "seed": int(section.ceiling_seed)}
 
 
 def evaluate_workdir(workdir: str, baseline: str | None = None) -> int:
