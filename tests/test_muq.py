@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from crescend_jax import encoders  # noqa: E402
 from crescend_jax.encoders import build_encoder  # noqa: E402
+from crescend_jax.encoders.base import resample  # noqa: E402
 from crescend_jax.encoders import _torchaudio_shim as shim  # noqa: E402
 from crescend_jax.encoders.muq import (  # noqa: E402
     CheckpointError, MuQEncoder, import_muq, load_muq, muq_config_dict)
@@ -238,7 +239,7 @@ def test_run_extract_stores_what_the_encoder_computes(tiny_dir, tmp_path, monkey
     settings = RenderSettings.from_config(config.render, config.render.soundfonts[0])
     cache = RenderCache(config.render.cache_dir)  # the audio extract encoded (24-bit FLAC)
     for segment in segments:
-        audio = extract._to_rate(cache.render(segment.midi_path, settings), settings.sample_rate, SR)
+        audio = resample(cache.render(segment.midi_path, settings), settings.sample_rate, SR)
         (expected,) = encoder.encode([audio])
         row = list(table.keys).index(segment.key)
         np.testing.assert_allclose(table.pooled[row], expected.pooled, atol=1e-5)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from crescend_jax.config import ConfigError
 from crescend_jax.data import store
 from crescend_jax.data.segments import Corpus, Problem, Segment
+from crescend_jax.encoders.base import resample
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_RUN_FAILED = 0, 1, 2
 
@@ -114,7 +115,7 @@ class _Extraction:
                     self.failures.append(Problem(segment.key, segment.midi_path, f"render failed: {result}"))
                     bar.update(1)
                     continue
-                batch.append((segment, _to_rate(result, settings.sample_rate, encoder.sample_rate)))
+                batch.append((segment, resample(result, settings.sample_rate, encoder.sample_rate)))
                 if len(batch) >= batch_size:
                     audio_seconds += self._encode_and_store(batch, encoder, writer, info.render, bar)
                     batch = []
@@ -151,15 +152,6 @@ class _Extraction:
         lines += [f"  failed: {problem}" for problem in self.failures]
         return "\n".join(lines)
 
-
-def _to_rate(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Mono float32 audio resampled from ``source_rate`` to ``target_rate`` Hz (unchanged when equal)."""
-    audio = np.asarray(audio, np.float32)
-    if source_rate == target_rate:
-        return audio
-    import librosa
-
-    return librosa.resample(audio, orig_sr=source_rate, target_sr=target_rate, res_type="soxr_hq")
 
 
 def run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = None) -> int:

@@ -32,3 +32,14 @@ class Encoder(Protocol):
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[Encoded]:
         """Encodes mono float32 waveforms (any lengths) at ``sample_rate``; one `Encoded` per input."""
         ...
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Mono float32 ``audio`` [n] from ``source_rate`` to ``target_rate`` Hz (librosa, soxr_hq); the same array when
+    the rates agree. Encoders take audio at their ``sample_rate`` only: foreign audio goes through here, never in as is."""
+    audio = np.asarray(audio, np.float32)
+    if source_rate == target_rate:
+        return audio
+    import librosa
+
+    return librosa.resample(audio, orig_sr=source_rate, target_sr=target_rate, res_type="soxr_hq").astype(np.float32)

@@ -50,14 +50,6 @@ def default_encoder_config() -> ml_collections.ConfigDict:
     return config
 
 
-def resample_to(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resamples mono ``audio`` float [n] from ``sr_in`` to ``sr_out`` Hz (librosa/soxr); float32 [~n * sr_out / sr_in]."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if sr_in == sr_out:
-        return audio
-    return librosa.resample(audio, orig_sr=sr_in, target_sr=sr_out).astype(np.float32)
-
-
 class FeatureEncoder:
     """Log-mel + log-CQT frames and their temporal statistics; see the module docstring for the formulas.
 
@@ -135,7 +127,7 @@ class FeatureEncoder:
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[Encoded]:
         """Encodes mono float waveforms (any lengths >= 1 sample) at ``sample_rate``; one `Encoded` per input.
 
-        Audio at another rate must go through `resample_to` first: the encoder cannot detect a wrong rate.
+        Audio at another rate must go through `crescend_jax.encoders.base.resample` first: the encoder cannot detect a wrong rate.
         """
         encoded = []
         for index, waveform in enumerate(waveforms):
