@@ -400,7 +400,7 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
     text = lambda name: np.array([item[name].decode() for item in items], dtype=str)
     stack = lambda name, width: (np.stack([item[name] for item in items]).astype(np.float32) if items
                                  else np.zeros((0, width), np.float32))
-    return EmbeddingTable(
+    table = EmbeddingTable(
         keys=text("key"), compositions=text("composition"), pieces=text("piece"),
         performers=text("performer"), groups=text("group"), renders=text("render"),
         label_mean=stack("label_mean", NUM_DIMENSIONS), label_std=stack("label_std", NUM_DIMENSIONS),
@@ -409,6 +409,9 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
         pooled=stack("pooled", info.pooled_dim),
         frames=[np.asarray(item["frames"], np.float32) for item in items] if info.frames else None,
         encoder=info.encoder, frame_rate=info.frame_rate)
+    # Rows sorted by key: items are stored in the order renders finished, which varies from run to run, and the
+    # training batches (hence the results) must not.
+    return table.subset(np.argsort(table.keys, kind="stable"))
 
 
 def read_store(dirs: Sequence[Path]) -> EmbeddingTable:
