@@ -18,6 +18,7 @@ from crescend_jax.data.table import EmbeddingTable
 #   "label_std":  float32 [B, 19] (NaN replaced by 0 before batching)
 #   "group":      int32   [B] same-music group id (equal ids = same music)
 #   "mask":       float32 [B] 1 for real rows, 0 for padding rows (padding has group -1)
+#   "row":        int32   [B] each row's index in the table (-1 for padding); stays on the host, names a bad batch
 Batch = dict[str, np.ndarray]
 
 
