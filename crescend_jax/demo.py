@@ -9,7 +9,7 @@ from pathlib import Path
 
 import ml_collections
 
-from crescend_jax.evaluate.report import _fmt  # metrics.json writes NaN as null: "n/a", never a format crash
+from crescend_jax.evaluate.report import format_value  # NaN is null in metrics.json: "n/a", never a crash
 
 SHARED_SECTIONS = ("corpus", "data", "render", "encoder", "store")
 
@@ -38,11 +38,9 @@ def _summary_rows(workdir: Path, names: list[str]) -> list[str]:
         pooled = metrics["pooled"]
         truth = pooled.get("truth_accuracy", {}).get("mean")
         fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
-        rows.append(
-            f"| {name} | {_fmt(pooled['pairwise_accuracy']['mean'])} | {_fmt(truth)} | {_fmt(fraction, 2)} | "
-            f"{_fmt(pooled['kendall_tau_b']['mean'])} | {_fmt(pooled['intra_group_std']['mean'])} | "
-            f"[{name}/report.md]({name}/report.md) |"
-        )
+        cells = [format_value(pooled["pairwise_accuracy"]["mean"]), format_value(truth), format_value(fraction, 2),
+                 format_value(pooled["kendall_tau_b"]["mean"]), format_value(pooled["intra_group_std"]["mean"])]
+        rows.append(f"| {name} | {' | '.join(cells)} | [{name}/report.md]({name}/report.md) |")
     return rows
 
 
@@ -50,9 +48,9 @@ def _ceiling_line(workdir: Path, name: str) -> str:
     metrics = json.loads((workdir / name / "metrics.json").read_text())
     ceiling = metrics["ceiling"]["mean"]
     labels_vs_truth = metrics["pooled"].get("label_truth_accuracy", {}).get("mean")
-    line = f"Split-half noise ceiling (mean over dimensions): {_fmt(ceiling)}."
+    line = f"Split-half noise ceiling (mean over dimensions): {format_value(ceiling)}."
     if labels_vs_truth is not None:
-        line += f" The noisy mean labels themselves order pairs as the known truth does {_fmt(labels_vs_truth)} of the time."
+        line += f" The noisy mean labels themselves order pairs as the known truth does {format_value(labels_vs_truth)} of the time."
     return line
 
 

@@ -194,7 +194,8 @@ def evaluate_predictions(
 # ----------------------------------------------------------------------------------------------- report writing
 
 
-def _fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+def format_value(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    """A metric for a table: ``digits`` decimals (with a sign when ``signed``); "n/a" for None/NaN (null in JSON)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
@@ -276,7 +277,7 @@ def _plot_within_group(path: Path, metrics: dict) -> None:
         ax.scatter(actual, predicted, s=6, alpha=0.5)
         ax.axhline(0, color="0.6", lw=0.6)
         ax.axvline(0, color="0.6", lw=0.6)
-        ax.set_title(f"{name.replace('_', ' ')}\npairwise accuracy {_fmt(accuracy[name])}", fontsize=8)
+        ax.set_title(f"{name.replace('_', ' ')}\npairwise accuracy {format_value(accuracy[name])}", fontsize=8)
         ax.set_xlabel(f"{sample['target']} - group mean", fontsize=8)
     axes[0][0].set_ylabel("prediction - group mean", fontsize=8)
     fig.tight_layout()
@@ -320,13 +321,13 @@ def _results_table(metrics: dict, baseline: dict | None) -> list[str]:
     header = ["Dimension"] + [name for name, _, _ in columns] + ["Acc. fold mean ± std"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for k, dimension in enumerate(metrics["dimensions"]):
-        cells = [_fmt(values[k], signed=name.startswith("Δ")) for name, values, _ in columns]
-        lines.append(f"| {dimension} | " + " | ".join(cells) + f" | {_fmt(fold_mean[k])} ± {_fmt(fold_std[k])} |")
-    means = [_fmt(mean, signed=name.startswith("Δ")) for name, _, mean in columns]
+        cells = [format_value(values[k], signed=name.startswith("Δ")) for name, values, _ in columns]
+        lines.append(f"| {dimension} | " + " | ".join(cells) + f" | {format_value(fold_mean[k])} ± {format_value(fold_std[k])} |")
+    means = [format_value(mean, signed=name.startswith("Δ")) for name, _, mean in columns]
     lines.append(
         "| **Mean** | " + " | ".join(means)
-        + f" | {_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
-        + f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} |"
+        + f" | {format_value(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
+        + f"{format_value(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} |"
     )
     return lines
 
@@ -342,23 +343,23 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
     pairs = metrics["pooled"]["num_pairs"]["per_dimension"]
     pair_range = f"{min(pairs)}" if min(pairs) == max(pairs) else f"{min(pairs)}–{max(pairs)}"
     notes = [
-        f"Mean within-group pairwise accuracy is {_fmt(mean_accuracy)} (chance 0.500) over "
+        f"Mean within-group pairwise accuracy is {format_value(mean_accuracy)} (chance 0.500) over "
         f"{pair_range} pairs per dimension in {metrics['num_groups']} groups of "
         f"{metrics['num_compositions']} held-out compositions; that is "
-        f"{_fmt(100 * _mean(metrics, 'pairwise_accuracy', 'fraction_of_ceiling'), 0)}% of the way from chance to "
-        f"the mean noise ceiling {_fmt(metrics['ceiling']['mean'])}."
+        f"{format_value(100 * _mean(metrics, 'pairwise_accuracy', 'fraction_of_ceiling'), 0)}% of the way from chance to "
+        f"the mean noise ceiling {format_value(metrics['ceiling']['mean'])}."
     ]
     per_fold = np.array([fold["metrics"]["pairwise_accuracy"]["mean"] for fold in metrics["per_fold"]], np.float64)
     notes.append(
         f"Across {len(per_fold)} folds the mean accuracy is "
-        f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
-        f"{_fmt(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} (folds range {_fmt(np.nanmin(per_fold))}–"
-        f"{_fmt(np.nanmax(per_fold))}; {int((per_fold < 0.5).sum())} below chance)."
+        f"{format_value(_mean(metrics, 'pairwise_accuracy', 'fold_mean'))} ± "
+        f"{format_value(_mean(metrics, 'pairwise_accuracy', 'fold_std'))} (folds range {format_value(np.nanmin(per_fold))}–"
+        f"{format_value(np.nanmax(per_fold))}; {int((per_fold < 0.5).sum())} below chance)."
     )
     order = [k for k in np.argsort(-np.nan_to_num(accuracy, nan=-np.inf), kind="stable") if np.isfinite(accuracy[k])]
     if order:
-        best = ", ".join(f"{names[k]} {_fmt(accuracy[k])}" for k in order[:3])
-        worst = ", ".join(f"{names[k]} {_fmt(accuracy[k])}" for k in order[::-1][:3])
+        best = ", ".join(f"{names[k]} {format_value(accuracy[k])}" for k in order[:3])
+        worst = ", ".join(f"{names[k]} {format_value(accuracy[k])}" for k in order[::-1][:3])
         notes.append(f"Best dimensions: {best}. Worst: {worst}.")
     below = [names[k] for k in order if accuracy[k] < 0.5]
     notes.append(f"{len(below)} dimension(s) below chance" + (f": {', '.join(below)}." if below else "."))
@@ -371,42 +372,42 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
     gap_pairs = metrics["pooled"]["num_pairs_gap"]["per_dimension"]
     notes.append(
         f"Keeping only pairs with a label gap ≥ {metrics['min_gap']:g} ({sum(gap_pairs)} of {sum(pairs)} pairs) moves "
-        f"the mean accuracy by {_fmt(_mean(metrics, 'pairwise_accuracy_gap') - mean_accuracy, signed=True)}."
+        f"the mean accuracy by {format_value(_mean(metrics, 'pairwise_accuracy_gap') - mean_accuracy, signed=True)}."
     )
     if metrics["num_deadpan_rows"]:
         notes.append(
             f"Leaving out pairs with the {metrics['num_deadpan_rows']} Score renditions moves it by "
-            f"{_fmt(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)} and the mean "
+            f"{format_value(_mean(metrics, 'pairwise_accuracy_no_score') - mean_accuracy, signed=True)} and the mean "
             f"ceiling by "
-            f"{_fmt(_difference(metrics['ceiling_no_score']['mean'], metrics['ceiling']['mean']), signed=True)} "
-            f"({_fmt(100 * _mean(metrics, 'pairwise_accuracy_no_score', 'fraction_of_ceiling'), 0)}% of the way "
+            f"{format_value(_difference(metrics['ceiling_no_score']['mean'], metrics['ceiling']['mean']), signed=True)} "
+            f"({format_value(100 * _mean(metrics, 'pairwise_accuracy_no_score', 'fraction_of_ceiling'), 0)}% of the way "
             "to that ceiling)."
         )
     else:
         notes.append("No Score renditions among the held-out rows, so the no-Score accuracy equals the accuracy.")
     spread, label_spread = _mean(metrics, "intra_group_std"), _mean(metrics, "label_intra_group_std")
     notes.append(
-        f"Predictions spread within a group by {_fmt(spread)} on average (labels: {_fmt(label_spread)}, ratio "
-        f"{_fmt(spread / label_spread if label_spread else float('nan'), 2)}); pooled R² is "
-        f"{_fmt(_mean(metrics, 'r2'))}, meaningful only when the scores are on the label scale."
+        f"Predictions spread within a group by {format_value(spread)} on average (labels: {format_value(label_spread)}, ratio "
+        f"{format_value(spread / label_spread if label_spread else float('nan'), 2)}); pooled R² is "
+        f"{format_value(_mean(metrics, 'r2'))}, meaningful only when the scores are on the label scale."
     )
     if "truth_accuracy" in metrics["pooled"]:
         notes.append(
-            f"Simulated corpus: against the noiseless truth the accuracy is {_fmt(_mean(metrics, 'truth_accuracy'))}; "
-            f"the noisy labels themselves agree with the truth on {_fmt(_mean(metrics, 'label_truth_accuracy'))} of "
-            f"pairs, against an estimated ceiling of {_fmt(metrics['ceiling']['mean'])}."
+            f"Simulated corpus: against the noiseless truth the accuracy is {format_value(_mean(metrics, 'truth_accuracy'))}; "
+            f"the noisy labels themselves agree with the truth on {format_value(_mean(metrics, 'label_truth_accuracy'))} of "
+            f"pairs, against an estimated ceiling of {format_value(metrics['ceiling']['mean'])}."
         )
     if baseline is not None:
         delta = accuracy - _per_dim(baseline, "pairwise_accuracy")
         finite = np.flatnonzero(np.isfinite(delta))
         ranked = finite[np.argsort(-delta[finite], kind="stable")]
-        gains = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[:3] if delta[k] > 0) or "none"
-        losses = ", ".join(f"{names[k]} {_fmt(delta[k], signed=True)}" for k in ranked[::-1][:3] if delta[k] < 0)
+        gains = ", ".join(f"{names[k]} {format_value(delta[k], signed=True)}" for k in ranked[:3] if delta[k] > 0) or "none"
+        losses = ", ".join(f"{names[k]} {format_value(delta[k], signed=True)}" for k in ranked[::-1][:3] if delta[k] < 0)
         losses = losses or "none"
         notes.append(
             f"Against the baseline: higher on {int((delta[finite] > 0).sum())} of {len(finite)} dimensions, mean "
-            f"{_fmt(mean_accuracy - _mean(baseline, 'pairwise_accuracy'), signed=True)} (baseline fold std "
-            f"{_fmt(_mean(baseline, 'pairwise_accuracy', 'fold_std'))}). Largest gains: {gains}. "
+            f"{format_value(mean_accuracy - _mean(baseline, 'pairwise_accuracy'), signed=True)} (baseline fold std "
+            f"{format_value(_mean(baseline, 'pairwise_accuracy', 'fold_std'))}). Largest gains: {gains}. "
             f"Largest losses: {losses}."
         )
     return notes
