@@ -158,7 +158,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _parse_with_music21(corpus_path: str) -> ParsedScore:
-    from music21 import corpus, note, stream
+    from music21 import corpus, stream
 
     score = corpus.parse(corpus_path).toSoundingPitch()
     parts = list(score.parts) or [score]
