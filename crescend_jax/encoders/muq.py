@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from crescend_jax.encoders.base import Encoded
+from crescend_jax.encoders.base import Encoded, resample
 
 MUQ_SAMPLE_RATE = 24_000
 MIN_SAMPLES = 2048  # the centred STFT (n_fft 2048) reflect-pads 1024 samples on each side
@@ -160,7 +160,7 @@ def check_weights_match(model_shapes: dict[str, tuple[int, ...]], file_shapes: d
                               f"the weights were saved from a different model config, re-save them together")
 
 
-def load_muq(checkpoint: str | Path, device: str = "cpu"):
+def load_muq(checkpoint: str | Path, device: str = "cpu") -> Any:
     """Loads ``MuQ.from_pretrained`` from a directory or the HF cache and checks that the weights fit the config.
 
     ``from_pretrained`` loads with ``strict=False`` (silent on missing or unexpected keys) and fails on a shape
@@ -364,11 +364,12 @@ class MuQEncoder:
         return [Encoded(frames=f, pooled=f.mean(axis=1).reshape(-1)) for f in frames]
 
     def encode_file(self, path: str | Path) -> Encoded:
-        """Loads an audio file as mono, resamples it to 24 kHz (librosa, soxr_hq) and encodes it."""
+        """Loads an audio file as mono, resamples it to ``sample_rate`` (`crescend_jax.encoders.base.resample`) and
+        encodes it."""
         import librosa
 
-        audio, _ = librosa.load(str(path), sr=self.sample_rate, mono=True, res_type="soxr_hq")
-        return self.encode([audio])[0]
+        audio, rate = librosa.load(str(path), sr=None, mono=True)
+        return self.encode([resample(audio, rate, self.sample_rate)])[0]
 
     def _checked(self, index: int, wave: np.ndarray) -> np.ndarray:
         wave = np.asarray(wave)
