@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import ml_collections
 import numpy as np
@@ -32,6 +32,9 @@ from crescend_jax.encoders import active_encoder_config
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import Segment
 from crescend_jax.data.table import EmbeddingTable
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 STORE_FORMAT = 1
 DATASET_NAME = "crescend_store"
@@ -79,7 +82,7 @@ class StoreInfo:
         return self.num_layers * self.dim
 
 
-def store_features(info: StoreInfo):
+def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
     """The ``tfds.features.FeaturesDict`` of one stored item."""
     import tensorflow_datasets as tfds
 
@@ -415,7 +418,8 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
 
 
 def read_store(dirs: Sequence[Path]) -> EmbeddingTable:
-    """One `EmbeddingTable` of the stores ``dirs`` (e.g. one per soundfont; ``renders`` tells them apart).
+    """One `EmbeddingTable` of the stores ``dirs`` (e.g. one per soundfont; ``renders`` tells them apart): each
+    store's rows sorted by key (never in write order), the stores in the order of ``dirs``.
 
     Merges a store's parts first when they changed since the last merge.
     """
