@@ -23,7 +23,7 @@ class Encoded:
 class Encoder(Protocol):
     """Waveforms at ``sample_rate`` in, `Encoded` out. Implementations: features.py (librosa), muq.py."""
 
-    name: str  # identifies the encoder *and its settings* in store paths, e.g. "logmel-cqt" or "muq-l9-12"
+    name: str  # encoder *and settings* in store paths, e.g. "features-mel128-cqt88-<hash>", "muq-<ckpt>-l9-12-..."
     sample_rate: int  # Hz expected by `encode`
     frame_rate: float  # frames per second of `Encoded.frames`
     num_layers: int
@@ -36,7 +36,8 @@ class Encoder(Protocol):
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """Mono float32 ``audio`` [n] from ``source_rate`` to ``target_rate`` Hz (librosa, soxr_hq); the same array when
-    the rates agree. Encoders take audio at their ``sample_rate`` only: foreign audio goes through here, never in as is."""
+    the rates agree. Encoders take audio at their ``sample_rate`` only: foreign audio goes through here, never in as
+    is."""
     audio = np.asarray(audio, np.float32)
     if source_rate == target_rate:
         return audio
