@@ -1,7 +1,8 @@
 """Extract PercePiano into the embedding store: ``crescend-jax extract --config configs/percepiano.py``.
 
 Sections: corpus, data (the PercePiano checkout and its folds), render (fluidsynth), encoder (``name`` picks
-"features", the default, or "muq"; each has its own sub-section), store. Any field can be overridden with ``--config.<section>.<field>=value``.
+"features", the default, or "muq"; each has its own sub-section), store. Any field can be overridden with
+``--config.<section>.<field>=value``.
 """
 
 import ml_collections
