@@ -127,7 +127,8 @@ class FeatureEncoder:
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[Encoded]:
         """Encodes mono float waveforms (any lengths >= 1 sample) at ``sample_rate``; one `Encoded` per input.
 
-        Audio at another rate must go through `crescend_jax.encoders.base.resample` first: the encoder cannot detect a wrong rate.
+        Audio at another rate must go through `crescend_jax.encoders.base.resample` first: the encoder cannot
+        detect a wrong rate.
         """
         encoded = []
         for index, waveform in enumerate(waveforms):
