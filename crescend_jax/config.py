@@ -41,7 +41,10 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
 def config_beside(config_file: str | Path, name: str) -> ml_collections.ConfigDict:
     """``get_config()`` of the config file ``name`` in the folder of ``config_file``, unlocked, for a config that
     extends another (``config_beside(__file__, "percepiano.py")``)."""
-    return _import_config_module(Path(config_file).with_name(name)).get_config()
+    path = Path(config_file).with_name(name)
+    if not path.is_file():
+        raise ConfigError(f"config file {config_file} extends {path}, which does not exist")
+    return _import_config_module(path).get_config()
 
 
 def _parse_value(text: str, current: Any) -> Any:

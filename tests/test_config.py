@@ -69,3 +69,10 @@ def test_demo_bad_baseline_is_a_clean_error_and_null_metrics_print_na(tmp_path, 
     row = demo._summary_rows(tmp_path, ["run"])[-1]
     assert row.startswith("| run | 0.600 | n/a | n/a | n/a | 0.010 |")
     assert "ceiling (mean over dimensions): n/a." in demo._ceiling_line(tmp_path, "run")
+
+
+def test_config_beside_a_missing_file_is_a_config_error(tmp_path):
+    from crescend_jax.config import config_beside
+
+    with pytest.raises(ConfigError, match="extends .*missing.py, which does not exist"):
+        config_beside(tmp_path / "child.py", "missing.py")
