@@ -230,14 +230,18 @@ def _local_rows(plan: _Plan, group: jax.Array, mask: jax.Array, padded: int) -> 
     )
 
 
+def _local_inputs(plan: _Plan, z, group, mask, temperature):
+    """This device's rows padded to whole blocks: (rows, z32 [padded, D], q = z32 / T, block, padded)."""
+    block = plan.block_for(z.shape[0])
+    padded = _round_up(z.shape[0], block)
+    z32 = _pad_rows(z.astype(jnp.float32), padded)
+    return _local_rows(plan, group, mask, padded), z32, z32 / temperature, block, padded
+
+
 def _local_forward(plan: _Plan, z, group, mask, temperature):
     """Per-device forward: (loss, diagnostics) replicated, and the per-row residuals (lse, n, anchor) of its rows."""
     n_local = z.shape[0]
-    block = plan.block_for(n_local)
-    padded = _round_up(n_local, block)
-    rows = _local_rows(plan, group, mask, padded)
-    z32 = _pad_rows(z.astype(jnp.float32), padded)
-    q = z32 / temperature
+    rows, z32, q, block, _ = _local_inputs(plan, z, group, mask, temperature)
 
     def step(stats, key_shard):
         k, k_rows = key_shard
@@ -269,11 +273,7 @@ def _local_forward(plan: _Plan, z, group, mask, temperature):
 def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, anchor, denominator, g):
     """Per-device backward: dL/dz of its rows and dL/dT (replicated), scaled by the loss cotangent g."""
     n_local = z.shape[0]
-    block = plan.block_for(n_local)
-    padded = _round_up(n_local, block)
-    rows = _local_rows(plan, group, mask, padded)
-    z32 = _pad_rows(z.astype(jnp.float32), padded)
-    q = z32 / temperature
+    rows, z32, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
     weight = jnp.where(anchor, g / denominator, 0.0)
     grad = _KeyGrad(
         lse=_pad_rows(jnp.where(anchor, lse, 0.0), padded),
