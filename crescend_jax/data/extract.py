@@ -153,7 +153,6 @@ class _Extraction:
         return "\n".join(lines)
 
 
-
 def run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = None) -> int:
     """Extracts every (shard of the) corpus into one store per soundfont; 0 ok, 1 some items failed, 2 run failed."""
     try:
