@@ -12,9 +12,12 @@ from crescend_jax.data.percepiano import (
     CorpusError,
     KeyFormatError,
     RatingsWarning,
+    UnratedWarning,
+    content_identity,
     default_data_config,
     load_percepiano,
     parse_key,
+    unrated_keys,
 )
 
 
@@ -221,3 +224,59 @@ def test_ratings_csv_without_questions(tmp_path):
     (root / "labels" / "total_2rounds.csv").write_text("user,dataID,filename,Question_1\n1,0,x.wav,3\n")
     with pytest.raises(CorpusError, match="at least 19 Question_"):
         load_percepiano(root)
+
+
+def test_truncated_ratings_csv_counts_and_names_the_unrated_keys(tmp_path):
+    root = make_checkout(tmp_path)
+    csv = root / "labels" / "total_2rounds.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines[:4]) + "\n")  # header + 3 rows: keys 0 (twice) and 1 (once) keep ratings
+    with pytest.warns(UnratedWarning, match=r"2 of 4 labelled segments have no rating \(Comp.B_4bars_1_2, "
+                                            r"Comp_A_8bars_Score_1\).*ceiling rests on the other 2") as record:
+        corpus = load_percepiano(root)
+    assert len([w for w in record if w.category is UnratedWarning]) == 1  # one line, not one per key
+    assert unrated_keys(corpus.segments) == ["Comp.B_4bars_1_2", "Comp_A_8bars_Score_1"]
+    assert len(corpus.segments) == 4  # unrated segments are still trained on
+    by_key = {s.key: s for s in corpus.segments}
+    assert by_key["Comp_A_8bars_1_1"].ratings.shape == (2, NUM_DIMENSIONS)
+    assert by_key["Comp.B_4bars_1_2"].ratings.shape == (0, NUM_DIMENSIONS)
+
+
+def test_a_key_whose_ratings_are_all_missing_counts_as_unrated(tmp_path):
+    rows = [[1, 0, f"{GOOD_KEYS[0]}.wav", *_questions([0] * NUM_DIMENSIONS), ""]]
+    rows += [[1, 0, f"{k}.wav", *_questions([4] * NUM_DIMENSIONS), ""] for k in GOOD_KEYS[1:]]
+    root = make_checkout(tmp_path, ratings_rows=rows)
+    with pytest.warns(UnratedWarning, match=f"1 of 4 labelled segments have no rating \\({GOOD_KEYS[0]}\\)"):
+        corpus = load_percepiano(root)
+    assert unrated_keys(corpus.segments) == [GOOD_KEYS[0]]
+
+
+def test_a_complete_ratings_file_warns_nothing_about_unrated_keys(tmp_path):
+    import warnings
+
+    root = make_checkout(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnratedWarning)
+        corpus = load_percepiano(root)
+    assert unrated_keys(corpus.segments) == []
+
+
+def test_content_identity_follows_the_files_not_the_location(tmp_path):
+    import shutil
+
+    root = make_checkout(tmp_path / "a")
+    first = content_identity(root)
+    shutil.copytree(root, tmp_path / "b")
+    assert content_identity(tmp_path / "b") == first  # the same checkout elsewhere is the same content
+    csv = root / "labels" / "total_2rounds.csv"
+    csv.write_text(csv.read_text().replace(",4,", ",5,", 1))
+    changed_ratings = content_identity(root)
+    assert changed_ratings["ratings"] != first["ratings"] and changed_ratings["labels"] == first["labels"]
+    mean = root / "labels" / "label_2round_mean_reg_19_with0_rm_highstd0.json"
+    mean.write_text(mean.read_text().replace("0.", "0.1", 1))
+    assert content_identity(root)["labels"] != first["labels"]
+    midi = root / "virtuoso" / "data" / "all_2rounds" / "Comp_A_8bars_1_1.mid"
+    midi.write_bytes(b"MThd changed")
+    assert content_identity(root)["midi"] != first["midi"]
+    with pytest.raises(CorpusError, match="does not exist"):
+        content_identity(tmp_path / "nowhere")

@@ -15,6 +15,7 @@ identical music and form one group.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import warnings
@@ -28,6 +29,7 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import Corpus, Problem, Segment
 
 RATING_SCALE = 7.0  # raters answered on 1..7; labels are rating / 7
+READER_VERSION = 1  # bump by hand when this reader changes what it returns for the same files (part of store ids)
 RATINGS_CSV = "total_2rounds.csv"
 MIDI_DIRS = ("virtuoso/data/all_2rounds", "virtuoso/data/score_midi")  # searched in this order
 KEY_FORMAT = "<composition>_<N>bars_<performer>_<segment>, e.g. Schubert_D960_mv3_8bars_3_12"
@@ -44,6 +46,11 @@ class CorpusError(ValueError):
 
 class RatingsWarning(UserWarning):
     """Rating cells in the ratings CSV that are neither blank/0 (missing) nor 1..7; they are read as missing."""
+
+
+class UnratedWarning(UserWarning):
+    """Labelled keys with no usable rating in the ratings CSV (e.g. a truncated file): the noise ceiling, which is
+    computed from individual ratings, rests on fewer segments than training does."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +172,49 @@ def _read_ratings(path: Path, keys: set[str]) -> dict[str, np.ndarray]:
     return {key: ratings[order[s:e]] for key, s, e in zip(wanted, starts, ends)}
 
 
+def unrated_keys(segments) -> list[str]:
+    """Keys (sorted) of ``segments`` without a single finite rating: no row in the ratings CSV, or only missing
+    cells. They keep their label means (training uses them) but add nothing to the noise ceiling."""
+    return sorted(s.key for s in segments if not np.isfinite(s.ratings).any())
+
+
+def _warn_unrated(segments, ratings_path: Path) -> None:
+    unrated = unrated_keys(segments)
+    if unrated:
+        shown = ", ".join(unrated[:3]) + (", ..." if len(unrated) > 3 else "")
+        warnings.warn(
+            f"{ratings_path}: {len(unrated)} of {len(segments)} labelled segments have no rating ({shown}); they are "
+            f"trained on but the noise ceiling rests on the other {len(segments) - len(unrated)} (a truncated ratings "
+            f"file? restore it from the upstream checkout)",
+            UnratedWarning,
+            stacklevel=3,
+        )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def content_identity(root: Path) -> dict[str, object]:
+    """What decides the segments `load_percepiano` reads under ``root``: sha256 of the two label files, of the
+    ratings CSV and of every MIDI file (name and bytes), plus `READER_VERSION`. The location of ``root`` is not part
+    of it: two copies of one checkout give the same identity. Whole-checkout problems raise `CorpusError`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"PercePiano root {root} does not exist; set --config.data.root to the upstream checkout")
+    labels_dir = root / "labels"
+    label_files = [_find_label_file(labels_dir, "mean"), _find_label_file(labels_dir, "std")]
+    ratings_path = labels_dir / RATINGS_CSV
+    if not ratings_path.is_file():
+        raise CorpusError(f"ratings file {ratings_path} is missing; point data.root at an upstream PercePiano checkout")
+    midi = hashlib.sha256()
+    for stem, path in sorted(_midi_index(root).items()):
+        midi.update(f"{stem}\0{path.parent.name}\0{path.stat().st_size}\0".encode())
+        midi.update(path.read_bytes())
+    return {"reader": READER_VERSION, "labels": {p.name: _sha256(p) for p in label_files},
+            "ratings": _sha256(ratings_path), "midi": midi.hexdigest()}
+
+
 def _midi_index(root: Path) -> dict[str, Path]:
     """Stripped file stem -> MIDI path; earlier ``MIDI_DIRS`` win (one upstream filename starts with a space)."""
     dirs = [root / d for d in MIDI_DIRS if (root / d).is_dir()]
@@ -181,7 +231,8 @@ def load_percepiano(root: Path) -> Corpus:
     """Reads every labelled PercePiano segment under ``root`` (sorted by key).
 
     Whole-checkout problems raise `CorpusError`; a key that does not parse or has no MIDI file becomes a `Problem`
-    in ``Corpus.problems`` and the other segments are still read.
+    in ``Corpus.problems`` and the other segments are still read. Segments without any rating (`unrated_keys`) are
+    kept and counted in one `UnratedWarning`.
     """
     root = Path(root)
     if not root.is_dir():
@@ -228,4 +279,5 @@ def load_percepiano(root: Path) -> Corpus:
                 label_truth=np.full(NUM_DIMENSIONS, np.nan, dtype=np.float32),
             )
         )
+    _warn_unrated(segments, labels_dir / RATINGS_CSV)
     return Corpus(name="percepiano", segments=segments, problems=problems)
