@@ -76,6 +76,121 @@ class PairwiseAccuracy:
     num_pairs: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class PairOutcomes:
+    """The outcome of every within-group pair, per dimension: what the bootstrap resamples.
+
+    first, second: int [P] rows of each pair; group: int [P] dense index of its group into ``group_ids``;
+    group_ids: [G] the distinct group ids, sorted (``GroupLayout`` order); correct: float [P, K], 1 when the pair is
+    ordered as the labels order it, 0 when reversed, 0.5 for a predicted tie, NaN when the pair is unusable on that
+    dimension (label tie, label gap below ``min_gap``, a row excluded, a non-finite label or score).
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    group: np.ndarray
+    group_ids: np.ndarray
+    correct: np.ndarray
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_ids)
+
+    def accuracy(self) -> PairwiseAccuracy:
+        """accuracy_k = sum_p correct_pk / #{p: correct_pk finite}; NaN where no pair is usable."""
+        usable = np.isfinite(self.correct)
+        num_pairs = usable.sum(axis=0)
+        total = np.where(usable, self.correct, 0.0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy = np.where(num_pairs > 0, total / num_pairs, np.nan)
+        return PairwiseAccuracy(accuracy=accuracy, num_pairs=num_pairs.astype(np.int64))
+
+
+def _usable_label_pairs(
+    labels: np.ndarray, i: np.ndarray, j: np.ndarray, min_gap: float, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """label_diff float [P, K] = y_i - y_j and usable bool [P, K]: finite, not tied, |diff| >= min_gap, not excluded."""
+    label_diff = labels[i] - labels[j]
+    usable = np.isfinite(label_diff) & (label_diff != 0) & (np.abs(label_diff) >= min_gap)
+    if exclude is not None:
+        exclude = np.asarray(exclude, bool)
+        if exclude.shape != (len(labels),):
+            raise ValueError(f"exclude must be a bool [N] mask with N = {len(labels)}, got shape {exclude.shape}")
+        usable &= ~(exclude[i] | exclude[j])[:, None]
+    return label_diff, usable
+
+
+def pair_outcomes(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    min_gap: float = 0.0,
+    exclude: np.ndarray | None = None,
+) -> PairOutcomes:
+    """Per-pair outcomes of a scorer: every within-group pair (i, j), ``correct`` float [P, K].
+
+    With d = y_ik - y_jk and s = f_ik - f_jk: correct = 1[sign(s) = sign(d)] + 0.5 * 1[s = 0] where the pair is
+    usable (d and s finite, d != 0, |d| >= ``min_gap``, neither row in ``exclude``), NaN elsewhere. Every pair of the
+    groups is listed (unusable ones as NaN), so two scorers of the same rows have the same pair layout.
+
+    Args: scores, labels: float [N, K]; groups: [N]; min_gap: smallest |label difference| kept; exclude: bool [N].
+    """
+    scores, labels = _check(scores, labels, groups)
+    layout = GroupLayout.from_groups(groups)
+    i, j, g = layout.pairs()
+    label_diff, usable = _usable_label_pairs(labels, i, j, min_gap, exclude)
+    score_diff = scores[i] - scores[j]
+    usable &= np.isfinite(score_diff)
+    correct = np.where(score_diff == 0, 0.5, (np.sign(score_diff) == np.sign(label_diff)).astype(np.float64))
+    return PairOutcomes(
+        first=i, second=j, group=g, group_ids=np.unique(np.asarray(groups)), correct=np.where(usable, correct, np.nan)
+    )
+
+
+def pair_outcomes_from_probabilities(
+    probabilities: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    min_gap: float = 0.0,
+    exclude: np.ndarray | None = None,
+) -> PairOutcomes:
+    """Per-pair outcomes of a comparator that outputs q = P(row ``first`` above row ``second``), float [P, K].
+
+    correct = 1 when q > 0.5 and y_first > y_second or q < 0.5 and y_first < y_second, 0 when the order disagrees,
+    0.5 when q = 0.5 exactly; NaN where the pair is unusable (same label rules as `pair_outcomes`, or q not finite).
+    The pairs are the caller's (any subset, any orientation), each inside one group.
+
+    Args: probabilities: float [P, K]; first, second: int [P] rows; labels: float [N, K]; groups: [N];
+      min_gap, exclude: as in `pair_outcomes`.
+    """
+    labels = np.asarray(labels, np.float64)
+    probabilities = np.asarray(probabilities, np.float64)
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    if labels.ndim != 2 or len(groups) != len(labels):
+        raise ValueError(f"labels {labels.shape} must be [N, K] with N = len(groups) = {len(groups)}")
+    if first.shape != second.shape or first.ndim != 1 or probabilities.shape != (len(first), labels.shape[1]):
+        raise ValueError(
+            f"probabilities {probabilities.shape} must be [P, K] with P = len(first) = len(second) "
+            f"({first.shape}, {second.shape}) and K = {labels.shape[1]}"
+        )
+    layout = GroupLayout.from_groups(groups)
+    g = layout.group_index[first]
+    if np.any(g != layout.group_index[second]) or np.any(first == second):
+        raise ValueError("every pair must join two different rows of the same group")
+    label_diff, usable = _usable_label_pairs(labels, first, second, min_gap, exclude)
+    usable &= np.isfinite(probabilities)
+    margin = probabilities - 0.5
+    correct = np.where(margin == 0, 0.5, (np.sign(margin) == np.sign(label_diff)).astype(np.float64))
+    return PairOutcomes(
+        first=first, second=second, group=g, group_ids=np.unique(np.asarray(groups)),
+        correct=np.where(usable, correct, np.nan),
+    )
+
+
 def pairwise_accuracy(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -90,25 +205,13 @@ def pairwise_accuracy(
     correct = 1[sign(s) = sign(d)] + 0.5 * 1[s = 0]; accuracy_k = mean of correct over usable pairs.
     A pair is usable when d and s are finite, d != 0 (label ties carry no order and are excluded) and
     |d| >= ``min_gap``; pairs touching a row with ``exclude[i]`` (bool [N], e.g. Score renditions) are left out.
-    Predicted ties count 0.5 (a coin flip), so a constant predictor scores exactly 0.5.
+    Predicted ties count 0.5 (a coin flip), so a constant predictor scores exactly 0.5. The per-pair outcomes are
+    `pair_outcomes` (this is their mean).
 
     Args: scores, labels: float [N, K]; groups: [N]; min_gap: smallest |label difference| kept; exclude: bool [N].
     Returns: PairwiseAccuracy with accuracy float [K] and num_pairs int [K].
     """
-    scores, labels = _check(scores, labels, groups)
-    i, j, _ = GroupLayout.from_groups(groups).pairs()
-    if exclude is not None:
-        keep = ~(np.asarray(exclude, bool)[i] | np.asarray(exclude, bool)[j])
-        i, j = i[keep], j[keep]
-    label_diff = labels[i] - labels[j]
-    score_diff = scores[i] - scores[j]
-    usable = np.isfinite(label_diff) & np.isfinite(score_diff) & (label_diff != 0) & (np.abs(label_diff) >= min_gap)
-    correct = np.where(score_diff == 0, 0.5, (np.sign(score_diff) == np.sign(label_diff)).astype(np.float64))
-    num_pairs = usable.sum(axis=0)
-    total = np.where(usable, correct, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.where(num_pairs > 0, total / num_pairs, np.nan)
-    return PairwiseAccuracy(accuracy=accuracy, num_pairs=num_pairs.astype(np.int64))
+    return pair_outcomes(scores, labels, groups, min_gap=min_gap, exclude=exclude).accuracy()
 
 
 def kendall_tau_b(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -138,14 +241,17 @@ def kendall_tau_b(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) ->
         return np.where(defined.any(axis=0), tau.sum(axis=0) / defined.sum(axis=0), np.nan)
 
 
+NDCG_GAINS = ("identity", "rank", "standardised")
+
+
 def _identity_gain(label: jnp.ndarray) -> jnp.ndarray:
     return label
 
 
 @jax.jit
-def _list_ndcg(scores: jnp.ndarray, labels: jnp.ndarray, where: jnp.ndarray) -> jnp.ndarray:
-    """rax NDCG of each list: float [..., L] inputs -> float [...] (gain = label)."""
-    return rax.ndcg_metric(scores, labels, where=where, gain_fn=_identity_gain, reduce_fn=None)
+def _list_ndcg(scores: jnp.ndarray, gains: jnp.ndarray, where: jnp.ndarray) -> jnp.ndarray:
+    """rax NDCG of each list: float [..., L] inputs -> float [...] (``gains`` are used as given)."""
+    return rax.ndcg_metric(scores, gains, where=where, gain_fn=_identity_gain, reduce_fn=None)
 
 
 def _bucket(size: int) -> int:
@@ -153,14 +259,60 @@ def _bucket(size: int) -> int:
     return 1 << max(int(size) - 1, 0).bit_length()
 
 
-def ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """NDCG of each group's ranking with the labels as relevance gains, averaged over groups: float [K].
+def _within_list_gains(labels: np.ndarray, where: np.ndarray, gain: str) -> np.ndarray:
+    """Gains of each list member, float [K, G, L] from labels [K, G, L] and the member mask ``where`` (0 elsewhere).
 
-    ndcg_g = dcg(f, y) / dcg(y, y) with dcg(f, y) = sum_i y_i / log2(1 + rank_f(i)) (gain = label, as the labels
-    are already graded relevances on [0, 1]). Computed by ``rax.ndcg_metric`` on lists padded to [K, G, L] with
-    ``where`` marking real members (rax's ``segments=`` builds an N x N mask; the padded layout is G x L x L at most).
-    Tied scores are ranked by row order (rax's default ``rank_fn``).
-    Groups with fewer than 2 rows with finite label and score are skipped; NaN when none is left.
+    identity: g_i = y_i. rank: g_i = r_i / (n - 1) with r_i = #{j: y_j < y_i} + #{j != i: y_j = y_i} / 2 the
+    0-based mid-rank among the list's n members (lowest 0, highest 1). standardised: g_i = (y_i - min_j y_j) / sd
+    with sd the list's population standard deviation (the within-list z-score shifted so the lowest member gets 0);
+    0 when all labels are equal.
+    """
+    if gain == "identity":
+        return np.where(where, labels, 0.0)
+    y = np.where(where, labels, 0.0)
+    n = where.sum(axis=-1, keepdims=True)
+    if gain == "rank":
+        both = where[..., :, None] & where[..., None, :]
+        below = (both & (y[..., None, :] < y[..., :, None])).sum(axis=-1)
+        tied = (both & (y[..., None, :] == y[..., :, None])).sum(axis=-1) - 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(where & (n > 1), (below + 0.5 * tied) / (n - 1), 0.0)
+    if gain == "standardised":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = y.sum(axis=-1, keepdims=True) / n
+            sd = np.sqrt(np.where(where, (y - mean) ** 2, 0.0).sum(axis=-1, keepdims=True) / n)
+            lowest = np.where(where, y, np.inf).min(axis=-1, keepdims=True)
+            return np.where(where & (sd > 0), (y - lowest) / sd, 0.0)
+    raise ValueError(f"unknown NDCG gain {gain!r}; expected one of {NDCG_GAINS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ndcg:
+    """ndcg: float [K] mean NDCG over groups; random: float [K] its exact expected value for a uniformly random order
+    of each group (same groups, same gains); num_groups: int [K] groups averaged."""
+
+    ndcg: np.ndarray
+    random: np.ndarray
+    num_groups: np.ndarray
+
+
+def ndcg_with_random(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, gain: str = "identity") -> Ndcg:
+    """NDCG of each group's ranking, averaged over groups, and the same for a random order, per dimension.
+
+    For a group with n ranked members (finite label and score), gains g_i (see ``gain``) and discounts
+    D(p) = 1 / log2(1 + p) at 1-based position p: dcg(f) = sum_i g_i D(rank_f(i)), ndcg = dcg(f) / dcg(ideal), where
+    the ideal order sorts by gain. A uniformly random order puts every member at every position with probability
+    1/n, so E[dcg] = (sum_i g_i) (1/n) sum_{p=1..n} D(p) exactly (no sampling), and random = E[dcg] / dcg(ideal).
+
+    gain: "identity" g = y (the labels as graded relevance; on PercePiano every member's label is near the group's
+    mean, so any order scores close to 1 and the value carries little signal); "rank" g = mid-rank of y in the group
+    scaled to [0, 1]; "standardised" g = (y - min y) / sd(y) in the group. The last two depend only on the order and
+    spread of labels *inside* the group, so a random order scores clearly below 1.
+
+    Computed by ``rax.ndcg_metric`` on lists padded to [K, G, L] with ``where`` marking real members (rax's
+    ``segments=`` builds an N x N mask; the padded layout is G x L x L at most). Tied scores are ranked by row order
+    (rax's default ``rank_fn``). Groups with fewer than 2 ranked members, or (rank/standardised) whose labels are all
+    equal, are skipped; NaN when none is left.
     """
     scores, labels = _check(scores, labels, groups)
     layout = GroupLayout.from_groups(groups)
@@ -171,15 +323,38 @@ def ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarr
     padded_scores = np.moveaxis(scores[rows], -1, 0)  # [K, G', L'] (G', L' rounded up to powers of two)
     padded_labels = np.moveaxis(labels[rows], -1, 0)
     where = member[None] & np.isfinite(padded_scores) & np.isfinite(padded_labels)
+    gains = _within_list_gains(padded_labels, where, gain)
     values = _list_ndcg(
         jnp.asarray(np.where(where, padded_scores, 0.0), jnp.float32),
-        jnp.asarray(np.where(where, padded_labels, 0.0), jnp.float32),
+        jnp.asarray(gains, jnp.float32),
         jnp.asarray(where),
     )  # [K, G']
-    rankable = where.sum(axis=-1) >= 2
-    values = np.where(rankable, np.asarray(values, np.float64), 0.0)
+    count = where.sum(axis=-1)
+    rankable = count >= 2
+    if gain != "identity":
+        spread = np.where(where, gains, -np.inf).max(axis=-1) - np.where(where, gains, np.inf).min(axis=-1)
+        rankable &= spread > 0  # labels not all equal
+    discounts = 1.0 / np.log2(2.0 + np.arange(padded.shape[1]))  # D(p) at p = 1..L'
+    mean_discount = np.cumsum(discounts)[np.maximum(count - 1, 0)] / np.maximum(count, 1)  # [K, G']
+    ideal = np.sort(gains, axis=-1)[..., ::-1] @ discounts  # members' gains first (padding has gain 0, sorts last)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(rankable.any(axis=-1), values.sum(axis=-1) / rankable.sum(axis=-1), np.nan)
+        random = np.where(rankable, gains.sum(axis=-1) * mean_discount / ideal, 0.0)
+        values = np.where(rankable, np.asarray(values, np.float64), 0.0)
+        num_groups = rankable.sum(axis=-1)
+        return Ndcg(
+            ndcg=np.where(num_groups > 0, values.sum(axis=-1) / num_groups, np.nan),
+            random=np.where(num_groups > 0, random.sum(axis=-1) / num_groups, np.nan),
+            num_groups=num_groups.astype(np.int64),
+        )
+
+
+def ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, gain: str = "identity") -> np.ndarray:
+    """Mean NDCG over groups per dimension, float [K] (``ndcg_with_random(...).ndcg``; gain = label by default).
+
+    ndcg_g = dcg(f, y) / dcg(y, y) with dcg(f, y) = sum_i g(y_i) / log2(1 + rank_f(i)). Groups with fewer than 2 rows
+    with finite label and score are skipped; NaN when none is left.
+    """
+    return ndcg_with_random(scores, labels, groups, gain=gain).ndcg
 
 
 def r2_pooled(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -247,8 +422,10 @@ def ranking_metrics(
     """Every per-dimension metric of one set of rows: name -> float/int array [K].
 
     Keys: pairwise_accuracy (all pairs), pairwise_accuracy_gap (label gap >= ``min_gap``),
-    pairwise_accuracy_no_score (pairs without a ``deadpan`` row), their num_pairs*, kendall_tau_b, ndcg, r2,
-    intra_group_std (of the scores), label_intra_group_std (of the labels). When ``truth`` [N, K] has finite values
+    pairwise_accuracy_no_score (pairs without a ``deadpan`` row), their num_pairs*, kendall_tau_b, ndcg (gain =
+    label), ndcg_rank and ndcg_standardised (within-group gains, see `ndcg_with_random`) with ndcg_rank_random and
+    ndcg_standardised_random (their exact expectation for a random order of each group), r2, intra_group_std (of
+    the scores), label_intra_group_std (of the labels). When ``truth`` [N, K] has finite values
     (simulated corpora) also truth_accuracy (scores against the truth), label_truth_accuracy (the noisy labels
     against the truth: the corpus's own ceiling) and num_pairs_truth.
     """
@@ -268,6 +445,10 @@ def ranking_metrics(
         "intra_group_std": intra_group_std(scores, groups),
         "label_intra_group_std": intra_group_std(labels, groups),
     }
+    for gain in ("rank", "standardised"):
+        within = ndcg_with_random(scores, labels, groups, gain=gain)
+        result[f"ndcg_{gain}"] = within.ndcg
+        result[f"ndcg_{gain}_random"] = within.random
     if truth is not None and np.isfinite(truth).any():
         against_truth = pairwise_accuracy(scores, truth, groups)
         result["truth_accuracy"] = against_truth.accuracy
