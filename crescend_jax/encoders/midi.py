@@ -1,0 +1,458 @@
+"""`MidiEncoder`: a weight-free *symbolic* encoder of the performance MIDI itself (no rendering, no audio).
+
+Reading (mido, all tracks merged, tempo map applied, times in seconds): a note lasts from its ``note_on`` (velocity
+> 0) to the next ``note_off`` / ``note_on`` velocity 0 of the same channel and pitch; a second ``note_on`` of a
+sounding pitch ends the first one there (a re-strike); notes still sounding at the end of the file end there. The
+sustain pedal is controller 64 (any channel), a step function v(t) in 0..127, 0 before its first message. A MIDI
+file without any note is an error (nothing was performed).
+
+Notation: notes i sorted by (onset, pitch) with onset o_i, offset f_i, duration d_i = f_i - o_i (key down, pedal
+ignored), pitch p_i, velocity v_i. The analysed window is [t0, t1] = [min o_i, max f_i], span T = t1 - t0.
+**Chords** are formed from the onset stream: a chord starts at the earliest note not yet in a chord and takes
+every later note whose onset is within ``chord_window_s`` (50 ms) of that first onset; c_k is the mean onset of
+chord k and top(k) its highest note (the melody note). **Score chords** (when a score MIDI is given) group the
+score's notes whose onsets lie within ``score_chord_tolerance_s`` (5 ms) of the chord's first onset.
+
+**Score alignment** (only with a score MIDI): both note lists are ordered by (chord, pitch) (performance chords as
+above, score chords as above) and aligned by the longest common subsequence of their pitch sequences: a monotone
+matching that pairs the most notes with equal pitch in the same order (exact dynamic programme, O(N * M) time and
+memory; wrong, missing and extra notes stay unmatched). Tempo anchors are the score chords with at least one matched
+note: score time s_a (the score chord's mean onset) against performance time q_a (median onset of its matched
+performance notes). Walking the anchors in score order and keeping the next anchor only once its score time is at
+least ``min_score_ioi_s`` (50 ms) after the last kept one gives the local tempo ratios
+r_a = (q_{a+1} - q_a) / (s_{a+1} - s_a) over kept pairs with q_{a+1} > q_a.
+
+Features (``FEATURE_NAMES``, this order; the default in brackets is used when a formula has nothing to work on):
+
+timing from the onset stream (always)
+  duration_s                T = t1 - t0, seconds.
+  ioi_median_s              median of the chord inter-onset intervals c_{k+1} - c_k, seconds [0: < 2 chords].
+  ioi_log_ratio_std         std of log(IOI_{k+1} / IOI_k) over successive chord IOIs (natural log, population std),
+                            0 for a metronomic performance of even notes; mixes rhythm with rubato
+                            [0: < 3 chords].
+timing against the score (score MIDI given and ``use_score``)
+  has_score                 1 when a score MIDI was aligned, else 0 (and the next three take their defaults).
+  score_match_share         matched notes / max(performance notes, score notes), 0..1 [0].
+  tempo_ratio               relative tempo = performed duration / score duration between the first and the last
+                            anchor, (q_last - q_first) / (s_last - s_first); > 1 is slower than the score MIDI's own
+                            tempo, e.g. 2 when played twice as slow [1: < 2 anchors].
+  tempo_log_std             local tempo variation: std of log r_a (natural log, population std) [0: < 2 ratios].
+velocity (MIDI velocity units 0..127; std = population std)
+  velocity_mean, velocity_std   level and spread over all notes.
+  velocity_range            95th minus 5th percentile of v_i (linear interpolation).
+  velocity_mean_low, velocity_std_low     notes with p_i < ``register_split`` (60 = middle C).
+  velocity_mean_high, velocity_std_high   notes with p_i >= ``register_split``.
+  velocity_high_minus_low   velocity_mean_high - velocity_mean_low.
+  velocity_mean_melody, velocity_std_melody   the top note of every chord (melody).
+  velocity_mean_accompaniment, velocity_std_accompaniment   every other note.
+  melody_projection         mean over chords of >= 2 notes of (v_top - mean velocity of the chord's other notes);
+                            > 0 when the melody is played louder than its accompaniment [0: no such chord].
+  An empty group (no low notes, no accompaniment, ...) takes the overall velocity_mean and a std of 0, so its
+  differences are 0.
+articulation (ratios of key-down duration to inter-onset interval: 1 = legato, 0.5 = half-length staccato)
+  articulation_melody       median over successive melody notes of d_top(k) / (o_top(k+1) - o_top(k)) [1: < 2 chords].
+  articulation_all          median over notes of chords k < K-1 of d_i / (c_{k+1} - c_k) [1: < 2 chords].
+  overlap_share             share of successive melody notes where the first is released after the next starts,
+                            f_top(k) > o_top(k+1), 0..1 [0: < 2 chords].
+chord asynchrony (chords: score chords' matched notes when a score is aligned, else the 50 ms chords; only
+chords of >= 2 notes)
+  chord_async_ms            median over chords of (latest onset - earliest onset), milliseconds [0].
+  melody_lead_ms            median over chords of (mean onset of the other notes - onset of the top note),
+                            milliseconds; > 0 when the melody sounds first [0].
+sustain pedal (v(t) over [t0, t1]; down = v >= ``pedal_threshold`` = 64)
+  pedal_down_share          time with the pedal down / T, 0..1 [0: T = 0].
+  pedal_changes_per_s       up/down transitions in (t0, t1] / T, per second [0: T = 0].
+  pedal_depth_mean          time mean of v(t) / 127 while the pedal is not fully up (v > 0), 0..1 [0: never].
+note density
+  notes_per_s, chords_per_s   note and chord counts / T, per second [0: T = 0].
+  chord_size_mean           notes per chord.
+  polyphony_mean            time mean of the number of keys held down, sum_i d_i / T [0: T = 0].
+
+Every feature is finite for any MIDI with at least one note. Units differ (seconds, velocities, shares): models
+should standardise the vector (the store keeps raw values).
+
+``Encoded``: ``pooled`` is the float32 feature vector [len(FEATURE_NAMES)]; ``frames`` is that same vector as a
+single frame [1, 1, dim] (one frame per segment, no time axis: ``frame_rate`` is 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Sequence
+
+import mido
+import ml_collections
+import numpy as np
+
+from crescend_jax.encoders.base import Encoded
+
+# Bump whenever a formula or the parsing changes: it is part of ``MidiEncoder.name``, so a new store is written.
+FEATURES_VERSION = 1
+
+FEATURE_NAMES = (
+    "duration_s", "ioi_median_s", "ioi_log_ratio_std",
+    "has_score", "score_match_share", "tempo_ratio", "tempo_log_std",
+    "velocity_mean", "velocity_std", "velocity_range",
+    "velocity_mean_low", "velocity_std_low", "velocity_mean_high", "velocity_std_high", "velocity_high_minus_low",
+    "velocity_mean_melody", "velocity_std_melody", "velocity_mean_accompaniment", "velocity_std_accompaniment",
+    "melody_projection",
+    "articulation_melody", "articulation_all", "overlap_share",
+    "chord_async_ms", "melody_lead_ms",
+    "pedal_down_share", "pedal_changes_per_s", "pedal_depth_mean",
+    "notes_per_s", "chords_per_s", "chord_size_mean", "polyphony_mean",
+)
+SUSTAIN_CONTROL = 64
+_MAX_ALIGNMENT_CELLS = 40_000_000  # N * M of the alignment table (int32): 160 MB
+
+
+class MidiFeatureError(ValueError):
+    """A MIDI file the symbolic encoder cannot describe (missing, corrupt, no notes, too long to align)."""
+
+
+def default_encoder_config() -> ml_collections.ConfigDict:
+    """``config.encoder.midi``: symbolic performance features (``name="midi"``); see the module docstring."""
+    config = ml_collections.ConfigDict()
+    config.name = "midi"
+    config.use_score = True  # align against the segment's score MIDI when the corpus provides one
+    config.chord_window_s = 0.05  # onsets within this of a chord's first onset join the chord
+    config.score_chord_tolerance_s = 0.005  # score onsets this close coincide
+    config.min_score_ioi_s = 0.05  # shortest score interval between two tempo anchors
+    config.register_split = 60  # middle C: pitches below are "low", the rest "high"
+    config.pedal_threshold = 64  # CC64 value from which the sustain pedal counts as down
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Notes:
+    """One MIDI file's notes sorted by (onset, pitch) and its sustain pedal.
+
+    onset, offset: float64 [N] seconds; pitch, velocity: int64 [N]; pedal_times float64 [P] seconds and
+    pedal_values float64 [P] (0..127) of every CC64 message in time order.
+    """
+
+    onset: np.ndarray
+    offset: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    pedal_times: np.ndarray
+    pedal_values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.onset)
+
+
+def read_notes(path: Path) -> Notes:
+    """Notes and pedal of the MIDI file ``path`` (rules in the module docstring); raises `MidiFeatureError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MidiFeatureError(f"MIDI {path} does not exist; check the corpus path")
+    try:
+        midi = mido.MidiFile(path)
+        now = 0.0
+        sounding: dict[tuple[int, int], tuple[float, int]] = {}
+        notes: list[tuple[float, float, int, int]] = []
+        pedal: list[tuple[float, int]] = []
+        for message in midi:  # merged tracks, ``time`` = seconds since the previous message
+            now += message.time
+            if message.type == "note_on" and message.velocity > 0:
+                key = (message.channel, message.note)
+                if key in sounding:  # re-strike of a sounding key: the earlier note ends here
+                    start, velocity = sounding.pop(key)
+                    notes.append((start, now, message.note, velocity))
+                sounding[key] = (now, message.velocity)
+            elif message.type in ("note_on", "note_off"):
+                started = sounding.pop((message.channel, message.note), None)
+                if started is not None:
+                    notes.append((started[0], now, message.note, started[1]))
+            elif message.type == "control_change" and message.control == SUSTAIN_CONTROL:
+                pedal.append((now, message.value))
+    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError, TypeError on bad files
+        raise MidiFeatureError(f"MIDI {path} is corrupt: {type(err).__name__}: {err}") from None
+    notes += [(start, now, pitch, velocity) for (_, pitch), (start, velocity) in sounding.items()]
+    if not notes:
+        raise MidiFeatureError(f"MIDI {path} has no notes (no note_on with velocity > 0); nothing to describe")
+    table = np.array(sorted(notes, key=lambda n: (n[0], n[2])), dtype=np.float64)
+    pedal_table = np.array(pedal, dtype=np.float64).reshape(-1, 2)
+    return Notes(onset=table[:, 0], offset=table[:, 1], pitch=table[:, 2].astype(np.int64),
+                 velocity=table[:, 3].astype(np.int64), pedal_times=pedal_table[:, 0], pedal_values=pedal_table[:, 1])
+
+
+def group_onsets(onsets: np.ndarray, window: float) -> list[np.ndarray]:
+    """Chords of sorted ``onsets``: each starts at the first onset left and takes every onset <= it + ``window``.
+
+    Returns index arrays into ``onsets``, in time order.
+    """
+    chords, start = [], 0
+    while start < len(onsets):
+        stop = int(np.searchsorted(onsets, onsets[start] + window + 1e-9, side="right"))
+        chords.append(np.arange(start, stop))
+        start = stop
+    return chords
+
+
+def lcs_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (ia, ib) of a longest common subsequence of the integer sequences ``a`` [N] and ``b`` [M].
+
+    Exact dynamic programme; each row is one vectorised step, since L[i, j] = max_{k <= j} max(L[i-1, k],
+    L[i-1, k-1] + [a_i == b_k]) is a running maximum. Both index arrays are increasing.
+    """
+    n, m = len(a), len(b)
+    if n * m > _MAX_ALIGNMENT_CELLS:
+        raise MidiFeatureError(f"score alignment of {n} x {m} notes is too large; use shorter segments or "
+                               f"--config.encoder.midi.use_score=False")
+    table = np.zeros((n + 1, m + 1), np.int32)
+    for i in range(1, n + 1):
+        previous = table[i - 1]
+        candidate = previous.copy()
+        candidate[1:] = np.maximum(previous[1:], previous[:-1] + (b == a[i - 1]))
+        table[i] = np.maximum.accumulate(candidate)
+    ia, ib = [], []
+    i, j = n, m
+    while i > 0 and j > 0:
+        if a[i - 1] == b[j - 1] and table[i, j] == table[i - 1, j - 1] + 1:
+            ia.append(i - 1)
+            ib.append(j - 1)
+            i, j = i - 1, j - 1
+        elif table[i - 1, j] >= table[i, j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return np.array(ia[::-1], np.int64), np.array(ib[::-1], np.int64)
+
+
+def _chord_order(notes: Notes, chords: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Note indices ordered by (chord, pitch) and each note's chord index."""
+    order = np.concatenate([c[np.argsort(notes.pitch[c], kind="stable")] for c in chords])
+    chord_of = np.empty(len(notes), np.int64)
+    for k, c in enumerate(chords):
+        chord_of[c] = k
+    return order, chord_of
+
+
+def _std(values: np.ndarray) -> float:
+    return float(np.std(values)) if len(values) else 0.0
+
+
+def _median(values, default: float) -> float:
+    return float(np.median(values)) if len(values) else default
+
+
+@dataclasses.dataclass(frozen=True)
+class _Alignment:
+    """Matched notes: performance note indices [K], the score chord of each [K], the score chords' mean onsets."""
+
+    performance: np.ndarray
+    score_chord: np.ndarray
+    score_chord_times: np.ndarray
+    score_notes: int
+
+
+class MidiEncoder:
+    """Symbolic performance features of MIDI files; see the module docstring for every formula.
+
+    ``symbolic = True``: extraction calls ``encode_midi`` on the corpus's MIDI files instead of rendering audio.
+    ``name`` is ``midi-v<FEATURES_VERSION>-f<number of features>-<hash of every setting and the mido version>``.
+    """
+
+    symbolic = True
+    sample_rate = 0  # reads MIDI, never audio
+    frame_rate = 0.0  # one frame per segment
+    num_layers = 1
+    feature_names = FEATURE_NAMES
+
+    def __init__(self, *, use_score: bool = True, chord_window_s: float = 0.05, score_chord_tolerance_s: float = 0.005,
+                 min_score_ioi_s: float = 0.05, register_split: int = 60, pedal_threshold: int = 64):
+        if chord_window_s < 0 or score_chord_tolerance_s < 0 or min_score_ioi_s < 0:
+            raise ValueError(f"chord_window_s={chord_window_s}, score_chord_tolerance_s={score_chord_tolerance_s} "
+                             f"and min_score_ioi_s={min_score_ioi_s} must be >= 0 seconds")
+        if not 0 < pedal_threshold <= 127 or not 0 <= register_split <= 128:
+            raise ValueError(f"pedal_threshold={pedal_threshold} must be in 1..127 and register_split="
+                             f"{register_split} a MIDI pitch in 0..128")
+        self.use_score = bool(use_score)
+        self.chord_window_s = float(chord_window_s)
+        self.score_chord_tolerance_s = float(score_chord_tolerance_s)
+        self.min_score_ioi_s = float(min_score_ioi_s)
+        self.register_split = int(register_split)
+        self.pedal_threshold = int(pedal_threshold)
+        self.dim = len(FEATURE_NAMES)
+        settings = {k: getattr(self, k) for k in ("use_score", "chord_window_s", "score_chord_tolerance_s",
+                                                  "min_score_ioi_s", "register_split", "pedal_threshold")}
+        settings.update(version=FEATURES_VERSION, features=FEATURE_NAMES, mido=importlib.metadata.version("mido"))
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        self.name = f"midi-v{FEATURES_VERSION}-f{self.dim}-{digest}"
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "MidiEncoder":
+        """From `default_encoder_config`'s fields (``name`` must be "midi")."""
+        if config.name != "midi":
+            raise ValueError(f"MidiEncoder.from_config got encoder name {config.name!r}, expected 'midi'")
+        return cls(use_score=config.use_score, chord_window_s=config.chord_window_s,
+                   score_chord_tolerance_s=config.score_chord_tolerance_s, min_score_ioi_s=config.min_score_ioi_s,
+                   register_split=config.register_split, pedal_threshold=config.pedal_threshold)
+
+    def encode_midi(self, midi_paths: Sequence[Path], score_paths: Sequence[Path | None] | None = None
+                    ) -> list[Encoded]:
+        """One `Encoded` per performance MIDI; ``score_paths[i]`` (or None) is the score MIDI of ``midi_paths[i]``.
+
+        Raises `MidiFeatureError` naming the file for a missing, corrupt or empty MIDI.
+        """
+        scores = list(score_paths) if score_paths is not None else [None] * len(midi_paths)
+        if len(scores) != len(midi_paths):
+            raise ValueError(f"{len(midi_paths)} performance MIDIs but {len(scores)} score paths")
+        encoded = []
+        for path, score in zip(midi_paths, scores):
+            vector = self.feature_vector(path, score)
+            encoded.append(Encoded(frames=vector.reshape(1, 1, -1), pooled=vector))
+        return encoded
+
+    def feature_vector(self, midi_path: Path, score_path: Path | None = None) -> np.ndarray:
+        """float32 [len(FEATURE_NAMES)] of one performance (and its score MIDI when given and ``use_score``)."""
+        values = self.features(midi_path, score_path)
+        return np.array([values[name] for name in FEATURE_NAMES], np.float32)
+
+    def features(self, midi_path: Path, score_path: Path | None = None) -> dict[str, float]:
+        """name -> value of every feature in ``FEATURE_NAMES`` (formulas and units in the module docstring)."""
+        notes = read_notes(midi_path)
+        chords = group_onsets(notes.onset, self.chord_window_s)
+        alignment = None
+        if self.use_score and score_path is not None:
+            alignment = self._align(notes, chords, read_notes(score_path))
+        values: dict[str, float] = {}
+        values.update(self._timing(notes, chords))
+        values.update(self._score_timing(notes, alignment))
+        values.update(self._velocity(notes, chords))
+        values.update(self._articulation(notes, chords))
+        values.update(self._asynchrony(notes, chords, alignment))
+        values.update(self._pedal(notes))
+        values.update(self._density(notes, chords))
+        if set(values) != set(FEATURE_NAMES):  # a formula added without its name, or the reverse
+            raise AssertionError(f"features and FEATURE_NAMES differ: {sorted(set(values) ^ set(FEATURE_NAMES))}")
+        return {name: float(values[name]) for name in FEATURE_NAMES}
+
+    # -----------------------------------------------------------------------------------------------------------
+
+    def _align(self, notes: Notes, chords: list[np.ndarray], score: Notes) -> _Alignment:
+        score_chords = group_onsets(score.onset, self.score_chord_tolerance_s)
+        performance_order, _ = _chord_order(notes, chords)
+        score_order, score_chord_of = _chord_order(score, score_chords)
+        ia, ib = lcs_pairs(notes.pitch[performance_order], score.pitch[score_order])
+        return _Alignment(performance=performance_order[ia], score_chord=score_chord_of[score_order[ib]],
+                          score_chord_times=np.array([score.onset[c].mean() for c in score_chords]),
+                          score_notes=len(score))
+
+    @staticmethod
+    def _chord_times(notes: Notes, chords: list[np.ndarray]) -> np.ndarray:
+        return np.array([notes.onset[c].mean() for c in chords])
+
+    def _timing(self, notes: Notes, chords: list[np.ndarray]) -> dict[str, float]:
+        ioi = np.diff(self._chord_times(notes, chords))
+        log_ratios = np.diff(np.log(ioi)) if len(ioi) >= 2 else np.zeros(0)
+        return {"duration_s": notes.offset.max() - notes.onset.min(), "ioi_median_s": _median(ioi, 0.0),
+                "ioi_log_ratio_std": _std(log_ratios)}
+
+    def _score_timing(self, notes: Notes, alignment: _Alignment | None) -> dict[str, float]:
+        values = {"has_score": 0.0, "score_match_share": 0.0, "tempo_ratio": 1.0, "tempo_log_std": 0.0}
+        if alignment is None:
+            return values
+        values["has_score"] = 1.0
+        values["score_match_share"] = len(alignment.performance) / max(len(notes), alignment.score_notes)
+        anchors = np.unique(alignment.score_chord)  # score chords with a matched note, in score order
+        if len(anchors) < 2:
+            return values
+        score_times = alignment.score_chord_times[anchors]
+        played = np.array([np.median(notes.onset[alignment.performance[alignment.score_chord == a]]) for a in anchors])
+        if score_times[-1] > score_times[0] and played[-1] > played[0]:
+            values["tempo_ratio"] = (played[-1] - played[0]) / (score_times[-1] - score_times[0])
+        kept = [0]
+        for a in range(1, len(anchors)):
+            if score_times[a] - score_times[kept[-1]] >= self.min_score_ioi_s - 1e-9:
+                kept.append(a)
+        score_gaps, played_gaps = np.diff(score_times[kept]), np.diff(played[kept])
+        forward = played_gaps > 0
+        ratios = played_gaps[forward] / score_gaps[forward]
+        values["tempo_log_std"] = _std(np.log(ratios)) if len(ratios) >= 2 else 0.0
+        return values
+
+    def _velocity(self, notes: Notes, chords: list[np.ndarray]) -> dict[str, float]:
+        velocity = notes.velocity.astype(np.float64)
+        overall = velocity.mean()
+
+        def level(mask: np.ndarray) -> tuple[float, float]:
+            chosen = velocity[mask]
+            return (chosen.mean(), chosen.std()) if chosen.size else (overall, 0.0)
+
+        low = notes.pitch < self.register_split
+        melody = np.zeros(len(notes), bool)
+        melody[[c[np.argmax(notes.pitch[c])] for c in chords]] = True
+        projection = [velocity[c[melody[c]]][0] - velocity[c[~melody[c]]].mean() for c in chords if len(c) >= 2]
+        low_mean, low_std = level(low)
+        high_mean, high_std = level(~low)
+        melody_mean, melody_std = level(melody)
+        accompaniment_mean, accompaniment_std = level(~melody)
+        p5, p95 = np.percentile(velocity, [5, 95])
+        return {"velocity_mean": overall, "velocity_std": velocity.std(), "velocity_range": p95 - p5,
+                "velocity_mean_low": low_mean, "velocity_std_low": low_std,
+                "velocity_mean_high": high_mean, "velocity_std_high": high_std,
+                "velocity_high_minus_low": high_mean - low_mean,
+                "velocity_mean_melody": melody_mean, "velocity_std_melody": melody_std,
+                "velocity_mean_accompaniment": accompaniment_mean, "velocity_std_accompaniment": accompaniment_std,
+                "melody_projection": float(np.mean(projection)) if projection else 0.0}
+
+    def _articulation(self, notes: Notes, chords: list[np.ndarray]) -> dict[str, float]:
+        if len(chords) < 2:
+            return {"articulation_melody": 1.0, "articulation_all": 1.0, "overlap_share": 0.0}
+        duration = notes.offset - notes.onset
+        top = np.array([c[np.argmax(notes.pitch[c])] for c in chords])
+        melody_ioi = np.diff(notes.onset[top])  # > 0: successive chords start more than a chord window apart
+        times = self._chord_times(notes, chords)
+        ratios = [duration[c] / (times[k + 1] - times[k]) for k, c in enumerate(chords[:-1])]
+        return {"articulation_melody": float(np.median(duration[top[:-1]] / melody_ioi)),
+                "articulation_all": float(np.median(np.concatenate(ratios))),
+                "overlap_share": float(np.mean(notes.offset[top[:-1]] > notes.onset[top[1:]]))}
+
+    def _asynchrony(self, notes: Notes, chords: list[np.ndarray], alignment: _Alignment | None) -> dict[str, float]:
+        if alignment is not None:
+            groups = [alignment.performance[alignment.score_chord == a] for a in np.unique(alignment.score_chord)]
+        else:
+            groups = chords
+        spreads, leads = [], []
+        for group in groups:
+            if len(group) < 2:
+                continue
+            onsets = notes.onset[group]
+            top = int(np.argmax(notes.pitch[group]))
+            spreads.append(onsets.max() - onsets.min())
+            leads.append(np.delete(onsets, top).mean() - onsets[top])
+        return {"chord_async_ms": 1000.0 * _median(spreads, 0.0), "melody_lead_ms": 1000.0 * _median(leads, 0.0)}
+
+    def _pedal(self, notes: Notes) -> dict[str, float]:
+        start, end = notes.onset.min(), notes.offset.max()
+        span = end - start
+        if span <= 0:
+            return {"pedal_down_share": 0.0, "pedal_changes_per_s": 0.0, "pedal_depth_mean": 0.0}
+        times, values = notes.pedal_times, notes.pedal_values
+        before = np.searchsorted(times, start, side="right") - 1
+        initial = values[before] if before >= 0 else 0.0
+        inside = (times > start) & (times < end)
+        bounds = np.concatenate([[start], times[inside], [end]])
+        levels = np.concatenate([[initial], values[inside]])  # v(t) on each interval between bounds
+        lengths = np.diff(bounds)
+        down = levels >= self.pedal_threshold
+        states = np.concatenate([[initial], values[(times > start) & (times <= end)]]) >= self.pedal_threshold
+        pressed = levels > 0
+        pressed_time = lengths[pressed].sum()
+        return {"pedal_down_share": lengths[down].sum() / span,
+                "pedal_changes_per_s": np.count_nonzero(states[1:] != states[:-1]) / span,
+                "pedal_depth_mean": (lengths[pressed] * levels[pressed]).sum() / 127.0 / pressed_time
+                if pressed_time > 0 else 0.0}
+
+    def _density(self, notes: Notes, chords: list[np.ndarray]) -> dict[str, float]:
+        span = notes.offset.max() - notes.onset.min()
+        rate = (lambda count: count / span) if span > 0 else (lambda count: 0.0)
+        return {"notes_per_s": rate(len(notes)), "chords_per_s": rate(len(chords)),
+                "chord_size_mean": len(notes) / len(chords),
+                "polyphony_mean": rate((notes.offset - notes.onset).sum())}
