@@ -25,6 +25,8 @@ class Segment:
       label_std: float32 [19], rater standard deviation per dimension (NaN when unknown).
       ratings: float32 [R, 19], individual raters' ratings on the label scale, NaN = missing (R may be 0).
       label_truth: float32 [19], noiseless truth when the corpus is simulated, else all NaN.
+      score_midi_path: MIDI file of the score this segment plays (a deadpan rendition), or None when the corpus
+        has none; symbolic encoders align the performance against it.
     """
 
     key: str
@@ -37,6 +39,7 @@ class Segment:
     label_std: np.ndarray
     ratings: np.ndarray
     label_truth: np.ndarray
+    score_midi_path: Path | None = None
 
     @property
     def is_deadpan(self) -> bool:
