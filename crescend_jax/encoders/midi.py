@@ -90,8 +90,9 @@ import numpy as np
 
 from crescend_jax.encoders.base import Encoded
 
-# Bump whenever a formula or the parsing changes: it is part of ``MidiEncoder.name``, so a new store is written.
-FEATURES_VERSION = 1
+# Bump by hand whenever a formula or the parsing changes: it is part of ``MidiEncoder.name`` (and of the store
+# identity, which reads ``ENCODER_VERSION`` of every encoder module), so a changed encoder writes a new store.
+ENCODER_VERSION = 1
 
 FEATURE_NAMES = (
     "duration_s", "ioi_median_s", "ioi_log_ratio_std",
@@ -255,7 +256,7 @@ class MidiEncoder:
     """Symbolic performance features of MIDI files; see the module docstring for every formula.
 
     ``symbolic = True``: extraction calls ``encode_midi`` on the corpus's MIDI files instead of rendering audio.
-    ``name`` is ``midi-v<FEATURES_VERSION>-f<number of features>-<hash of every setting and the mido version>``.
+    ``name`` is ``midi-v<ENCODER_VERSION>-f<number of features>-<hash of every setting and the mido version>``.
     """
 
     symbolic = True
@@ -281,9 +282,9 @@ class MidiEncoder:
         self.dim = len(FEATURE_NAMES)
         settings = {k: getattr(self, k) for k in ("use_score", "chord_window_s", "score_chord_tolerance_s",
                                                   "min_score_ioi_s", "register_split", "pedal_threshold")}
-        settings.update(version=FEATURES_VERSION, features=FEATURE_NAMES, mido=importlib.metadata.version("mido"))
+        settings.update(version=ENCODER_VERSION, features=FEATURE_NAMES, mido=importlib.metadata.version("mido"))
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        self.name = f"midi-v{FEATURES_VERSION}-f{self.dim}-{digest}"
+        self.name = f"midi-v{ENCODER_VERSION}-f{self.dim}-{digest}"
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "MidiEncoder":
