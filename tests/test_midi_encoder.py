@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from crescend_jax import encoders
-from crescend_jax.encoders.midi import FEATURE_NAMES, MidiEncoder, MidiFeatureError, default_encoder_config, lcs_pairs
+from crescend_jax.encoders.midi import (FEATURE_NAMES, MidiEncoder, MidiFeatureError, default_encoder_config, lcs_pairs,
+                                        read_notes)
 
 TICKS = 480
 TEMPO = 500_000  # 120 bpm: one beat = 0.5 s
@@ -197,6 +198,18 @@ def test_unterminated_and_restruck_notes(tmp_path):
     assert values["velocity_mean"] == pytest.approx((70 + 90 + 10) / 3)
 
 
+def test_doubled_voice_counts_once(tmp_path):
+    track = mido.MidiTrack([mido.Message("note_on", note=74, velocity=80, time=0),  # score export of two voices
+                            mido.Message("note_on", note=74, velocity=0, time=0),
+                            mido.Message("note_on", note=74, velocity=80, time=0),
+                            mido.Message("note_on", note=74, velocity=0, time=TICKS)])
+    midi = mido.MidiFile(ticks_per_beat=TICKS)
+    midi.tracks.append(track)
+    midi.save(tmp_path / "doubled.mid")
+    notes = read_notes(tmp_path / "doubled.mid")
+    assert len(notes) == 1 and notes.offset[0] == pytest.approx(0.5)
+
+
 def test_bad_files_raise_naming_the_file(tmp_path):
     encoder = MidiEncoder()
     with pytest.raises(MidiFeatureError, match="does not exist"):
@@ -238,3 +251,35 @@ def test_registered_in_the_encoder_config():
     assert encoders.build_encoder(config).name == MidiEncoder(chord_window_s=0.03).name
     with pytest.raises(ValueError, match="expected 'midi'"):
         MidiEncoder.from_config(ml_collections.ConfigDict({**default_encoder_config().to_dict(), "name": "x"}))
+
+
+def test_percepiano_score_midi_path():
+    from crescend_jax.data.percepiano import parse_key, score_midi_path
+
+    scores = {"Op1_8bars_Score2_3": Path("Op1_8bars_Score2_3.mid"), "Op1_8bars_Score_3": Path("Op1_8bars_Score_3.mid"),
+              "Op1_8bars_Score2_4": Path("Op1_8bars_Score2_4.mid"), "Op1_8bars_Score_05": Path("Op1_8bars_Score_05.mid")}
+    assert score_midi_path(parse_key("Op1_8bars_7_3"), scores) == Path("Op1_8bars_Score_3.mid")  # Score first
+    assert score_midi_path(parse_key("Op1_8bars_7_4"), scores) == Path("Op1_8bars_Score2_4.mid")
+    assert score_midi_path(parse_key("Op1_8bars_7_5"), scores) is None  # "05" is not "5"
+    assert score_midi_path(parse_key("Op1_16bars_7_3"), scores) is None
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_percepiano_segments_play_their_score(percepiano_root):
+    from crescend_jax.data.percepiano import load_percepiano
+
+    corpus = load_percepiano(percepiano_root)
+    assert all(s.score_midi_path is not None and s.score_midi_path.is_file() for s in corpus.segments)
+    for segment in corpus.segments:
+        stem = segment.score_midi_path.stem.strip()
+        assert stem in (f"{segment.piece}_Score_{segment.group.rsplit('_', 1)[1]}",
+                        f"{segment.piece}_Score2_{segment.group.rsplit('_', 1)[1]}")
+    encoder = MidiEncoder()
+    deadpan = next(s for s in corpus.segments if s.performer == "Score")
+    values = encoder.features(deadpan.midi_path, deadpan.score_midi_path)
+    assert values["score_match_share"] == 1.0 and values["tempo_ratio"] == pytest.approx(1.0, abs=1e-3)
+    played = [encoder.features(s.midi_path, s.score_midi_path) for s in corpus.segments
+              if s.group == deadpan.group and not s.is_deadpan]
+    assert len(played) >= 5 and all(np.isfinite(v) for values in played for v in values.values())
+    # the alignment finds the music in human performances (ornaments and wrong notes stay unmatched)
+    assert np.median([values["score_match_share"] for values in played]) > 0.85

@@ -2,9 +2,11 @@
 
 Reading (mido, all tracks merged, tempo map applied, times in seconds): a note lasts from its ``note_on`` (velocity
 > 0) to the next ``note_off`` / ``note_on`` velocity 0 of the same channel and pitch; a second ``note_on`` of a
-sounding pitch ends the first one there (a re-strike); notes still sounding at the end of the file end there. The
-sustain pedal is controller 64 (any channel), a step function v(t) in 0..127, 0 before its first message. A MIDI
-file without any note is an error (nothing was performed).
+sounding pitch ends the first one there (a re-strike); notes still sounding at the end of the file end there; of
+several notes with the same pitch and onset only the longest is kept (score exports write doubled voices as a
+zero-length note plus the real one, and a key cannot be struck twice at once). The sustain pedal is controller 64
+(any channel), a step function v(t) in 0..127, 0 before its first message. A MIDI file without any note is an error
+(nothing was performed).
 
 Notation: notes i sorted by (onset, pitch) with onset o_i, offset f_i, duration d_i = f_i - o_i (key down, pedal
 ignored), pitch p_i, velocity v_i. The analysed window is [t0, t1] = [min o_i, max f_i], span T = t1 - t0.
@@ -176,7 +178,9 @@ def read_notes(path: Path) -> Notes:
     notes += [(start, now, pitch, velocity) for (_, pitch), (start, velocity) in sounding.items()]
     if not notes:
         raise MidiFeatureError(f"MIDI {path} has no notes (no note_on with velocity > 0); nothing to describe")
-    table = np.array(sorted(notes, key=lambda n: (n[0], n[2])), dtype=np.float64)
+    table = np.array(sorted(notes, key=lambda n: (n[0], n[2], n[0] - n[1])), dtype=np.float64)  # longest first
+    repeat = np.r_[False, (np.diff(table[:, 0]) == 0) & (np.diff(table[:, 2]) == 0)]
+    table = table[~repeat]
     pedal_table = np.array(pedal, dtype=np.float64).reshape(-1, 2)
     return Notes(onset=table[:, 0], offset=table[:, 1], pitch=table[:, 2].astype(np.int64),
                  velocity=table[:, 3].astype(np.int64), pedal_times=pedal_table[:, 0], pedal_values=pedal_table[:, 1])
