@@ -9,7 +9,9 @@ Upstream layout under ``root``::
     virtuoso/data/score_midi/<key>.mid     Score / Score2 renditions
 
 Keys are ``<composition>_<N>bars_<performer>_<segment>``; performances of the same (composition, N, segment) play
-identical music and form one group.
+identical music and form one group. A segment's score MIDI (``Segment.score_midi_path``, a deadpan rendition of the
+score at its notated tempo) is ``score_midi/<composition>_<N>bars_Score_<segment>.mid``, else ``..._Score2_...``;
+the segment field is matched as written (``01`` is not ``1``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ RATING_SCALE = 7.0  # raters answered on 1..7; labels are rating / 7
 READER_VERSION = 1  # bump by hand when this reader changes what it returns for the same files (part of store ids)
 RATINGS_CSV = "total_2rounds.csv"
 MIDI_DIRS = ("virtuoso/data/all_2rounds", "virtuoso/data/score_midi")  # searched in this order
+SCORE_MIDI_DIR = "virtuoso/data/score_midi"
+SCORE_RENDITIONS = ("Score", "Score2")  # performers whose rendition is the score, in order of preference
 KEY_FORMAT = "<composition>_<N>bars_<performer>_<segment>, e.g. Schubert_D960_mv3_8bars_3_12"
 _KEY_PATTERN = re.compile(r"^(?P<composition>.+)_(?P<bars>\d+)bars_(?P<performer>[^_]+)_(?P<segment>[^_]+)$")
 
@@ -227,6 +231,16 @@ def _midi_index(root: Path) -> dict[str, Path]:
     return index
 
 
+def score_midi_path(parsed: PercePianoKey, scores: dict[str, Path]) -> Path | None:
+    """The score MIDI of the segment ``parsed``: ``<piece>_Score_<segment>``, else ``<piece>_Score2_<segment>``, from
+    ``scores`` (stripped stem -> path of ``SCORE_MIDI_DIR``); None when neither exists."""
+    for rendition in SCORE_RENDITIONS:
+        path = scores.get(f"{parsed.piece}_{rendition}_{parsed.segment}")
+        if path is not None:
+            return path
+    return None
+
+
 def load_percepiano(root: Path) -> Corpus:
     """Reads every labelled PercePiano segment under ``root`` (sorted by key).
 
@@ -250,6 +264,8 @@ def load_percepiano(root: Path) -> Corpus:
         )
     ratings = _read_ratings(labels_dir / RATINGS_CSV, set(means))
     midi = _midi_index(root)
+    score_dir = root / SCORE_MIDI_DIR
+    scores = {path.stem.strip(): path for path in score_dir.glob("*.mid")} if score_dir.is_dir() else {}
 
     segments, problems = [], []
     for key in sorted(means):
@@ -277,6 +293,7 @@ def load_percepiano(root: Path) -> Corpus:
                 label_std=stds[key].astype(np.float32),
                 ratings=ratings[key],
                 label_truth=np.full(NUM_DIMENSIONS, np.nan, dtype=np.float32),
+                score_midi_path=score_midi_path(parsed, scores),
             )
         )
     _warn_unrated(segments, labels_dir / RATINGS_CSV)
