@@ -108,7 +108,8 @@ def orthogonality_penalty(
     rows = jnp.maximum(jnp.sum(real.astype(jnp.float32)), 1.0)
     if kind == "cosine":
         if z_piece.shape != z_style.shape:
-            raise ValueError(f"orthogonality_penalty: cosine needs equal widths, got {z_piece.shape} and {z_style.shape}")
+            raise ValueError(
+                f"orthogonality_penalty: cosine needs equal widths, got {z_piece.shape} and {z_style.shape}")
         dot = jnp.sum(z_piece * z_style, axis=-1)
         norms = jnp.sum(z_piece**2, axis=-1) * jnp.sum(z_style**2, axis=-1)
         cos2 = dot**2 / jnp.maximum(norms, 1e-12)
