@@ -83,3 +83,82 @@ def test_mismatched_inputs_are_rejected():
         ceiling.noise_ceiling([np.zeros((3, 2))], np.array([0, 0]))
     with pytest.raises(ValueError, match="row 1"):
         ceiling.noise_ceiling([np.zeros((3, 2)), np.zeros((3, 4))], np.array([0, 0]))
+
+
+def test_ceiling_counts_unrated_rows_and_warns():
+    groups, _, ratings = simulate(num_groups=10, raters=4, num_dims=2, seed=6)
+    ratings[0] = np.zeros((0, 2))  # no panel
+    ratings[1] = np.full((3, 2), np.nan)  # three raters who rated nothing: no rating either
+    ratings[2] = ratings[2][:1]  # one rater
+    ratings[3] = np.concatenate([ratings[3][:1], np.full((2, 2), np.nan)])  # one real rater among empty rows
+    result = ceiling.noise_ceiling(ratings, groups, num_splits=2)
+    assert (result.num_rows, result.num_unrated, result.num_single_rater) == (80, 2, 2)
+    assert result.num_segments == 76
+    assert result.warning.startswith("2 of 80 rows have no rating at all and 2 only one rater")
+    full = ceiling.noise_ceiling(simulate(num_groups=10, raters=4, seed=6)[2], groups, num_splits=2)
+    assert full.warning is None and full.num_unrated == 0
+
+
+def test_label_file_ratings_drop_out_of_scale_raters():
+    answers = np.array([
+        [3.0, 4.0, 0.0],  # 0 = no answer: that cell is missing
+        [8.0, 2.0, 5.0],  # an 8: the whole rater row is dropped
+        [np.nan, 7.0, 1.0],  # blank cell
+        [2.0, 6.0, 6.0],
+    ])
+    kept = ceiling.label_file_ratings(answers)
+    expected = np.array([[3.0, 4.0, np.nan], [np.nan, 7.0, 1.0], [2.0, 6.0, 6.0]]) / 7
+    np.testing.assert_array_equal(kept, expected)
+    assert np.nanmean(kept, axis=0) * 7 == pytest.approx([2.5, 17 / 3, 3.5])
+    with pytest.raises(ValueError, match="raters, K"):
+        ceiling.label_file_ratings(np.zeros(3))
+
+
+def test_rating_agreement_by_hand():
+    ratings = [np.array([[0.2, 0.4], [0.4, np.nan]]), np.array([[0.5, 0.5]]), np.zeros((0, 2))]
+    labels = np.array([[0.3, 0.45], [0.5, 0.5], [0.7, 0.7]])
+    result = ceiling.rating_agreement(ratings, labels)
+    # row 0: means 0.3, 0.4 -> differences 0, 0.05; row 1: 0, 0; row 2: no rating.
+    assert result.num_cells == 4 and result.num_rows == 2 and result.num_unrated == 1
+    assert result.share_differing == pytest.approx(0.25) and result.num_rows_differing == 1
+    assert result.mean_abs_difference == pytest.approx(0.05 / 4) and result.max_abs_difference == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="rating panels"):
+        ceiling.rating_agreement(ratings, labels[:2])
+
+
+def _raw_percepiano_answers(root):
+    """key -> float [R, 19] raw answers of the ratings CSV (text cells NaN), read here with pandas."""
+    import pandas as pd
+
+    frame = pd.read_csv(root / "labels" / "total_2rounds.csv", dtype=str, keep_default_na=False)
+    questions = [c for c in frame.columns if c.startswith("Question_")][:19]
+    values = frame[questions].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    keys = frame["filename"].str.strip().str.removesuffix(".wav").to_numpy()
+    order = np.argsort(keys, kind="stable")
+    names, starts = np.unique(keys[order], return_index=True)
+    return dict(zip(names, np.split(values[order], starts[1:])))
+
+
+@pytest.mark.data
+def test_label_file_filter_reproduces_percepiano_labels(percepiano_root):
+    import json
+
+    labels_dir = percepiano_root / "labels"
+    means = json.loads(next(labels_dir.glob("label_*_mean_*.json")).read_text())
+    keys = sorted(means)
+    labels = np.array([means[k][:19] for k in keys])
+    answers = _raw_percepiano_answers(percepiano_root)
+    plain = [np.where((answers[k] >= 1) & (answers[k] <= 7), answers[k], np.nan) / 7 for k in keys]
+    filtered = [ceiling.label_file_ratings(answers[k]) for k in keys]
+    before = ceiling.rating_agreement(plain, labels, tolerance=1e-9)
+    after = ceiling.rating_agreement(filtered, labels, tolerance=1e-9)
+    assert before.num_unrated == after.num_unrated == 0
+    # Plain means (0, 8 and text read as missing cells) differ from the labels on about 15% of the cells ...
+    assert 0.10 < before.share_differing < 0.20 and before.num_rows_differing > 150
+    # ... the label-file rule reproduces every segment but one: Score2_1 of D935 no. 3, whose label also averages
+    # the ratings of the unlabelled key Score_1.
+    assert after.num_rows_differing == 1 and after.max_abs_difference < 0.2
+    odd = [k for k, panel, y in zip(keys, filtered, labels) if np.nanmax(np.abs(np.nanmean(panel, 0) - y)) > 1e-9]
+    assert odd == ["Schubert_D935_no.3_4bars_Score2_1"]
+    merged = np.concatenate([answers["Schubert_D935_no.3_4bars_Score2_1"], answers["Schubert_D935_no.3_4bars_Score_1"]])
+    np.testing.assert_allclose(np.nanmean(ceiling.label_file_ratings(merged), 0), means[odd[0]][:19], atol=1e-12)

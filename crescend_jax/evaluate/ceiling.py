@@ -5,6 +5,11 @@ full-panel pair differences is estimated by splitting each segment's raters into
 half-A and half-B pair differences, and stepping up with Spearman-Brown. A predictor that knew the truth would
 agree in sign with the labels with probability 0.5 + asin(sqrt(r_full)) / pi (two bivariate-normal variables with
 correlation sqrt(r_full) share a sign that often): no model can be expected to beat that against these labels.
+
+The ceiling is only as good as the ratings it rests on: `NoiseCeiling` counts the segments used and the rows that
+had no rating at all, and `rating_agreement` measures how far the raters' plain means are from the label file. On
+PercePiano the label means were not built from every rating: rater rows holding an answer outside the 1..7 scale
+were dropped whole (see `label_file_ratings`), so the ceiling should be computed from the same filtered ratings.
 """
 
 from __future__ import annotations
@@ -18,17 +23,36 @@ from crescend_jax.evaluate.metrics import GroupLayout
 DEFAULT_NUM_SPLITS = 50
 
 
+RATING_SCALE = 7  # PercePiano raters answered on 1..7; 0 means "no answer"
+
+
 @dataclasses.dataclass(frozen=True)
 class NoiseCeiling:
     """ceiling: float [K] best reachable pairwise accuracy; reliability: float [K] mean Spearman-Brown r_full;
     num_pairs: int [K] pairs with both half-panel differences finite (first split); num_segments: segments with
-    >= 2 raters (not excluded); num_splits: random half splits averaged."""
+    >= 2 raters (not excluded), the segments the ceiling rests on; num_splits: random half splits averaged;
+    num_rows: rows given; num_unrated: rows without a single finite rating (a labelled row with no ratings means
+    the label and the ratings disagree: worth a warning); num_single_rater: rows with exactly one rater (no halves).
+    A rater counts when at least one of their K ratings is finite."""
 
     ceiling: np.ndarray
     reliability: np.ndarray
     num_pairs: np.ndarray
     num_segments: int
     num_splits: int
+    num_rows: int = 0
+    num_unrated: int = 0
+    num_single_rater: int = 0
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence for the report when some rows had no rating (None otherwise)."""
+        if self.num_unrated == 0:
+            return None
+        return (
+            f"{self.num_unrated} of {self.num_rows} rows have no rating at all and {self.num_single_rater} only one "
+            f"rater: the noise ceiling rests on {self.num_segments} segments"
+        )
 
 
 def ceiling_from_reliability(reliability: np.ndarray) -> np.ndarray:
@@ -48,14 +72,19 @@ def fraction_of_ceiling(accuracy: np.ndarray, ceiling: np.ndarray) -> np.ndarray
 
 
 def _padded_ratings(ratings: list[np.ndarray], num_dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """float [N, R_max, K] ratings (NaN past each segment's raters) and int [N] rater counts."""
-    counts = np.array([len(r) for r in ratings], dtype=np.int64)
-    padded = np.full((len(ratings), int(counts.max(initial=0)), num_dims), np.nan)
+    """float [N, R_max, K] ratings of the raters with at least one finite rating (NaN past each segment's raters)
+    and int [N] their counts."""
+    panels = []
     for row, panel in enumerate(ratings):
         panel = np.asarray(panel, np.float64)
         if panel.size and (panel.ndim != 2 or panel.shape[1] != num_dims):
             raise ValueError(f"ratings of row {row} have shape {panel.shape}; expected [raters, {num_dims}]")
-        padded[row, : len(panel)] = panel.reshape(len(panel), num_dims)
+        panel = panel.reshape(-1, num_dims)
+        panels.append(panel[np.isfinite(panel).any(axis=1)])
+    counts = np.array([len(p) for p in panels], dtype=np.int64)
+    padded = np.full((len(panels), int(counts.max(initial=0)), num_dims), np.nan)
+    for row, panel in enumerate(panels):
+        padded[row, : len(panel)] = panel
     return padded, counts
 
 
@@ -133,4 +162,68 @@ def noise_ceiling(
         num_pairs=num_pairs,
         num_segments=int(usable.sum()),
         num_splits=num_splits,
+        num_rows=len(ratings),
+        num_unrated=int(np.sum(counts == 0)),
+        num_single_rater=int(np.sum(counts == 1)),
+    )
+
+
+def label_file_ratings(answers: np.ndarray, *, scale: int = RATING_SCALE) -> np.ndarray:
+    """One segment's individual ratings as PercePiano's label file used them: float [R', K] in label units.
+
+    ``answers`` float [R, K] are one segment's raw answers, one row per rater (row of the ratings CSV): 1..``scale``,
+    0 = no answer, NaN = blank or unreadable, values above ``scale`` out of the scale (PercePiano has 342 eights).
+    Rule (reproduced from the files, see the module docstring): a rater row holding any answer above ``scale`` is
+    dropped whole; in the remaining rows 0 and anything outside 1..``scale`` is missing (NaN); values are divided by
+    ``scale``. The label mean of a segment is then the NaN-aware mean over the kept rows. Returns R' <= R rows.
+    """
+    answers = np.asarray(answers, np.float64)
+    if answers.ndim != 2:
+        raise ValueError(f"answers must be [raters, K], got shape {answers.shape}")
+    kept = answers[~(answers > scale).any(axis=1)]
+    on_scale = (kept >= 1) & (kept <= scale)
+    return np.where(on_scale, kept, np.nan) / scale
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingAgreement:
+    """How far the raters' plain means are from the labels. share_differing: share of cells (row, dimension) with
+    both finite whose |mean - label| > tolerance; mean_abs_difference, max_abs_difference: over those cells (label
+    units); num_cells: cells compared; num_rows_differing: rows with at least one differing cell; num_rows: rows with
+    a compared cell; num_unrated: rows without any finite rating; tolerance: the threshold used."""
+
+    share_differing: float
+    mean_abs_difference: float
+    max_abs_difference: float
+    num_cells: int
+    num_rows_differing: int
+    num_rows: int
+    num_unrated: int
+    tolerance: float
+
+
+def rating_agreement(ratings: list[np.ndarray], labels: np.ndarray, *, tolerance: float = 0.01) -> RatingAgreement:
+    """Compares each row's plain rater mean m_ik = mean of finite ratings[i][:, k] with labels[i, k].
+
+    Args: ratings: N arrays [R_i, K] (label units, NaN = missing); labels: float [N, K]; tolerance: a cell differs
+      when |m - y| > tolerance (0.01 on the 0..1 label scale is 0.07 of a 1..7 answer).
+    """
+    labels = np.asarray(labels, np.float64)
+    if labels.ndim != 2 or len(labels) != len(ratings):
+        raise ValueError(f"labels {labels.shape} must be [N, K] with N = {len(ratings)} rating panels")
+    padded, counts = _padded_ratings(ratings, labels.shape[1])
+    means = _masked_mean(padded, np.ones(padded.shape[:2], bool))
+    compared = np.isfinite(means) & np.isfinite(labels)
+    difference = np.abs(np.where(compared, means - labels, 0.0))
+    differing = compared & (difference > tolerance)
+    num_cells = int(compared.sum())
+    return RatingAgreement(
+        share_differing=float(differing.sum() / num_cells) if num_cells else float("nan"),
+        mean_abs_difference=float(difference.sum() / num_cells) if num_cells else float("nan"),
+        max_abs_difference=float(difference.max(initial=0.0)) if num_cells else float("nan"),
+        num_cells=num_cells,
+        num_rows_differing=int(differing.any(axis=1).sum()),
+        num_rows=int(compared.any(axis=1).sum()),
+        num_unrated=int(np.sum(counts == 0)),
+        tolerance=tolerance,
     )
