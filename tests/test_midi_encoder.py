@@ -256,8 +256,8 @@ def test_registered_in_the_encoder_config():
 def test_percepiano_score_midi_path():
     from crescend_jax.data.percepiano import parse_key, score_midi_path
 
-    scores = {"Op1_8bars_Score2_3": Path("Op1_8bars_Score2_3.mid"), "Op1_8bars_Score_3": Path("Op1_8bars_Score_3.mid"),
-              "Op1_8bars_Score2_4": Path("Op1_8bars_Score2_4.mid"), "Op1_8bars_Score_05": Path("Op1_8bars_Score_05.mid")}
+    stems = ("Op1_8bars_Score2_3", "Op1_8bars_Score_3", "Op1_8bars_Score2_4", "Op1_8bars_Score_05")
+    scores = {stem: Path(f"{stem}.mid") for stem in stems}
     assert score_midi_path(parse_key("Op1_8bars_7_3"), scores) == Path("Op1_8bars_Score_3.mid")  # Score first
     assert score_midi_path(parse_key("Op1_8bars_7_4"), scores) == Path("Op1_8bars_Score2_4.mid")
     assert score_midi_path(parse_key("Op1_8bars_7_5"), scores) is None  # "05" is not "5"
@@ -283,3 +283,4 @@ def test_percepiano_segments_play_their_score(percepiano_root):
     assert len(played) >= 5 and all(np.isfinite(v) for values in played for v in values.values())
     # the alignment finds the music in human performances (ornaments and wrong notes stay unmatched)
     assert np.median([values["score_match_share"] for values in played]) > 0.85
+
