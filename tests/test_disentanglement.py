@@ -313,6 +313,9 @@ def test_plot_embeddings_writes_a_png_and_says_pca_without_umap(tmp_path, monkey
     method = dis.plot_embeddings(path, {"z_piece": z[:, :6], "z_style": z[:, 6:]}, comps)
     assert method == "pca"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    many = np.repeat([f"c{i}" for i in range(30)], 8)  # no legend above 12 compositions; a constant embedding
+    assert dis.plot_embeddings(tmp_path / "many.png", {"z": z[:240], "flat": np.ones((240, 2))}, many) == "pca"
+    assert (tmp_path / "many.png").stat().st_size > 0
 
 
 def test_plot_embeddings_uses_umap_when_it_imports(tmp_path, monkeypatch):

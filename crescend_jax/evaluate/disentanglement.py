@@ -75,10 +75,11 @@ def group_holdout_split(
 ) -> ProbeSplit:
     """Holds out whole same-music groups inside every composition, for a probe scored on unseen groups.
 
-    A composition with k >= 2 groups sends h = clip(round(holdout_share * k), 1, k - 1) of them, drawn by a generator
-    seeded with (seed, crc32(composition)), to ``eval`` and the rest to ``train``, so it is in both parts; a
-    composition with one group stays whole in ``train`` (a probe cannot be scored on music it has no other group
-    of). A group is never split. The draw for one composition does not depend on which other compositions exist.
+    A composition with k >= 2 groups sends h = clip(round(holdout_share * k), 1, k - 1) of them (Python's round: half
+    to even), drawn by a generator seeded with (seed, crc32(composition)), to ``eval`` and the rest to ``train``, so
+    it is in both parts; a composition with one group stays whole in ``train`` (a probe cannot be scored on music
+    it has no other group of). A group is never split. The draw for one composition does not depend on which other
+    compositions exist.
 
     Args:
       groups: [N] group ids (any dtype; equal ids = identical music). compositions: [N], constant inside a group.
@@ -155,7 +156,7 @@ def ridge_predictions(
     if np.any(alphas <= 0):
         raise ValueError(f"ridge strengths must be > 0, got {alphas.tolist()}")
     shrink = 1.0 / (eigenvalues[None, :] + n * alphas[:, None])  # [A, r]
-    return np.einsum("mr,ar,rk->amk", left, shrink, right) + y_mean
+    return np.stack([(left * scale) @ right for scale in shrink]) + y_mean
 
 
 def _inner_split(groups: np.ndarray | None, compositions: np.ndarray | None, seed: int) -> ProbeSplit | None:
@@ -199,9 +200,8 @@ def logistic_predictions(
       loss(W, b) = (1/n) sum_i [log sum_c exp(L_ic) - L_{i, y_i}] + alpha ||W||_F^2,
       d loss / dW = X^T (P - Y) / n + 2 alpha W,  d loss / db = mean_i (P_i - Y_i),  P = softmax(L), Y = one-hot,
     minimised by SciPy's L-BFGS-B in float64 (convex: strictly in W; b only up to a common shift, which changes no
-    prediction). Strengths are fitted from the strongest
-    down, each starting from the previous solution (the first from zero). Prediction = argmax of the logits (ties to
-    the lower class index).
+    prediction). Strengths are fitted from the strongest down, each starting from the previous solution (the first
+    from zero). Prediction = argmax of the logits (ties to the lower class index).
 
     Args:
       x_train: [n, D]; y_train: int [n] in [0, num_classes); x_eval: [m, D]; alphas: A strengths > 0.
@@ -579,7 +579,7 @@ def _project_2d(z: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
         import umap  # noqa: PLC0415 (optional; not a dependency)
     except ImportError:
         coords, share = _pca(z, 2)
-        return coords, f"PCA ({100 * share:.0f}% of variance)"
+        return coords, (f"PCA ({100 * share:.0f}% of variance)" if math.isfinite(share) else "PCA")
     coords = umap.UMAP(n_components=2, random_state=seed).fit_transform(np.asarray(z, np.float64))
     return np.asarray(coords, np.float64), "UMAP"
 
