@@ -358,6 +358,14 @@ def test_disentanglement_metrics_is_json_ready_and_agrees_with_the_parts():
     assert piece["composition_probe"]["accuracy"] > 0.95 > style["composition_probe"]["accuracy"]
     assert style["factor_r2"]["mean"] > 0.9 > piece["factor_r2"]["mean"]
     assert set(style["factor_r2"]["per_factor"]) == {"a", "b"}
+    assert style["factor_r2"]["num_train"] == len(split.train) - len(split.train) // PERFORMERS  # deadpan dropped
+    # a separate factor split (here: hold out performers 0-2 of every group instead of groups)
+    performer = np.tile(np.arange(PERFORMERS), len(z) // PERFORMERS)
+    by_performer = dis.ProbeSplit(train=np.flatnonzero(performer >= 3), eval=np.flatnonzero(performer < 3))
+    other = dis.disentanglement_metrics({"z_style": z[:, 6:]}, comps, groups, factors=factors,
+                                        factor_split=by_performer)
+    assert other["embeddings"]["z_style"]["factor_r2"]["num_eval"] == 2 * len(z) // PERFORMERS
+    assert other["embeddings"]["z_style"]["composition_probe"] == style["composition_probe"]
 
     lines = dis.disentanglement_table(metrics)
     assert all(line.startswith("|") for line in lines if line)

@@ -651,6 +651,7 @@ def disentanglement_metrics(
     *,
     split: ProbeSplit | None = None,
     factors: np.ndarray | None = None,
+    factor_split: ProbeSplit | None = None,
     factor_names: Sequence[str] | None = None,
     seed: int = 0,
     holdout_share: float = DEFAULT_HOLDOUT_SHARE,
@@ -659,23 +660,26 @@ def disentanglement_metrics(
 ) -> dict:
     """Every disentanglement metric for every named embedding of the same N rows, as a JSON-ready dict.
 
-    The composition and factor probes train on ``split.train`` and score on ``split.eval`` (default:
-    `group_holdout_split` (groups, compositions, seed, holdout_share), i.e. held-out groups of the same
-    compositions); the variance shares and silhouettes use all N rows (the silhouette a seeded subset of
-    ``silhouette_max_rows`` rows above that). Pass the rows of the training compositions (a probe cannot name unseen
-    ones); the structure metrics may also be asked of held-out compositions' rows by a second call.
+    The composition probe trains on ``split.train`` and scores on ``split.eval`` (default: `group_holdout_split`
+    (groups, compositions, seed, holdout_share): held-out groups of the same compositions); the factor probe uses
+    ``factor_split`` when given (e.g. one that holds out performers), else the same split. The variance shares and
+    silhouettes use all N rows (the silhouette a seeded subset of ``silhouette_max_rows`` rows above that). Pass the
+    rows of the training compositions (a probe cannot name unseen ones); the structure metrics of held-out
+    compositions' rows can be had from a second call on those rows.
 
     Args:
       named_embeddings: name -> [N, D_name] (e.g. "input", "hidden", "z_piece", "z_style").
-      compositions, groups: [N] ids. factors: [N, F] known factors (NaN rows, e.g. deadpan, are dropped) or None.
-      factor_names: F names (default f0, f1, ...). metric: the silhouette's ("euclidean" or "cosine").
+      compositions, groups: [N] ids. split, factor_split: `ProbeSplit` of row indices, or None.
+      factors: [N, F] known factors (rows with a NaN, e.g. deadpan renditions, are dropped) or None.
+      factor_names: F names (default f0, f1, ...). seed, holdout_share: the default split's (and the inner
+      splits'). metric: the silhouette's ("euclidean" or "cosine").
     Returns:
       {"num_rows", "num_compositions", "num_groups", "probe_split": {"num_train", "num_eval", "seed",
        "holdout_share"}, "variance_share_null": {"group", "composition"}, "silhouette_rows", "factor_names",
        "embeddings": {name: {"dim", "composition_probe": ProbeResult fields or None (fewer than 2 training
        compositions or no held-out rows), "variance_share": {"group", "composition"},
-       "silhouette": {"composition", "group"}, "factor_r2": {"per_factor": {name: r2}, "mean", "alpha_source"}
-       or absent}}}; NaN is written as None.
+       "silhouette": {"composition", "group"}, "factor_r2": {"per_factor": {name: r2}, "mean", "alpha",
+       "alpha_source", "num_train", "num_eval"} or absent}}}; NaN is written as None.
     """
     compositions = np.asarray(compositions).astype(str)
     groups = np.asarray(groups).astype(str)
@@ -691,6 +695,7 @@ def disentanglement_metrics(
         factor_names = list(factor_names) if factor_names is not None else [f"f{i}" for i in range(factors.shape[1])]
         if len(factor_names) != factors.shape[1]:
             raise ValueError(f"{len(factor_names)} factor names for {factors.shape[1]} factors")
+    fsplit = factor_split if factor_split is not None else split
     sample = np.arange(n)
     if n > silhouette_max_rows:
         sample = np.sort(np.random.default_rng([seed, 17]).choice(n, silhouette_max_rows, replace=False))
@@ -727,13 +732,13 @@ def disentanglement_metrics(
                     if len(np.unique(ids[sample])) >= 2 else None)
             for label, ids in (("composition", compositions), ("group", groups))}
         if factors is not None:
-            fit = factor_probe_r2(z[split.train], factors[split.train], z[split.eval], factors[split.eval],
-                                  groups_train=groups[split.train],
-                                  seed=seed)
+            fit = factor_probe_r2(z[fsplit.train], factors[fsplit.train], z[fsplit.eval], factors[fsplit.eval],
+                                  groups_train=groups[fsplit.train], seed=seed)
             finite = [v for v in fit.r2 if math.isfinite(v)]
             entry["factor_r2"] = {"per_factor": {f: _json_float(v) for f, v in zip(factor_names, fit.r2)},
                                   "mean": _json_float(float(np.mean(finite)) if finite else math.nan),
-                                  "alpha_source": fit.alpha_source}
+                                  "alpha": list(fit.alpha), "alpha_source": fit.alpha_source,
+                                  "num_train": fit.num_train, "num_eval": fit.num_eval}
         result["embeddings"][name] = entry
     return result
 
