@@ -1,10 +1,18 @@
-"""`EmbeddingTable`: the in-memory view of one or more stores that training and evaluation read."""
+"""`EmbeddingTable`: the in-memory view of one or more stores that training and evaluation read; `fuse_tables`
+joins the tables of several encoders of one corpus side by side."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
+
+from crescend_jax.encoders import SYMBOLIC_RENDER  # the render of rows computed from the MIDI itself: one per key
+
+
+class TableFusionError(ValueError):
+    """Tables that cannot be fused: their rows do not pair up, or they disagree on labels."""
 
 
 @dataclasses.dataclass
@@ -17,6 +25,8 @@ class EmbeddingTable:
     pooled: float32 [N, D]
     frames: None, or list of N float32 arrays [layers, T_i, dim]
     encoder: encoder name; frame_rate: frames per second of ``frames``.
+    sources: the store directories the rows were read from, absolute (empty for a table built in memory).
+    data_roots: where those stores' items were read from (PercePiano's root, the demo's MIDI cache), each once.
     """
 
     keys: np.ndarray
@@ -33,6 +43,8 @@ class EmbeddingTable:
     frames: list[np.ndarray] | None
     encoder: str
     frame_rate: float
+    sources: tuple[str, ...] = ()
+    data_roots: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,6 +68,11 @@ class EmbeddingTable:
             frames=None if self.frames is None else [self.frames[i] for i in index],
         )
 
+    def unrated_keys(self) -> list[str]:
+        """Keys (sorted, each once) whose rows hold no finite individual rating: they carry label means for training
+        but add nothing to a noise ceiling computed from the ratings."""
+        return sorted({str(key) for key, ratings in zip(self.keys, self.ratings) if not np.isfinite(ratings).any()})
+
     def group_ids(self) -> np.ndarray:
         """int32 [N]: dense ids of ``groups`` (sorted by name)."""
         _, ids = np.unique(self.groups, return_inverse=True)
@@ -75,4 +92,74 @@ class EmbeddingTable:
                                    "label_mean", "label_std", "label_truth", "pooled")},
             ratings=[r for t in tables for r in t.ratings],
             frames=None if any(t.frames is None for t in tables) else [f for t in tables for f in t.frames],
+            sources=tuple(s for t in tables for s in t.sources),
+            data_roots=_union_roots(tables),
         )
+
+
+def _union_roots(tables: Sequence[EmbeddingTable]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(root for table in tables for root in table.data_roots))
+
+
+def _describe(rows: Sequence, count: int = 3) -> str:
+    shown = ", ".join("/".join(map(str, row)) if isinstance(row, tuple) else str(row) for row in rows[:count])
+    return f"{len(rows)} ({shown}{', ...' if len(rows) > count else ''})"
+
+
+def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
+    """The tables of several encoders of one corpus side by side: pooled vectors concatenated per row, in the order
+    of ``tables`` (width = sum of their widths).
+
+    Rows pair up by (key, render) between audio tables, which must therefore hold the same renders (soundfonts); a
+    symbolic table (every row's render is `SYMBOLIC_RENDER`, one row per key) pairs by key alone, so its vector is
+    repeated for every render of the audio tables. The rows, their order and their labels are those of the first
+    audio table (the first table when every one is symbolic); every row must find its partner in every table and
+    the labels must agree, else `TableFusionError` names what is missing.
+
+    Frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and length and are not
+    fused. ``encoder`` is ``fusion(<name>+<name>...)``; ``sources`` lists every table's stores.
+    """
+    if not tables:
+        raise TableFusionError("fuse_tables needs at least one table")
+    symbolic = [set(t.renders.tolist()) <= {SYMBOLIC_RENDER} for t in tables]
+    audio = [i for i, s in enumerate(symbolic) if not s]
+    base = tables[audio[0]] if audio else tables[0]
+    base_renders = sorted(set(base.renders.tolist()))
+    pairs = list(zip(base.keys.tolist(), base.renders.tolist()))
+    rows = []
+    for table, is_symbolic in zip(tables, symbolic):
+        if not is_symbolic and sorted(set(table.renders.tolist())) != base_renders:
+            raise TableFusionError(
+                f"cannot fuse {table.encoder!r} (renders {sorted(set(table.renders.tolist()))}) with {base.encoder!r} "
+                f"(renders {base_renders}): audio tables pair rows by render, so extract both with the same "
+                f"config.render settings")
+        wanted = [key for key, _ in pairs] if is_symbolic else pairs
+        columns = table.keys.tolist() if is_symbolic else list(zip(table.keys.tolist(), table.renders.tolist()))
+        index = {row: i for i, row in enumerate(columns)}
+        if len(index) != len(columns):
+            raise TableFusionError(f"{table.encoder!r} holds some {'key' if is_symbolic else '(key, render)'} twice; "
+                                   f"it cannot be paired")
+        missing = [row for row in dict.fromkeys(wanted) if row not in index]
+        if missing:
+            raise TableFusionError(f"{table.encoder!r} has no row for {_describe(missing)} of {base.encoder!r}")
+        extra = set(index) - set(wanted)
+        if extra:
+            raise TableFusionError(f"{base.encoder!r} has no row for {_describe(sorted(extra))} of {table.encoder!r}")
+        rows.append(np.array([index[row] for row in wanted], dtype=np.int64))
+    for table, index in zip(tables, rows):
+        same = (np.array_equal(table.label_mean[index], base.label_mean, equal_nan=True)
+                and np.array_equal(table.label_truth[index], base.label_truth, equal_nan=True)
+                and all(np.array_equal(getattr(table, name)[index], getattr(base, name))
+                        for name in ("compositions", "pieces", "performers", "groups")))
+        if not same:
+            raise TableFusionError(f"{table.encoder!r} and {base.encoder!r} disagree on the labels or groups of the "
+                                   f"same keys: they were extracted from different corpus content")
+    return dataclasses.replace(
+        base,
+        pooled=np.concatenate([t.pooled[index] for t, index in zip(tables, rows)], axis=1),
+        frames=None,
+        frame_rate=0.0,
+        encoder="fusion(" + "+".join(t.encoder for t in tables) + ")",
+        sources=tuple(s for t in tables for s in t.sources),
+        data_roots=_union_roots(tables),
+    )

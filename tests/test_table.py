@@ -1,0 +1,97 @@
+"""EmbeddingTable: concat keeps where rows came from; fuse_tables pairs encoders' rows; unrated keys are counted."""
+
+import numpy as np
+import pytest
+
+from crescend_jax.data.table import SYMBOLIC_RENDER, EmbeddingTable, TableFusionError, fuse_tables
+
+
+def make_table(keys, renders, width, encoder, offset=0.0, sources=("s",), roots=("/data",), ratings=None):
+    n = len(keys)
+    index = np.array([int(k[1:]) for k in keys], np.float32)
+    render_number = np.array([0.0 if r in ("rA", SYMBOLIC_RENDER) else 100.0 for r in renders], np.float32)
+    return EmbeddingTable(
+        keys=np.array(keys), compositions=np.array(["C"] * n), pieces=np.array(["C_8bars"] * n),
+        performers=np.array([k[1:] for k in keys]), groups=np.array(["C_8bars_1"] * n), renders=np.array(renders),
+        label_mean=np.repeat(index[:, None] / 10, 19, axis=1), label_std=np.full((n, 19), 0.1, np.float32),
+        label_truth=np.full((n, 19), np.nan, np.float32),
+        ratings=ratings if ratings is not None else [np.full((2, 19), 0.5, np.float32)] * n,
+        pooled=np.repeat((offset + index + render_number)[:, None], width, axis=1), frames=None, encoder=encoder,
+        frame_rate=10.0, sources=tuple(sources), data_roots=tuple(roots))
+
+
+def test_audio_tables_pair_by_key_and_render_whatever_their_order():
+    a = make_table(["k0", "k1", "k0", "k1"], ["rA", "rA", "rB", "rB"], 3, "audio-a", sources=("a1", "a2"))
+    b = make_table(["k1", "k0", "k1", "k0"], ["rB", "rB", "rA", "rA"], 2, "audio-b", offset=0.5, sources=("b1", "b2"),
+                   roots=("/data", "/copy"))
+    fused = fuse_tables([a, b])
+    assert fused.encoder == "fusion(audio-a+audio-b)" and fused.frames is None and fused.frame_rate == 0.0
+    np.testing.assert_array_equal(fused.keys, a.keys)  # rows and order of the first audio table
+    np.testing.assert_array_equal(fused.pooled[:, :3], a.pooled)
+    np.testing.assert_array_equal(fused.pooled[:, 3:], a.pooled[:, :2] + 0.5)  # the partner of the same render
+    assert fused.sources == ("a1", "a2", "b1", "b2") and fused.data_roots == ("/data", "/copy")
+
+
+def test_a_symbolic_table_is_repeated_for_every_render():
+    audio = make_table(["k0", "k1", "k2", "k0", "k1", "k2"], ["rA"] * 3 + ["rB"] * 3, 2, "audio")
+    symbolic = make_table(["k2", "k0", "k1"], [SYMBOLIC_RENDER] * 3, 1, "midi", offset=1000.0)
+    for order in ([symbolic, audio], [audio, symbolic]):
+        fused = fuse_tables(order)
+        np.testing.assert_array_equal(fused.keys, audio.keys)
+        np.testing.assert_array_equal(fused.renders, audio.renders)
+        symbolic_column = fused.pooled[:, 0] if order[0] is symbolic else fused.pooled[:, 2]
+        np.testing.assert_array_equal(symbolic_column, [1000, 1001, 1002, 1000, 1001, 1002])
+
+
+def test_symbolic_tables_alone_give_one_row_per_key():
+    a = make_table(["k0", "k1"], [SYMBOLIC_RENDER] * 2, 1, "midi-a")
+    b = make_table(["k1", "k0"], [SYMBOLIC_RENDER] * 2, 1, "midi-b", offset=0.5)
+    fused = fuse_tables([a, b])
+    np.testing.assert_array_equal(fused.pooled, [[0, 0.5], [1, 1.5]])
+
+
+def test_audio_tables_of_other_renders_do_not_fuse():
+    a = make_table(["k0", "k0"], ["rA", "rB"], 1, "audio-a")
+    b = make_table(["k0"], ["rA"], 1, "audio-b")
+    with pytest.raises(TableFusionError, match=r"cannot fuse 'audio-b' \(renders \['rA'\]\) with 'audio-a' "
+                                               r"\(renders \['rA', 'rB'\]\).*same config.render settings"):
+        fuse_tables([a, b])
+
+
+def test_missing_and_extra_rows_are_named():
+    a = make_table(["k0", "k1", "k2", "k3", "k4"], ["rA"] * 5, 1, "audio")
+    short = make_table(["k0"], [SYMBOLIC_RENDER], 1, "midi")
+    with pytest.raises(TableFusionError, match=r"'midi' has no row for 4 \(k1, k2, k3, \.\.\.\) of 'audio'"):
+        fuse_tables([a, short])
+    long = make_table(["k0", "k1", "k2", "k3", "k4", "k9"], [SYMBOLIC_RENDER] * 6, 1, "midi")
+    with pytest.raises(TableFusionError, match=r"'audio' has no row for 1 \(k9\) of 'midi'"):
+        fuse_tables([a, long])
+    twice = make_table(["k0", "k0"], [SYMBOLIC_RENDER] * 2, 1, "midi")
+    with pytest.raises(TableFusionError, match="holds some key twice"):
+        fuse_tables([make_table(["k0"], ["rA"], 1, "audio"), twice])
+
+
+def test_tables_that_disagree_on_labels_do_not_fuse():
+    a = make_table(["k0", "k1"], ["rA"] * 2, 1, "audio")
+    b = make_table(["k0", "k1"], [SYMBOLIC_RENDER] * 2, 1, "midi")
+    b.label_mean[1, 3] += 0.01
+    with pytest.raises(TableFusionError, match="disagree on the labels or groups .*different corpus content"):
+        fuse_tables([a, b])
+    with pytest.raises(TableFusionError, match="at least one table"):
+        fuse_tables([])
+
+
+def test_concat_keeps_sources_and_roots_once():
+    a = make_table(["k0"], ["rA"], 1, "enc", sources=("s1",), roots=("/data",))
+    b = make_table(["k0"], ["rB"], 1, "enc", sources=("s2",), roots=("/data",))
+    both = EmbeddingTable.concat([a, b])
+    assert both.sources == ("s1", "s2") and both.data_roots == ("/data",)
+    assert both.subset(np.array([1])).sources == ("s1", "s2")
+
+
+def test_unrated_keys_counts_each_key_once():
+    ratings = [np.zeros((0, 19), np.float32), np.full((2, 19), np.nan, np.float32), np.full((1, 19), 0.5, np.float32)]
+    table = make_table(["k0", "k1", "k2"], ["rA"] * 3, 1, "enc", ratings=ratings)
+    assert table.unrated_keys() == ["k0", "k1"]
+    twice = EmbeddingTable.concat([table, make_table(["k0", "k1", "k2"], ["rB"] * 3, 1, "enc", ratings=ratings)])
+    assert twice.unrated_keys() == ["k0", "k1"]
