@@ -1,5 +1,8 @@
-"""The embedding store: round trip, atomic resumable parts, merge, tfds readability, read speed."""
+"""The embedding store: round trip, atomic resumable parts, merge, tfds readability, read speed, identity in
+store.json, corrupt files, disk full / read-only, and fusion of several encoders' stores."""
 
+import dataclasses
+import errno
 import json
 import os
 import time
@@ -220,3 +223,289 @@ def test_switching_encoder_by_name_switches_the_store(tmp_path):
     config.encoder.muq.batch_size = 2  # settings of the other encoder do not move the features store
     config.encoder.name = "features"
     assert store.known_encoder_name(config) == "features-x"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# store.json, corrupt files, disk full / read-only
+
+
+def test_store_json_records_identity_and_data_root(tmp_path):
+    info = dataclasses.replace(make_info(), identity={"corpus": "fake", "render": "r"}, data_root="/data/x")
+    write(tmp_path / "s", range(3), info=info)
+    assert store.read_info(tmp_path / "s") == info
+    table = store.read_store([tmp_path / "s"])
+    assert table.sources == (str((tmp_path / "s").resolve()),) and table.data_roots == ("/data/x",)
+    assert store.store_id(table.sources[0]).endswith("/s")
+
+
+def test_a_writer_from_another_data_root_joins_the_same_store(tmp_path):
+    info = dataclasses.replace(make_info(), identity={"corpus": "fake"}, data_root="/data/x")
+    write(tmp_path / "s", range(2), info=info)
+    write(tmp_path / "s", range(2, 4), info=dataclasses.replace(info, data_root="/copy/of/x"))
+    assert len(store.read_store([tmp_path / "s"])) == 4
+    with pytest.raises(store.StoreError, match="delete that directory"):
+        store.StoreWriter(tmp_path / "s", dataclasses.replace(info, identity={"corpus": "other"}))
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[1, 2]", "not a store description"),
+    (json.dumps({**dataclasses.asdict(make_info()), "format": 1}), "store format 1, this version reads 2"),
+])
+def test_foreign_store_json_is_a_store_error_with_the_way_out(tmp_path, text, match):
+    write(tmp_path / "s", range(2))
+    (tmp_path / "s" / "store.json").write_text(text)
+    with pytest.raises(store.StoreError, match=match) as err:
+        store.read_store([tmp_path / "s"])
+    assert "crescend-jax extract" in str(err.value) and str(tmp_path / "s") in str(err.value)
+
+
+def test_missing_store_json_says_how_to_recover(tmp_path):
+    write(tmp_path / "s", range(2))
+    (tmp_path / "s" / "store.json").unlink()
+    with pytest.raises(store.StoreError, match="store.json is missing but .*parts holds items: rerun "
+                                               "`crescend-jax extract.*keeps every stored item"):
+        store.read_store([tmp_path / "s"])
+    with pytest.raises(store.StoreError, match="not an embedding store .*create it with `crescend-jax extract"):
+        store.read_info(tmp_path / "empty")
+
+
+def _one_part(store_dir: Path) -> Path:
+    (part,) = (store_dir / "parts").glob("*.array_record")
+    return part
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_part_is_a_store_error_naming_the_file_and_the_way_out(tmp_path, damage):
+    write(tmp_path / "s", range(5), chunk_size=8)
+    part = _one_part(tmp_path / "s")
+    data = part.read_bytes()
+    part.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"x" * 100, "empty": b""}[damage])
+    with pytest.raises(store.StoreError) as err:
+        store.read_store([tmp_path / "s"])
+    message = str(err.value)
+    assert f"part file {part} is corrupt or truncated" in message
+    assert f"delete it and {part.name.replace('.array_record', '.keys.json')}" in message
+    assert "re-extract its 5 items" in message and "crescend-jax extract" in message
+    assert "\n" not in message and not list((tmp_path / "s").glob(".tmp-merge-*"))
+
+
+def test_part_with_fewer_records_than_keys_is_a_store_error(tmp_path):
+    write(tmp_path / "s", range(3), chunk_size=8)
+    keys = next((tmp_path / "s" / "parts").glob("*.keys.json"))
+    keys.write_text(json.dumps(json.loads(keys.read_text()) + ["extra_key"]))
+    with pytest.raises(store.StoreError, match="holds 3 items but its keys file lists 4; delete it"):
+        store.merge_store(tmp_path / "s")
+
+
+def test_unreadable_keys_file_is_a_store_error(tmp_path):
+    write(tmp_path / "s", range(3), chunk_size=8)
+    next((tmp_path / "s" / "parts").glob("*.keys.json")).write_text('{"not": "a list"}')
+    with pytest.raises(store.StoreError, match="keys.json is unreadable .*re-extract those items"):
+        store.read_store([tmp_path / "s"])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "metadata"])
+def test_corrupt_merged_dataset_says_rebuild_and_merge_rebuilds_it(tmp_path, damage):
+    write(tmp_path / "s", range(40), chunk_size=16)
+    expected = store.read_store([tmp_path / "s"])
+    merged = tmp_path / "s" / store.DATASET_VERSION
+    (shard,) = merged.glob("*.array_record-*")
+    data = shard.read_bytes()
+    if damage == "truncate":
+        shard.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        shard.write_bytes(b"y" * 1000)
+    elif damage == "missing":
+        shard.unlink()
+    else:
+        (merged / "dataset_info.json").write_text("{broken")
+    with pytest.raises(store.StoreError) as err:
+        store.read_store([tmp_path / "s"])
+    assert f"the merged dataset {merged} is unreadable" in str(err.value)
+    assert "rebuild it from its parts with `crescend-jax merge --config" in str(err.value)
+    assert store.merge_store(tmp_path / "s", rebuild=True) == 40  # what `crescend-jax merge` does
+    table = store.read_store([tmp_path / "s"])
+    assert list(table.keys) == list(expected.keys)
+    np.testing.assert_array_equal(table.pooled, expected.pooled)
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_while_writing_a_part_commits_nothing_and_says_so_in_one_line(tmp_path, monkeypatch):
+    write(tmp_path / "s", range(4), chunk_size=4)  # one committed part before the disk fills
+    monkeypatch.setattr(store, "_write_records", _enospc)
+    writer = store.StoreWriter(tmp_path / "s", make_info(), chunk_size=4)
+    for i in range(4, 7):
+        writer.add(make_record(i))
+    with pytest.raises(store.StoreError) as err:
+        writer.add(make_record(7))  # the chunk fills and is committed
+    message = str(err.value)
+    assert message.startswith(f"cannot write {tmp_path / 's' / 'parts'}/all-") and "No space left on device" in message
+    assert "free space on that disk or set --config.store.root" in message and "\n" not in message
+    writer.close()  # closing after the failure does not try again
+    parts = sorted(p.name for p in (tmp_path / "s" / "parts").iterdir())
+    assert len(parts) == 2 and not any(p.startswith(".tmp-") for p in parts)  # the first part, nothing partial
+    monkeypatch.undo()
+    assert store.stored_keys(tmp_path / "s") == {make_record(i)["key"] for i in range(4)}
+
+
+def test_array_record_write_errors_become_one_line(tmp_path, monkeypatch):
+    from array_record.python import array_record_module
+
+    class FullWriter:
+        def __init__(self, path, options):
+            self.path = path
+
+        def write(self, record):
+            raise RuntimeError("Writing failed: No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(array_record_module, "ArrayRecordWriter", FullWriter)
+    with pytest.raises(store.StoreError, match=r"cannot write .*: .*No space left on device; free space"):
+        write(tmp_path / "s", range(2))
+    assert not [p for p in (tmp_path / "s" / "parts").iterdir()]
+
+
+def test_read_only_store_is_one_line_naming_the_path(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(store.os, "replace", read_only)
+    with pytest.raises(store.StoreError) as err:
+        write(tmp_path / "s", range(2))
+    assert str(err.value).startswith(f"cannot write {tmp_path / 's' / 'store.json'}: Permission denied; make it "
+                                     f"writable or set --config.store.root")
+    assert not list((tmp_path / "s").glob(".tmp-*"))
+
+
+def test_a_store_root_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(store.StoreError, match=r"cannot write .*file/s/parts: Not a directory"):
+        write(tmp_path / "file" / "s", range(2))
+
+
+def test_a_part_that_does_not_read_back_is_not_committed(tmp_path, monkeypatch):
+    real = store._read_records
+    monkeypatch.setattr(store, "_read_records", lambda path: real(path)[:-1])
+    with pytest.raises(store.StoreError, match="does not read back the 2 records just written"):
+        write(tmp_path / "s", range(2))
+    assert not list((tmp_path / "s" / "parts").iterdir())
+
+
+def test_disk_full_during_merge_keeps_the_old_merge(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    write(tmp_path / "s", range(4))
+    assert store.merge_store(tmp_path / "s") == 4
+    write(tmp_path / "s", range(4, 6))
+    monkeypatch.setattr(tfds.folder_dataset, "write_metadata", _enospc)
+    with pytest.raises(store.StoreError, match=f"cannot write {tmp_path / 's' / '1.0.0'}: No space left"):
+        store.merge_store(tmp_path / "s")
+    assert not list((tmp_path / "s").glob(".tmp-*"))
+    monkeypatch.undo()
+    assert len(store.read_store([tmp_path / "s"])) == 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fusion: load_table over the stores of several encoders
+
+
+def _fusion_config(root: Path) -> ml_collections.ConfigDict:
+    from crescend_jax.data.render import default_render_config
+
+    config = ml_collections.ConfigDict()
+    config.corpus = "fake"
+    config.data = ml_collections.ConfigDict({"root": str(root / "data")})
+    config.render = default_render_config()
+    config.render.soundfonts = ("fluidr3", "musescore")
+    config.encoder = ml_collections.ConfigDict({"name": "features", "features": {"n_mels": 8}, "midi": {"v": 1}})
+    config.store = store.default_store_config()
+    config.store.root = str(root / "stores")
+    return config
+
+
+def _fill(config, encoder: str, name: str, indices_per_store, width: int, offset: float) -> list[Path]:
+    """Writes the stores of ``encoder`` (registered as ``name``): pooled[i] = offset + index + render number."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.encoder.name = encoder
+    store.remember_encoder_name(config, name)
+    dirs = store.store_dirs(config)
+    for number, (store_dir, indices) in enumerate(zip(dirs, indices_per_store)):
+        render = store_dir.name.rsplit("-", 1)[0]
+        info = store.StoreInfo(corpus="fake", encoder=name, frame_rate=1.0, num_layers=1, dim=width, frames=False,
+                               render=render, data_root=str(Path(config.data.root).resolve()))
+        with store.StoreWriter(store_dir, info) as writer:
+            for i in indices:
+                pooled = np.full(width, offset + i + 100 * number, np.float32)
+                writer.add(store.item_record(make_segment(i), render, pooled, None))
+    return dirs
+
+
+def test_fused_table_pairs_audio_rows_by_render_and_repeats_the_symbolic_vector(tmp_path):
+    config = _fusion_config(tmp_path)
+    audio = _fill(config, "features", "feat-a", [range(6), range(6)], width=3, offset=0.0)
+    (symbolic,) = _fill(config, "midi", "midi-b", [range(6)], width=2, offset=0.5)
+    assert symbolic.name.startswith("symbolic-")
+    config.store.fuse = ("features", "midi")
+    table = store.load_table(config)
+    assert table.encoder == "fusion(feat-a+midi-b)" and table.frames is None
+    assert len(table) == 12 and table.pooled.shape == (12, 5)
+    assert table.sources == tuple(str(d.resolve()) for d in [*audio, symbolic])
+    assert table.data_roots == (str((tmp_path / "data").resolve()),)
+    for row in range(12):
+        index = int(table.keys[row].split("_")[2])
+        render_number = 0 if table.renders[row].startswith("fluidr3") else 100
+        np.testing.assert_array_equal(table.pooled[row, :3], index + render_number)  # its own render's audio row
+        np.testing.assert_array_equal(table.pooled[row, 3:], 0.5 + index)  # the one symbolic row of its key
+        np.testing.assert_array_equal(table.label_mean[row], make_segment(index).label_mean)
+    config.store.fuse = ("midi", "features")  # order of fuse = order of the columns
+    np.testing.assert_array_equal(store.load_table(config).pooled[:, :2], table.pooled[:, 3:])
+
+
+def test_fusion_refuses_stores_whose_keys_differ_naming_them(tmp_path):
+    config = _fusion_config(tmp_path)
+    _fill(config, "features", "feat-a", [range(6), range(5)], width=3, offset=0.0)
+    _fill(config, "midi", "midi-b", [range(1, 6)], width=2, offset=0.5)
+    config.store.fuse = ("features", "midi")
+    with pytest.raises(store.StoreError) as err:
+        store.load_table(config)
+    message = str(err.value)
+    assert message.startswith("cannot fuse stores whose keys differ: ")
+    missing_5, missing_0 = make_segment(5).key, make_segment(0).key
+    assert f"fake/feat-a/musescore-" in message and f"(encoder 'features') lacks 1 keys: {missing_5}" in message
+    assert f"fake/midi-b/symbolic-" in message and f"(encoder 'midi') lacks 1 keys: {missing_0}" in message
+    assert "fluidr3" not in message  # the complete store is not blamed
+    assert "crescend-jax extract" in message
+
+
+def test_fusion_names_an_unknown_encoder_and_a_missing_store(tmp_path):
+    config = _fusion_config(tmp_path)
+    _fill(config, "features", "feat-a", [range(3), range(3)], width=3, offset=0.0)
+    config.store.fuse = ("features", "mert")
+    with pytest.raises(store.StoreError, match="store.fuse names encoder 'mert' but config.encoder has no such "
+                                               r"section; known encoders: \['features', 'midi'\]"):
+        store.load_table(config)
+    config.store.fuse = ("features", "midi")
+    with pytest.raises(store.StoreError, match="no store under .* for encoder 'midi'.*crescend-jax extract"):
+        store.load_table(config)
+
+
+def test_an_empty_fuse_reads_encoder_name_alone(tmp_path):
+    config = _fusion_config(tmp_path)
+    _fill(config, "features", "feat-a", [range(3), range(3)], width=3, offset=0.0)
+    config.store.fuse = ()
+    table = store.load_table(config)
+    assert table.encoder == "feat-a" and table.pooled.shape == (6, 3) and len(table.sources) == 2
+
+
+def test_a_changed_corpus_finds_no_store_and_names_the_stores_beside_it(tmp_path):
+    config = _fusion_config(tmp_path)
+    _fill(config, "features", "feat-a", [range(3), range(3)], width=3, offset=0.0)
+    config.data.root = str(tmp_path / "other-data")  # another corpus content for this (generic) corpus
+    with pytest.raises(store.StoreError, match="is missing or empty .*holds this encoder's stores of other corpus "
+                                               "content: fluidr3-"):
+        store.load_table(config)

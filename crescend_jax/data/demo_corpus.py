@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -30,6 +31,10 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import DEADPAN_PERFORMERS, Corpus, Problem, Segment
 
 RENDER_VERSION = 1  # bump when the performer model changes what is written
+# ``config.data`` fields that do not change a single segment or label: where the corpus is cached and how it is split
+# into folds. Every other field (seed, sizes, noise levels, ... and any field added later) is part of the corpus's
+# identity, so changing it builds a new store instead of reusing one built with other settings.
+NON_CONTENT_FIELDS = ("cache_dir", "num_folds", "test_compositions", "fold_seed", "split_level")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +255,16 @@ def _midi_dir(config: ml_collections.ConfigDict) -> Path:
               "performance_sd": config.performance_sd, "music21": _music21_version(), "render": RENDER_VERSION}
     digest = hashlib.blake2b(json.dumps(fields, sort_keys=True).encode(), digest_size=5).hexdigest()
     return Path(config.cache_dir) / f"midi-{digest}"
+
+
+def content_identity(config: ml_collections.ConfigDict) -> dict[str, object]:
+    """What decides the segments and labels `build_demo_corpus` builds from ``config`` (a ``config.data``): every
+    field but `NON_CONTENT_FIELDS`, the pieces used, `RENDER_VERSION` and the music21 version (it parses the
+    scores). Needs no build: stores are found by it."""
+    fields = {name: value for name, value in config.to_dict().items() if name not in NON_CONTENT_FIELDS}
+    pieces = [dataclasses.astuple(piece) for piece in PIECES[: int(config.num_pieces)]]
+    return {"fields": fields, "pieces": pieces, "performer_model": RENDER_VERSION,
+            "music21": importlib.metadata.version("music21")}
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
