@@ -1,5 +1,8 @@
-"""`extract` / `merge`: shards, resume after a kill, bad items, whole-run errors (tiny MIDIs, a counting encoder)."""
+"""`extract` / `merge`: shards, resume after a kill, bad items, whole-run errors, store identity, locks, damaged
+stores, disk full, a symbolic encoder and fusion (tiny MIDIs, a counting encoder)."""
 
+import os
+import time
 from pathlib import Path
 
 import ml_collections
@@ -236,3 +239,271 @@ def test_extract_real_percepiano_segments(percepiano_root, setup, monkeypatch, c
     assert sorted(table.keys) == sorted(s.key for s in corpus.segments)
     np.testing.assert_array_equal(table.ratings[list(table.keys).index(corpus.segments[0].key)],
                                   corpus.segments[0].ratings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Store identity, locks, damaged stores, disk full
+
+
+def test_a_new_demo_seed_extracts_into_a_new_store(setup, capsys):
+    from crescend_jax.data.demo_corpus import default_demo_data_config
+
+    config, corpus_box, built, _ = setup
+    config.corpus = "demo"  # the corpus itself stays the fake one: what matters is how the store is found
+    config.data = default_demo_data_config()
+    assert extract.run_extract(config) == 0
+    (first,) = store.store_dirs(config)
+    config.data.num_folds = 4  # a split setting: same store
+    assert extract.run_extract(config) == 0
+    assert "done 0 / skipped 6" in capsys.readouterr().out
+    config.data.seed = 1
+    assert extract.run_extract(config) == 0
+    assert "done 6 / skipped 0 (already stored)" in capsys.readouterr().out  # not "skipped 6"
+    (second,) = store.store_dirs(config)
+    assert second != first and second.parent == first.parent
+    assert store.read_info(second).identity["corpus_content"]["fields"]["seed"] == 1
+    assert store.read_info(first).identity["corpus_content"]["fields"]["seed"] == 0
+    assert store.load_table(config).sources == (str(second.resolve()),)
+
+
+def test_store_json_names_the_identity_and_the_table_its_sources(setup, tmp_path):
+    config, *_ = setup
+    assert extract.run_extract(config) == 0
+    (store_dir,) = store.store_dirs(config)
+    info = store.read_info(store_dir)
+    assert info.identity == store.store_identities(config, "counting")[0]
+    assert info.identity["corpus_content"] == {"root": str(tmp_path)} and info.data_root == str(tmp_path.resolve())
+    assert store_dir.name == f"{info.render}-{store.identity_lib.identity_digest(info.identity)}"
+    table = store.load_table(config)
+    assert table.sources == (str(store_dir.resolve()),) and table.data_roots == (str(tmp_path.resolve()),)
+
+
+def test_lost_store_json_is_written_again_by_extract(setup, capsys):
+    config, *_ = setup
+    assert extract.run_extract(config) == 0
+    (store_dir,) = store.store_dirs(config)
+    expected = store.read_info(store_dir)
+    (store_dir / "store.json").unlink()
+    with pytest.raises(store.StoreError, match="store.json is missing but .* holds items: rerun `crescend-jax extract"):
+        store.load_table(config)
+    assert extract.run_extract(config) == 0
+    assert "done 0 / skipped 6" in capsys.readouterr().out
+    assert store.read_info(store_dir) == expected and len(store.load_table(config)) == 6
+
+
+def test_corrupt_part_fails_the_run_naming_it_and_re_extracting_repairs_it(setup, capsys):
+    config, *_ = setup
+    assert extract.run_extract(config) == 0
+    (store_dir,) = store.store_dirs(config)
+    part = sorted((store_dir / "parts").glob("*.array_record"))[0]
+    part.write_bytes(part.read_bytes()[:100])  # truncated
+    (store_dir / "parts" / "later.keys.json").write_text("[]")  # (an orphan keys file is ignored)
+    config.store.chunk_size = 100
+    capsys.readouterr()
+    assert extract.run_merge(config) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: part file {part} is corrupt or truncated") and err.count("\n") == 1
+    assert "re-extract its 2 items" in err
+    part.unlink()
+    part.with_name(part.name.replace(".array_record", ".keys.json")).unlink()
+    assert extract.run_extract(config) == 0
+    assert "done 2 / skipped 4" in capsys.readouterr().out
+    assert len(store.load_table(config)) == 6
+
+
+def test_merge_rebuilds_a_damaged_merged_dataset(setup, capsys):
+    config, *_ = setup
+    assert extract.run_extract(config) == 0
+    (store_dir,) = store.store_dirs(config)
+    (shard,) = (store_dir / store.DATASET_VERSION).glob("*.array_record-*")
+    shard.write_bytes(shard.read_bytes()[:50])
+    with pytest.raises(store.StoreError, match="rebuild it from its parts with `crescend-jax merge --config"):
+        store.load_table(config)
+    assert extract.run_merge(config) == 0
+    assert len(store.load_table(config)) == 6
+
+
+def _enospc(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_fails_the_run_with_one_line_and_a_rerun_continues(setup, monkeypatch, capsys):
+    config, *_ = setup
+    write_records = store._write_records
+    monkeypatch.setattr(store, "_write_records", _enospc)
+    assert extract.run_extract(config) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in captured.err
+    assert errors[0].startswith(f"error: cannot write {config.store.root}/fake/counting/")
+    assert "No space left on device; free space on that disk or set --config.store.root" in errors[0]
+    (store_dir,) = store.store_dirs(config)
+    assert store.stored_keys(store_dir) == set()  # nothing partial was committed
+    assert not [p for p in (store_dir / "parts").iterdir()]
+    monkeypatch.setattr(store, "_write_records", write_records)  # space again
+    assert extract.run_extract(config) == 0
+    assert "done 6 / skipped 0" in capsys.readouterr().out
+
+
+def test_unwritable_store_root_fails_the_run_with_one_line(setup, tmp_path, capsys):
+    config, _, built, _ = setup
+    (tmp_path / "not-a-dir").write_text("")
+    config.store.root = str(tmp_path / "not-a-dir")
+    assert extract.run_extract(config) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'not-a-dir'}") and "Not a directory" in err
+    assert err.count("\n") == 1
+
+
+def test_a_second_extract_waits_for_the_first_then_skips_what_it_stored(setup, capsys):
+    import threading
+
+    from crescend_jax.data.lock import extraction_lock
+
+    config, corpus_box, built, _ = setup
+    (store_dir,) = store.store_dirs(config)
+    info = store.StoreInfo(corpus="fake", encoder="counting", frame_rate=4.0, num_layers=2, dim=3, frames=False,
+                           render=store_dir.name.rsplit("-", 1)[0], identity=store.store_identities(config, "counting")[0],
+                           data_root=str(Path(config.data.root).resolve()))
+    first_has_lock, release = threading.Event(), threading.Event()
+
+    def first_extract():  # holds the store's lock and stores four items meanwhile
+        with extraction_lock(store_dir, "all"):
+            first_has_lock.set()
+            with store.StoreWriter(store_dir, info) as writer:
+                for segment in corpus_box["corpus"].segments[:4]:
+                    writer.add(store.item_record(segment, info.render, np.zeros(6, np.float32), None))
+            release.wait(10)
+
+    thread = threading.Thread(target=first_extract)
+    thread.start()
+    assert first_has_lock.wait(10)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    assert extract.run_extract(config) == 0
+    waited = time.monotonic() - started
+    thread.join()
+    captured = capsys.readouterr()
+    assert f"waiting for {store_dir / 'extract.lock'}: `crescend-jax extract` pid {os.getpid()}" in captured.err
+    assert "done 2 / skipped 4 (already stored)" in captured.out and waited >= 0.4
+    assert len(store.load_table(config)) == 6
+
+
+def test_a_second_extract_refuses_after_the_timeout(setup, capsys):
+    import subprocess
+    import sys
+
+    config, _, built, _ = setup
+    config.store.lock_timeout = 0.5
+    (store_dir,) = store.store_dirs(config)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom crescend_jax.data.lock import extraction_lock\n"
+         f"with extraction_lock({str(store_dir)!r}, 'all'):\n    print('held', flush=True)\n    time.sleep(30)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert extract.run_extract(config) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert f"{store_dir / 'extract.lock'} is still held by `crescend-jax extract` pid {holder.pid}" in line
+    assert "after 0.5 s" in line and "--config.store.lock_timeout" in line
+    assert sum(b.items for b in built) == 0  # refused before encoding anything
+    assert extract.run_extract(config) == 0  # the holder died: the kernel dropped its lock
+
+
+def test_shard_workers_share_a_store_but_not_a_shard(tmp_path):
+    import threading
+
+    from crescend_jax.data.lock import StoreLockedError, extraction_lock
+
+    store_dir = tmp_path / "s"
+    with extraction_lock(store_dir, "shard-0-of-2", timeout=0):
+        with extraction_lock(store_dir, "shard-1-of-2", timeout=0):  # another shard: side by side
+            pass
+        result = {}
+
+        def other(writer_id):  # flock excludes another open file description, even in this process
+            try:
+                with extraction_lock(store_dir, writer_id, timeout=0):
+                    result[writer_id] = "acquired"
+            except StoreLockedError as err:
+                result[writer_id] = str(err)
+
+        for writer_id in ("shard-0-of-2", "all"):
+            thread = threading.Thread(target=other, args=(writer_id,))
+            thread.start()
+            thread.join()
+        assert "extract-shard-0-of-2.lock is still held" in result["shard-0-of-2"]
+        assert "extract.lock is still held" in result["all"]  # a whole-corpus run waits for the shard workers
+    with extraction_lock(store_dir, "all", timeout=0):
+        assert (store_dir / "extract.lock").read_text().startswith('{"pid": ')
+    assert (store_dir / "extract.lock").read_text() == ""  # names a holder only while one holds it
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A symbolic encoder's store, fused with an audio encoder's
+
+
+class SymbolicFake:
+    """A symbolic encoder: MIDI (and score) paths in, their byte size out; renders nothing."""
+
+    name = "midi-fake"
+    symbolic = True
+    frame_rate = 0.0
+    num_layers = 1
+    dim = 2
+
+    def __init__(self):
+        self.items = 0
+
+    def encode_midi(self, midi_paths, score_paths=None):
+        self.items += len(midi_paths)
+        return [encoders.Encoded(frames=np.zeros((1, 1, 2), np.float32),
+                                 pooled=np.array([Path(p).stat().st_size, score is not None], np.float32))
+                for p, score in zip(midi_paths, score_paths)]
+
+
+def test_symbolic_store_then_fusion_with_the_audio_stores(setup, tmp_path, monkeypatch, capsys):
+    config, corpus_box, built, _ = setup
+    symbolic = []
+
+    def build(encoder_config):
+        if encoder_config.name == "midi":
+            symbolic.append(SymbolicFake())
+            return symbolic[-1]
+        built.append(CountingEncoder())
+        return built[-1]
+
+    monkeypatch.setattr(encoders, "build_encoder", build)
+    with config.encoder.unlocked():
+        config.encoder.midi = ml_collections.ConfigDict({"use_score": True})
+    config.render.soundfonts = ("fluidr3", "musescore")
+    assert extract.run_extract(config) == 0
+    config.encoder.name = "midi"
+    config.render.cache_dir = str(tmp_path / "no-render-cache")
+    assert extract.run_extract(config) == 0
+    assert "done 6 / skipped 0" in capsys.readouterr().out
+    assert symbolic[0].items == 6 and not (tmp_path / "no-render-cache").exists()  # nothing was rendered
+    (symbolic_dir,) = store.store_dirs(config)
+    assert symbolic_dir.name.startswith("symbolic-") and symbolic_dir.parent.name == "midi-fake"
+    midi_table = store.load_table(config)
+    assert set(midi_table.renders) == {"symbolic"} and midi_table.pooled.shape == (6, 2)
+
+    config.encoder.name = "counting"
+    config.store.fuse = ("counting", "midi")
+    table = store.load_table(config)
+    audio = store.load_table(ml_collections.ConfigDict({**config.to_dict(), "store": {**config.store.to_dict(),
+                                                                                     "fuse": ()}}))
+    assert table.encoder == "fusion(counting+midi-fake)" and table.pooled.shape == (12, 8) and table.frames is None
+    np.testing.assert_array_equal(table.keys, audio.keys)
+    np.testing.assert_array_equal(table.renders, audio.renders)
+    np.testing.assert_array_equal(table.pooled[:, :6], audio.pooled)
+    by_key = dict(zip(midi_table.keys, midi_table.pooled))
+    np.testing.assert_array_equal(table.pooled[:, 6:], np.stack([by_key[k] for k in table.keys]))
+    assert len(table.sources) == 3

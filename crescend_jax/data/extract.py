@@ -1,9 +1,14 @@
 """`crescend-jax extract` / `merge`: corpus -> rendered audio -> encoder -> embedding store.
 
-Per soundfont, keys already stored are skipped before anything heavy is built (the encoder, the renderer's workers),
-renders run in parallel and are encoded in batches as they arrive, and items are committed in chunks, so a killed run
-loses at most one uncommitted chunk and a rerun continues where it stopped. A bad item (unparseable key, missing or
-corrupt MIDI, a render or encode error) is reported in the closing summary and never stops the others.
+Per store (one per soundfont; one in all for a symbolic encoder, which reads the MIDI files and renders nothing), keys
+already stored are skipped before anything heavy is built (the encoder, the renderer's workers), renders run in
+parallel and are encoded in batches as they arrive, and items are committed in chunks, so a killed run loses at most
+one uncommitted chunk and a rerun continues where it stopped. A bad item (unparseable key, missing or corrupt MIDI, a
+render or encode error) is reported in the closing summary and never stops the others.
+
+Each store is worked on under its extraction lock (`crescend_jax.data.lock`): a second extract of the same store
+waits for the first, then skips what it stored. A store that cannot be written (disk full, read-only) or read (a
+corrupt part) ends the run with one line naming the file and the way out (exit code 2).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from crescend_jax.config import ConfigError
-from crescend_jax.data import store
+from crescend_jax.data import identity, store
+from crescend_jax.data.lock import extraction_lock
 from crescend_jax.data.segments import Corpus, Problem, Segment
+from crescend_jax.encoders import SYMBOLIC_RENDER, is_symbolic
 from crescend_jax.encoders.base import resample
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_RUN_FAILED = 0, 1, 2
@@ -90,22 +97,43 @@ class _Extraction:
             store.remember_encoder_name(self.config, self.encoder.name)
         return self.encoder
 
-    def extract_soundfont(self, soundfont: str, store_dir: Path, pending: list[Segment]) -> None:
+    def store_info(self, store_identity: dict) -> store.StoreInfo:
+        """The ``store.json`` of the store ``store_identity`` names (builds the encoder)."""
+        encoder = self.build_encoder()
+        return store.StoreInfo(corpus=self.config.corpus, encoder=encoder.name, frame_rate=float(encoder.frame_rate),
+                               num_layers=int(encoder.num_layers), dim=int(encoder.dim),
+                               frames=bool(self.config.store.frames), render=store_identity["render"],
+                               identity=store_identity, data_root=identity.data_location(self.config))
+
+    def writer(self, store_dir: Path, store_identity: dict) -> store.StoreWriter:
+        return store.StoreWriter(store_dir, self.store_info(store_identity), self.writer_id,
+                                 int(self.config.store.chunk_size))
+
+    def extract_symbolic(self, store_dir: Path, store_identity: dict, pending: list[Segment]) -> None:
+        """Encodes and stores ``pending`` from their MIDI files (and score MIDI files) with a symbolic encoder."""
+        encoder = self.build_encoder()
+        encode = lambda segments: encoder.encode_midi([s.midi_path for s in segments],
+                                                      [s.score_midi_path for s in segments])
+        batch_size = max(1, int(self.config.store.encode_batch))
+        with self.writer(store_dir, store_identity) as writer, \
+                tqdm(total=len(pending), unit="seg", desc="encode+store MIDI", dynamic_ncols=True) as bar:
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start:start + batch_size]
+                self._encode_and_store([(s, s) for s in batch], encode, writer, SYMBOLIC_RENDER, bar)
+
+    def extract_soundfont(self, soundfont: str, store_dir: Path, store_identity: dict, pending: list[Segment]) -> None:
         """Renders, encodes and stores ``pending`` with one soundfont."""
         from crescend_jax.data.render import RenderCache, RenderSettings, render_many
 
         settings = RenderSettings.from_config(self.config.render, soundfont)
         encoder = self.build_encoder()
-        info = store.StoreInfo(corpus=self.config.corpus, encoder=encoder.name, frame_rate=float(encoder.frame_rate),
-                               num_layers=int(encoder.num_layers), dim=int(encoder.dim),
-                               frames=bool(self.config.store.frames), render=settings.settings_id)
+        encode = encoder.encode
         batch_size = max(1, int(self.config.store.encode_batch))
         batch: list[tuple[Segment, np.ndarray]] = []
         results = render_many([s.midi_path for s in pending], settings, RenderCache(Path(self.config.render.cache_dir)),
                               int(self.config.render.workers))
         # closing(): an error mid-way stops the render pool at once instead of whenever the generator is collected
-        with contextlib.closing(results), \
-                store.StoreWriter(store_dir, info, self.writer_id, int(self.config.store.chunk_size)) as writer, \
+        with contextlib.closing(results), self.writer(store_dir, store_identity) as writer, \
                 tqdm(total=len(pending), unit="seg", desc=f"encode+store {settings.settings_id}",
                      dynamic_ncols=True) as bar:
             started, audio_seconds = time.perf_counter(), 0.0
@@ -117,35 +145,37 @@ class _Extraction:
                     continue
                 batch.append((segment, resample(result, settings.sample_rate, encoder.sample_rate)))
                 if len(batch) >= batch_size:
-                    audio_seconds += self._encode_and_store(batch, encoder, writer, info.render, bar)
+                    self._encode_and_store(batch, encode, writer, settings.settings_id, bar)
+                    audio_seconds += sum(len(wave) for _, wave in batch) / encoder.sample_rate
                     batch = []
                     bar.set_postfix(audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
             if batch:
-                audio_seconds += self._encode_and_store(batch, encoder, writer, info.render, bar)
+                self._encode_and_store(batch, encode, writer, settings.settings_id, bar)
+                audio_seconds += sum(len(wave) for _, wave in batch) / encoder.sample_rate
                 bar.set_postfix(audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
 
-    def _encode_and_store(self, batch, encoder, writer: store.StoreWriter, render: str, bar) -> float:
-        """Encodes one batch (item by item if the batch fails, to isolate a bad one); returns its audio seconds."""
-        waves = [wave for _, wave in batch]
+    def _encode_and_store(self, batch, encode, writer: store.StoreWriter, render: str, bar) -> None:
+        """Encodes one batch of (segment, input) (item by item if the batch fails, to isolate a bad one). ``encode``
+        maps a list of inputs (waveforms, or segments for a symbolic encoder) to a list of `Encoded`."""
+        inputs = [value for _, value in batch]
         try:
-            encoded = encoder.encode(waves)
+            encoded = encode(inputs)
         except Exception:  # noqa: BLE001 - retried one by one below so a bad item does not sink its batch
             encoded = None
-        for position, (segment, wave) in enumerate(batch):
+        for position, (segment, value) in enumerate(batch):
             item = encoded[position] if encoded is not None else None
             if item is None:
                 try:
-                    (item,) = encoder.encode([wave])
+                    (item,) = encode([value])
                 except Exception as err:  # noqa: BLE001 - a per-item failure, reported in the summary
+                    what = "the render of this MIDI file" if render != SYMBOLIC_RENDER else "this MIDI file"
                     self.failures.append(Problem(segment.key, segment.midi_path,
-                                                 f"encoding failed ({type(err).__name__}: {err}); check the render "
-                                                 f"of this MIDI file"))
+                                                 f"encoding failed ({type(err).__name__}: {err}); check {what}"))
                     bar.update(1)
                     continue
             writer.add(store.item_record(segment, render, item.pooled, item.frames if writer.info.frames else None))
             self.done += 1
             bar.update(1)
-        return sum(len(w) for w in waves) / encoder.sample_rate
 
     def summary(self) -> str:
         lines = [f"done {self.done} / skipped {self.skipped} (already stored) / failed {len(self.failures)}"]
@@ -171,17 +201,24 @@ def _run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | Non
         problems = [p for p in problems if shard_of(p.item, shard[1]) == shard[0]]
     run.failures.extend(problems)
 
-    store.render_settings_ids(config)  # an absent soundfont fails the run before any work
+    store.render_ids(config)  # an absent soundfont fails the run before any work
     encoder_name = store.known_encoder_name(config) or run.build_encoder().name
-    plan = _plan(config, encoder_name, segments)
-    if any(pending for _, _, pending in plan) and run.build_encoder().name != encoder_name:
-        plan = _plan(config, run.encoder.name, segments)  # the registry was stale (encoder code changed its name)
-    for soundfont, store_dir, pending in plan:
-        run.skipped += len(segments) - len(pending)
-        if pending:
-            run.extract_soundfont(soundfont, store_dir, pending)
-        if shard is None and store.stored_keys(store_dir):
-            store.merge_store(store_dir)
+    plan = _plan(config, encoder_name)
+    if any(store.pending_segments(segments, d) for _, d, _ in plan) and run.build_encoder().name != encoder_name:
+        plan = _plan(config, run.encoder.name)  # the registry was stale (encoder code changed its name)
+    timeout = float(config.store.get("lock_timeout", 3600.0))
+    for soundfont, store_dir, store_identity in plan:
+        with extraction_lock(store_dir, run.writer_id, timeout):
+            pending = store.pending_segments(segments, store_dir)  # after the lock: another run may have stored some
+            run.skipped += len(segments) - len(pending)
+            if store.stored_keys(store_dir) and not (store_dir / "store.json").is_file():
+                store.open_store(store_dir, run.store_info(store_identity))  # lost store.json: written again
+            if pending and soundfont is None:
+                run.extract_symbolic(store_dir, store_identity, pending)
+            elif pending:
+                run.extract_soundfont(soundfont, store_dir, store_identity, pending)
+            if shard is None and store.stored_keys(store_dir):
+                store.merge_store(store_dir)
 
     print(run.summary())
     if shard is not None:
@@ -190,21 +227,24 @@ def _run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | Non
     return EXIT_ITEMS_FAILED if run.failures else EXIT_OK
 
 
-def _plan(config, encoder_name: str, segments: Sequence[Segment]) -> list[tuple[str, Path, list[Segment]]]:
-    dirs = store.store_dirs(config, encoder_name=encoder_name)
-    return [(soundfont, store_dir, store.pending_segments(segments, store_dir))
-            for soundfont, store_dir in zip(config.render.soundfonts, dirs)]
+def _plan(config, encoder_name: str) -> list[tuple[str | None, Path, dict]]:
+    """(soundfont, or None for a symbolic encoder; store directory; store identity) of every store to fill."""
+    identities = store.store_identities(config, encoder_name)
+    sources = [None] if is_symbolic(config.encoder) else list(config.render.soundfonts)
+    return [(source, store.store_dir_of(config.store.root, ident), ident)
+            for source, ident in zip(sources, identities)]
 
 
 def run_merge(config: ml_collections.ConfigDict) -> int:
-    """Merges the part files written by ``extract --shard i/N`` workers into one dataset per store (idempotent)."""
+    """Merges the part files written by ``extract --shard i/N`` workers into one dataset per store, rebuilding it
+    from the parts each time (so it also repairs a damaged merged dataset); the same parts give the same dataset."""
     try:
         name = store.known_encoder_name(config)
         if name is None:
             raise store.StoreError(f"nothing to merge: no store under {Path(config.store.root) / config.corpus} for "
                                    f"this encoder config; run `crescend-jax extract --config <this config file>` first")
         for store_dir in store.store_dirs(config, encoder_name=name):
-            print(f"{store_dir}: {store.merge_store(store_dir)} items")
+            print(f"{store_dir}: {store.merge_store(store_dir, rebuild=True)} items")
     except _whole_run_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_RUN_FAILED
