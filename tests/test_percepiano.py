@@ -277,6 +277,12 @@ def test_content_identity_follows_the_files_not_the_location(tmp_path):
     assert content_identity(root)["labels"] != first["labels"]
     midi = root / "virtuoso" / "data" / "all_2rounds" / "Comp_A_8bars_1_1.mid"
     midi.write_bytes(b"MThd changed")
-    assert content_identity(root)["midi"] != first["midi"]
+    changed_midi = content_identity(root)["midi"]
+    assert changed_midi != first["midi"]
+    # a score MIDI counts even where a performance file of the same name shadows it in the reader's MIDI index
+    (root / "virtuoso" / "data" / "all_2rounds" / "Comp_A_8bars_Score_1.mid").write_bytes(b"MThd")
+    shadowed = content_identity(root)["midi"]
+    (root / "virtuoso" / "data" / "score_midi" / "Comp_A_8bars_Score_1.mid").write_bytes(b"MThd other score")
+    assert len({changed_midi, shadowed, content_identity(root)["midi"]}) == 3
     with pytest.raises(CorpusError, match="does not exist"):
         content_identity(tmp_path / "nowhere")

@@ -201,8 +201,9 @@ def _sha256(path: Path) -> str:
 
 def content_identity(root: Path) -> dict[str, object]:
     """What decides the segments `load_percepiano` reads under ``root``: sha256 of the two label files, of the
-    ratings CSV and of every MIDI file (name and bytes), plus `READER_VERSION`. The location of ``root`` is not part
-    of it: two copies of one checkout give the same identity. Whole-checkout problems raise `CorpusError`."""
+    ratings CSV and of every MIDI file of `MIDI_DIRS` (name and bytes), plus `READER_VERSION`. The location of
+    ``root`` is not part of it: two copies of one checkout give the same identity. Whole-checkout problems raise
+    `CorpusError`."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"PercePiano root {root} does not exist; set --config.data.root to the upstream checkout")
@@ -211,10 +212,12 @@ def content_identity(root: Path) -> dict[str, object]:
     ratings_path = labels_dir / RATINGS_CSV
     if not ratings_path.is_file():
         raise CorpusError(f"ratings file {ratings_path} is missing; point data.root at an upstream PercePiano checkout")
+    _midi_index(root)  # no MIDI folder at all is a CorpusError
     midi = hashlib.sha256()
-    for stem, path in sorted(_midi_index(root).items()):
-        midi.update(f"{stem}\0{path.parent.name}\0{path.stat().st_size}\0".encode())
-        midi.update(path.read_bytes())
+    for folder in MIDI_DIRS:  # every file of both folders: performances and the score MIDIs segments align to
+        for path in sorted((root / folder).glob("*.mid")):
+            midi.update(f"{folder}/{path.name}\0{path.stat().st_size}\0".encode())
+            midi.update(path.read_bytes())
     return {"reader": READER_VERSION, "labels": {p.name: _sha256(p) for p in label_files},
             "ratings": _sha256(ratings_path), "midi": midi.hexdigest()}
 
