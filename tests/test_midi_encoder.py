@@ -284,3 +284,52 @@ def test_percepiano_segments_play_their_score(percepiano_root):
     # the alignment finds the music in human performances (ornaments and wrong notes stay unmatched)
     assert np.median([values["score_match_share"] for values in played]) > 0.85
 
+
+def test_extract_stores_midi_features_without_rendering(tmp_path, monkeypatch, capsys):
+    """The extract path on a tiny corpus with the real encoder: no soundfont, no render, one "symbolic" store."""
+    from crescend_jax.data import extract, store
+    from crescend_jax.data.render import default_render_config
+    from crescend_jax.data.segments import Corpus, Segment
+
+    score = write_performance(tmp_path / "score.mid", metronome(count=6))
+    segments = []
+    for i in range(4):
+        path = write_performance(tmp_path / f"Comp_8bars_{i}_1.mid",
+                                 metronome(count=6, ioi=0.5 + 0.1 * i, velocity=60 + 5 * i))
+        segments.append(Segment(
+            key=f"Comp_8bars_{i}_1", composition="Comp", piece="Comp_8bars", performer=str(i), group="Comp_8bars_1",
+            midi_path=path, label_mean=np.full(19, i / 10, np.float32), label_std=np.full(19, 0.1, np.float32),
+            ratings=np.full((2, 19), i / 10, np.float32), label_truth=np.full(19, np.nan, np.float32),
+            score_midi_path=score if i < 3 else None))
+    (tmp_path / "corrupt.mid").write_bytes(b"MThd not a MIDI file")
+    segments.append(Segment(**{**segments[0].__dict__, "key": "Comp_8bars_9_1", "midi_path": tmp_path / "corrupt.mid"}))
+    monkeypatch.setattr(extract, "load_corpus", lambda config: Corpus("fake", segments, []))
+    config = ml_collections.ConfigDict()
+    config.corpus = "fake"
+    config.data = ml_collections.ConfigDict({"root": str(tmp_path)})
+    config.render = default_render_config()
+    config.render.soundfonts = (str(tmp_path / "no-such.sf2"),)  # never looked at: nothing is rendered
+    config.render.cache_dir = str(tmp_path / "render-cache")
+    config.encoder = encoders.default_encoder_config()
+    config.encoder.name = "midi"
+    config.store = store.default_store_config()
+    config.store.root = str(tmp_path / "stores")
+
+    assert extract.run_extract(config) == 1  # the corrupt MIDI fails alone
+    out = capsys.readouterr().out
+    assert "done 4 / skipped 0 (already stored) / failed 1" in out and "Comp_8bars_9_1" in out
+    assert not (tmp_path / "render-cache").exists()
+    table = store.load_table(config)
+    encoder = MidiEncoder()
+    assert table.encoder == encoder.name and set(table.renders) == {encoders.SYMBOLIC_RENDER}
+    assert sorted(table.keys) == [f"Comp_8bars_{i}_1" for i in range(4)]
+    for row, key in enumerate(table.keys):
+        segment = next(s for s in segments if s.key == key)
+        np.testing.assert_array_equal(table.pooled[row], encoder.feature_vector(segment.midi_path,
+                                                                                 segment.score_midi_path))
+    tempo = table.pooled[:, FEATURE_NAMES.index("tempo_ratio")]
+    np.testing.assert_allclose(tempo, [1.0, 1.2, 1.4, 1.0], atol=1e-2)  # the last one has no score
+    (store_dir,) = store.store_dirs(config)
+    assert store_dir.parent.name == encoder.name and store_dir.name.startswith(encoders.SYMBOLIC_RENDER)
+    assert extract.run_extract(config) == 1  # a rerun skips what is stored (the corrupt item fails again)
+    assert "done 0 / skipped 4 (already stored) / failed 1" in capsys.readouterr().out
