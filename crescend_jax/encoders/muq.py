@@ -53,6 +53,9 @@ def default_encoder_config() -> ml_collections.ConfigDict:
     config.window_overlap_seconds = 5.0  # half of it is context discarded on each side of a cut
     config.batch_size = 8  # windows per forward pass
     config.device = "auto"  # "auto" (cuda when torch sees one), "cpu", "cuda", "cuda:1", ...
+    # K > 0: also return the frames entering conformer layer K (hidden_states[K-1]) as `MuQEncoded.input_frames`,
+    # what fine-tuning layers K..depth starts from (muq_flax.MuQLayers); K is part of the encoder's name. 0 = off.
+    config.store_input_layer = 0
     return config
 
 
@@ -207,6 +210,13 @@ def _layers_name(layers: Sequence[int]) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class MuQEncoded(Encoded):
+    """`Encoded` plus ``input_frames``: float32 [T, dim], ``hidden_states[K-1]`` when ``store_input_layer`` is K."""
+
+    input_frames: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Window:
     """One forward pass: samples [start, stop) of waveform ``item``; its frames [keep_start, keep_stop) (local
     indices) go to the item's frames from ``offset`` on."""
@@ -226,7 +236,7 @@ class MuQEncoder:
 
     def __init__(self, model: Any, *, checkpoint_name: str, layers: Sequence[int] = (9, 10, 11, 12),
                  window_seconds: float = 30.0, window_overlap_seconds: float = 5.0, batch_size: int = 8,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", store_input_layer: int = 0) -> None:
         self.model = model.eval()
         inner = model.model
         self.samples_per_frame = inner.hop_length * inner.n_fold
@@ -236,6 +246,12 @@ class MuQEncoder:
         if not self.layers or any(not 0 <= layer <= depth for layer in self.layers):
             raise ValueError(f"encoder.muq.layers={layers}: MuQ hidden states are 0 (front end) .. {depth}")
         self.num_layers = len(self.layers)
+        self.store_input_layer = int(store_input_layer)
+        if not 0 <= self.store_input_layer <= depth:
+            raise ValueError(f"encoder.muq.store_input_layer={store_input_layer}: 0 (off) or a conformer layer "
+                             f"K in 1..{depth} whose input hidden_states[K-1] is returned")
+        # hidden states each forward selects: the pooled layers, then (if on) the input of layer K
+        self._selected = self.layers + ((self.store_input_layer - 1,) if self.store_input_layer else ())
         self.dim = inner.conformer.config.hidden_size
         window = round(window_seconds * self.frame_rate)
         overlap = 2 * round(window_overlap_seconds * self.frame_rate / 2)
@@ -249,6 +265,8 @@ class MuQEncoder:
         self.device = device
         self.name = (f"muq-{checkpoint_name}-{_layers_name(self.layers)}"
                      f"-w{window_seconds:g}s-o{overlap / self.frame_rate:g}s")
+        if self.store_input_layer:
+            self.name += f"-in{self.store_input_layer}"
         self._valid_lengths: list | None = None  # per stage of the front end, then the conformer: int64 [B]
         self._install_padding_hooks()
 
@@ -258,7 +276,8 @@ class MuQEncoder:
         device = _resolve_device(config.device)
         return cls(load_muq(config.checkpoint, device), checkpoint_name=_short_checkpoint_name(config.checkpoint),
                    layers=config.layers, window_seconds=config.window_seconds,
-                   window_overlap_seconds=config.window_overlap_seconds, batch_size=config.batch_size, device=device)
+                   window_overlap_seconds=config.window_overlap_seconds, batch_size=config.batch_size, device=device,
+                   store_input_layer=config.get("store_input_layer", 0))
 
     # --- exact padding -------------------------------------------------------------------------------------------
     def _install_padding_hooks(self) -> None:
@@ -317,7 +336,7 @@ class MuQEncoder:
 
     # --- forward -------------------------------------------------------------------------------------------------
     def _forward(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
-        """Selected hidden states of each piece (unpadded waveforms), batched exactly: float32 [layers, T_i, dim]."""
+        """Selected hidden states of each piece (unpadded waveforms), batched exactly: float32 [selected, T_i, dim]."""
         import torch
         import torch.nn.functional as F
 
@@ -343,7 +362,7 @@ class MuQEncoder:
             states = inner.conformer(hidden, attention_mask=mask, output_hidden_states=True).hidden_states
         finally:
             self._valid_lengths = None
-        selected = torch.stack([states[layer] for layer in self.layers], dim=1).float().cpu().numpy()
+        selected = torch.stack([states[layer] for layer in self._selected], dim=1).float().cpu().numpy()
         return [selected[b, :, :count] for b, count in enumerate(frames.tolist())]
 
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[Encoded]:
@@ -353,7 +372,7 @@ class MuQEncoder:
         waves = [self._checked(i, w) for i, w in enumerate(waveforms)]
         windows = [window for i, wave in enumerate(waves) for window in self.plan_windows(i, len(wave))]
         windows.sort(key=lambda w: w.stop - w.start, reverse=True)  # similar lengths share a batch: little padding
-        frames = [np.empty((self.num_layers, self.num_frames(len(w)), self.dim), np.float32) for w in waves]
+        frames = [np.empty((len(self._selected), self.num_frames(len(w)), self.dim), np.float32) for w in waves]
         with torch.inference_mode():
             for first in range(0, len(windows), self.batch_size):
                 chunk = windows[first:first + self.batch_size]
@@ -361,7 +380,15 @@ class MuQEncoder:
                 for w, out in zip(chunk, outputs):
                     kept = w.keep_stop - w.keep_start
                     frames[w.item][:, w.offset:w.offset + kept] = out[:, w.keep_start:w.keep_stop]
-        return [Encoded(frames=f, pooled=f.mean(axis=1).reshape(-1)) for f in frames]
+        return [self._encoded(f) for f in frames]
+
+    def _encoded(self, selected: np.ndarray) -> Encoded:
+        """One item's `Encoded` from its selected hidden states (the pooled layers, then layer K's input if on)."""
+        frames = selected[:self.num_layers]
+        pooled = frames.mean(axis=1).reshape(-1)
+        if not self.store_input_layer:
+            return Encoded(frames=frames, pooled=pooled)
+        return MuQEncoded(frames=frames, pooled=pooled, input_frames=selected[self.num_layers])
 
     def encode_file(self, path: str | Path) -> Encoded:
         """Loads an audio file as mono, resamples it to ``sample_rate`` (`crescend_jax.encoders.base.resample`) and
