@@ -291,7 +291,7 @@ def test_dropout_only_in_train_mode(rotary_muq):
     layers.train()
     trained = layers(frames, rngs=nnx.Rngs(dropout=0))[-1]
     assert not np.allclose(trained, evaluated)
-    plain = load_muq_layers(rotary_muq.state_dict(), 2, config=layers.config.without_dropout())
+    plain = load_muq_layers(rotary_muq, 2, config=layers.config.without_dropout())  # dropout may differ
     plain.train()  # no dropout rates: training mode computes what eval does
     np.testing.assert_array_equal(plain(frames)[-1], evaluated)
 

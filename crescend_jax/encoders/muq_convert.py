@@ -203,7 +203,8 @@ def load_muq_layers(source: Any, first: int, last: int | None = None, config: Co
     """`MuQLayers` ``first..last`` initialised from MuQ's weights in ``source`` (see the module docstring).
 
     ``config`` is needed only when the source carries none (a bare weight file or state dict); when both exist
-    they must agree. Returned in ``eval()`` mode (no dropout); call ``train()`` to fine-tune with MuQ's dropout.
+    they must agree except for dropout rates (``config`` wins: e.g. ``config.without_dropout()``). Returned in
+    ``eval()`` mode; call ``train()`` to fine-tune with the config's dropout.
     """
     weights, found = read_source(source)
     if config is None:
@@ -211,8 +212,9 @@ def load_muq_layers(source: Any, first: int, last: int | None = None, config: Co
             raise ConversionError("these MuQ weights come without a config: pass config=ConformerConfig(...) or "
                                   "the checkpoint directory holding config.json")
         config = found
-    elif found is not None and found != config:
-        raise ConversionError(f"the checkpoint's config {found} differs from the given {config}")
+    elif found is not None and found.without_dropout() != config.without_dropout():
+        raise ConversionError(f"the checkpoint's config {found} differs from the given {config} (only dropout rates "
+                              f"may differ)")
     where = str(source) if isinstance(source, (str, Path)) else type(source).__name__
     state = convert_state(weights, config, first, last, where=where)
     graphdef, _ = nnx.split(abstract_layers(config, first, last, remat=remat))

@@ -215,6 +215,27 @@ class FrozenBatchNorm(nnx.Module):
         return (x - self.mean[...]) * jax.lax.rsqrt(self.var[...] + self.epsilon) * self.scale[...] + self.bias[...]
 
 
+class DepthwiseConv1d(nnx.Module):
+    """Depthwise 'same' convolution over time, no bias: ``y[t, c] = sum_j kernel[j, 0, c] x[t + j - (k-1)/2, c]``
+    (zeros outside), kernel [k, 1, C] as `nnx.Conv` lays it out. Computed as k shifted multiply-adds, which XLA
+    fuses into one pass: on a CPU its forward + backward is ~5x faster than XLA's grouped convolution (measured at
+    1024 channels, kernel 31, 500 frames)."""
+
+    def __init__(self, channels: int, kernel_size: int, *, rngs: nnx.Rngs) -> None:
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1), out_axis=2)
+        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, 1, channels), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
+        size, time = kernel.shape[0], x.shape[1]
+        half = (size - 1) // 2
+        padded = jnp.pad(x, ((0, 0), (half, half), (0, 0)))
+        out = padded[:, :time] * kernel[0, 0]
+        for j in range(1, size):
+            out = out + padded[:, j:j + time] * kernel[j, 0]
+        return out
+
+
 class ConvolutionModule(nnx.Module):
     """LN -> pointwise conv (2H) -> GLU -> depthwise conv (zeros at padded steps) -> BN -> act -> pointwise conv."""
 
@@ -222,8 +243,7 @@ class ConvolutionModule(nnx.Module):
         h, k = config.hidden_size, config.conv_kernel
         self.layer_norm = nnx.LayerNorm(h, epsilon=1e-5, use_fast_variance=False, rngs=rngs)
         self.pointwise_conv1 = nnx.Linear(h, 2 * h, use_bias=False, rngs=rngs)  # a kernel-1 conv is a Linear
-        self.depthwise_conv = nnx.Conv(h, h, (k,), padding=[((k - 1) // 2, (k - 1) // 2)], feature_group_count=h,
-                                       use_bias=False, rngs=rngs)
+        self.depthwise_conv = DepthwiseConv1d(h, k, rngs=rngs)
         self.batch_norm = FrozenBatchNorm(h)
         self.pointwise_conv2 = nnx.Linear(h, h, use_bias=False, rngs=rngs)
         self.dropout = nnx.Dropout(config.conv_dropout)
