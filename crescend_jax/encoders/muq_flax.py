@@ -325,8 +325,10 @@ class MuQLayers(nnx.Module):
     def __call__(self, frames: jax.Array, mask: jax.Array | None = None, *,
                  rngs: nnx.Rngs | None = None) -> tuple[jax.Array, ...]:
         """``hidden_states[first - 1]`` frames [B, T, H] and a [B, T] mask (True on real frames; None: no padding)
-        -> ``(hidden_states[first], ..., hidden_states[last])``, each [B, T, H]. ``rngs`` (a ``dropout`` or
-        ``default`` stream) is needed only in ``train()`` mode with non-zero dropout rates."""
+        -> ``(hidden_states[first], ..., hidden_states[last])``, each float32 [B, T, H] (bf16 frames, as the
+        store keeps them, are upcast). ``rngs`` (a ``dropout`` or ``default`` stream) is needed only in ``train()``
+        mode with non-zero dropout rates."""
+        frames = jnp.asarray(frames, jnp.float32)
         if frames.ndim != 3 or frames.shape[-1] != self.config.hidden_size:
             raise ValueError(f"frames have shape {frames.shape}; expected [batch, time, {self.config.hidden_size}]")
         if mask is not None:
