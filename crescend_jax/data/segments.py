@@ -11,6 +11,29 @@ DEADPAN_PERFORMERS = ("Score", "Score2")
 
 
 @dataclasses.dataclass(frozen=True)
+class Window:
+    """A segment cut from a longer performance by bars (ASAP's same-music windows).
+
+    Attributes:
+      index: k, the window's number within the piece: windows k of all performances of a piece play the same bars.
+      first_downbeat: index of its first annotated downbeat (window k spans downbeats k * bars .. (k + 1) * bars).
+      bars: number of bars (annotated downbeat to downbeat).
+      source_midi: the whole performance MIDI the segment was cut from.
+      start_seconds, end_seconds: the cut [start, end) in ``source_midi``'s time.
+      score_start_seconds, score_end_seconds: the same bars in the score MIDI's time (its annotated downbeats).
+    """
+
+    index: int
+    first_downbeat: int
+    bars: int
+    source_midi: Path
+    start_seconds: float
+    end_seconds: float
+    score_start_seconds: float
+    score_end_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Segment:
     """One labelled performance segment.
 
@@ -27,6 +50,13 @@ class Segment:
       label_truth: float32 [19], noiseless truth when the corpus is simulated, else all NaN.
       score_midi_path: MIDI file of the score this segment plays (a deadpan rendition), or None when the corpus
         has none; symbolic encoders align the performance against it.
+      work: the musical work when it is coarser than ``composition`` (ASAP: ``<composer>/<title>``, shared by
+        score folders that differ only in repeats, e.g. ``17-1`` and ``17-1_no_repeat``); "" = the composition.
+      window: where the segment was cut from a longer performance (ASAP), None when ``midi_path`` is the whole item.
+      derived: float32 [len(performance_labels.DERIVED_LABELS)] labels computed from the performance MIDI (NaN where
+        undefined), or None when the corpus has none.
+      in_percepiano: the composition is (conservatively) also a PercePiano composition: pre-training on it would
+        leak into a PercePiano test fold.
     """
 
     key: str
@@ -40,6 +70,10 @@ class Segment:
     ratings: np.ndarray
     label_truth: np.ndarray
     score_midi_path: Path | None = None
+    work: str = ""
+    window: Window | None = None
+    derived: np.ndarray | None = None
+    in_percepiano: bool = False
 
     @property
     def is_deadpan(self) -> bool:
