@@ -59,7 +59,7 @@ def shard_of(key: str, num_shards: int) -> int:
 
 
 def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
-    """The corpus named by ``config.corpus`` ("percepiano" or "demo"); whole-corpus problems raise."""
+    """The corpus named by ``config.corpus`` ("percepiano", "asap" or "demo"); whole-corpus problems raise."""
     if config.corpus == "percepiano":
         from crescend_jax.data.percepiano import load_percepiano
 
@@ -68,15 +68,20 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
         from crescend_jax.data.demo_corpus import build_demo_corpus
 
         return build_demo_corpus(config.data)
-    raise ConfigError(f"unknown corpus {config.corpus!r}; set --config.corpus to 'percepiano' or 'demo'")
+    if config.corpus == "asap":
+        from crescend_jax.data.asap import load_asap
+
+        return load_asap(config.data)
+    raise ConfigError(f"unknown corpus {config.corpus!r}; set --config.corpus to 'percepiano', 'asap' or 'demo'")
 
 
 def _whole_run_errors() -> tuple[type[BaseException], ...]:
+    from crescend_jax.data.asap import AsapError
     from crescend_jax.data.demo_corpus import DemoCorpusError
     from crescend_jax.data.percepiano import CorpusError
     from crescend_jax.data.render import SoundfontError
 
-    return CorpusError, DemoCorpusError, SoundfontError, store.StoreError, ConfigError
+    return CorpusError, AsapError, DemoCorpusError, SoundfontError, store.StoreError, ConfigError
 
 
 class _Extraction:
