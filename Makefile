@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 PYTEST ?= -n 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean clean-stores
 
 setup: $(STAMP)
 
@@ -21,5 +21,8 @@ test: setup
 bench: setup
 	HF_HUB_OFFLINE=1 bash scripts/bench.sh
 
-clean:
-	rm -rf runs cache stores out
+clean:  # runs, render cache, outputs; never the embedding stores (a MuQ extraction costs hours)
+	rm -rf runs cache out
+
+clean-stores:  # the embedding stores themselves
+	rm -rf stores

@@ -1,93 +1,164 @@
 """`crescend-jax` command line: extract, merge, train, evaluate, demo.
 
-Every subcommand that takes ``--config FILE`` also takes ``--config.field=value`` overrides.
+    crescend-jax COMMAND [--config=FILE] [--config.field=value ...] [--workdir=DIR] [--shard=i/N] [--baseline=DIR]
+
+Flags are absl flags and configs ``ml_collections.config_flags`` (see `crescend_jax.config`). ``evaluate`` takes no
+config file: its ``--config.field=value`` overrides apply to the finished run's saved config (e.g.
+``--config.eval.min_gap=0.1``; fields that change the model are refused).
+
+Exit codes, the same in every command: 0 done; 1 the run failed on its input or data (a bad store, a split that
+cannot be ranked, a NaN loss, a workdir trained on other data, a failed extraction item); 2 a usage or config
+mistake (nothing was started).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import Sequence
 
-from crescend_jax.config import ConfigError, load_config
+import ml_collections
+
+from crescend_jax.config import ConfigError, parse_config_flags
+
+COMMANDS = {
+    "extract": "render and encode a corpus into the embedding store (--config, optional --shard=i/N)",
+    "merge": "merge the shards written by `extract --shard i/N` into one dataset (--config)",
+    "train": "train an approach by composition folds into --workdir (--config)",
+    "evaluate": "evaluate a trained --workdir: metrics.json, report.md, plots (optional --baseline=DIR)",
+    "demo": "the main job: demo corpus -> store -> every approach -> report (--config=configs/demo.py --workdir)",
+}
+FLAGS_OF = {"extract": ("shard",), "merge": (), "train": ("workdir",), "evaluate": ("workdir", "baseline"),
+            "demo": ("workdir",)}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    overrides = [a for a in argv if a.startswith("--config.")]
-    rest = [a for a in argv if not a.startswith("--config.")]
-    return rest, overrides
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crescend-jax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("extract", help="render and encode a corpus into the embedding store")
-    p.add_argument("--config", required=True, help="config file, e.g. configs/percepiano.py")
-    p.add_argument("--shard", default=None, help="i/N: process only shard i of N (0-based); merge afterwards")
-
-    p = sub.add_parser("merge", help="merge the shards written by `extract --shard i/N` into one dataset")
-    p.add_argument("--config", required=True)
-
-    p = sub.add_parser("train", help="train an approach by composition folds into WORKDIR")
-    p.add_argument("--config", required=True, help="config file, e.g. configs/baseline.py")
-    p.add_argument("--workdir", required=True)
-
-    p = sub.add_parser("evaluate", help="evaluate a trained WORKDIR: metrics.json, report.md, plots")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--baseline", default=None, help="workdir of the baseline to compare against")
-
-    p = sub.add_parser("demo", help="the main job: demo corpus -> store -> every approach -> report")
-    p.add_argument("--config", required=True, help="configs/demo.py")
-    p.add_argument("--workdir", required=True)
-    return parser
+def _usage() -> str:
+    lines = [__doc__.splitlines()[2].strip(), "", "commands:"]
+    lines += [f"  {name:9s} {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def _error(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _flag_value(argv: Sequence[str], name: str) -> str | None:
+    """``--name=value`` or ``--name value`` from ``argv`` (before absl parses it)."""
+    for index, item in enumerate(argv):
+        if item.startswith(f"--{name}="):
+            return item.split("=", 1)[1]
+        if item == f"--{name}" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def train_command(config: ml_collections.ConfigDict, workdir: str) -> int:
+    """``train``: every fold of ``config`` into ``workdir``; prints each fold's steps and selected step."""
+    from crescend_jax.data.splits import SplitError
+    from crescend_jax.data.store import StoreError
+    from crescend_jax.train.trainer import TrainingError, train
+
+    try:
+        records = train(config, workdir)
+    except ConfigError as err:
+        return _error(str(err), EXIT_USAGE)
+    except (TrainingError, SplitError, StoreError) as err:
+        return _error(str(err), EXIT_FAILED)
+    for record in records:
+        print(f"fold {record['fold']}: {record['steps']} steps, selected step {record['best_step']} "
+              f"({record.get('selection', 'validation')})")
+    return EXIT_OK
+
+
+def evaluate_command(workdir: str, baseline: str | None = None, overrides: Sequence[str] = ()) -> int:
+    """``evaluate``: metrics.json, report.md and plots of a trained ``workdir``."""
+    from crescend_jax.data.fingerprint import FingerprintMismatch
+    from crescend_jax.data.store import StoreError
+    from crescend_jax.evaluate.predict import EvaluationError, read_config
+    from crescend_jax.evaluate.run import evaluate_workdir
+    from crescend_jax.models.functions import NON_MODEL_FIELDS, flatten
+
+    try:
+        config = None
+        if overrides:
+            saved = read_config(Path(workdir))
+            config, _, _ = parse_config_flags(list(overrides), config=ml_collections.ConfigDict(saved.to_dict()))
+            before, after = flatten(saved.to_dict()), flatten(config.to_dict())
+            changed = [n for n in after if after[n] != before.get(n) and not n.startswith(NON_MODEL_FIELDS)]
+            if changed:
+                raise ConfigError(f"evaluate can only override fields that do not change the model (eval.*, "
+                                  f"experiment.*), not {', '.join('--config.' + n for n in changed)}")
+        metrics = evaluate_workdir(workdir, baseline=baseline, config=config)
+    except ConfigError as err:
+        return _error(str(err), EXIT_USAGE)
+    except (EvaluationError, FingerprintMismatch, StoreError, ValueError) as err:
+        return _error(str(err), EXIT_FAILED)
+    accuracy = metrics["pooled"]["pairwise_accuracy"]["mean"]
+    fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
+    print(f"held-out pairwise accuracy {accuracy:.3f}"
+          + (f" ({100 * fraction:.0f}% of the way to the noise ceiling)" if fraction is not None else ""))
+    print(f"report: {metrics['report']}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning  # console users need the message, not the source line that raised it
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = _split_overrides(argv)
-    args = _parser().parse_args(rest)
-    if overrides and not hasattr(args, "config"):
-        print(f"error: {args.command} takes no --config overrides", file=sys.stderr)
-        return 2
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return EXIT_OK if argv else EXIT_USAGE
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _error(f"unknown command {command!r}\n{_usage()}", EXIT_USAGE)
+    if "-h" in rest or "--help" in rest:
+        print(f"crescend-jax {command}: {COMMANDS[command]}")
+        return EXIT_OK
+    extra = {name: None for name in FLAGS_OF[command]}
     try:
-        config = load_config(args.config, overrides) if hasattr(args, "config") else None
+        if command == "evaluate":
+            overrides = [a for a in rest if a.startswith("--config.")]
+            _, values, positional = parse_config_flags([a for a in rest if not a.startswith("--config.")],
+                                                       extra=extra)
+            config = None
+        else:
+            config_file = _flag_value(rest, "config")
+            if config_file is None:
+                raise ConfigError(f"{command} needs --config=FILE (e.g. configs/percepiano.py)")
+            config, values, positional = parse_config_flags(rest, config_file=config_file, extra=extra)
+        if positional:
+            raise ConfigError(f"unexpected argument {positional[0]!r}; see `crescend-jax {command} --help`")
+        for name in ("workdir",):
+            if name in extra and not values.get(name):
+                raise ConfigError(f"{command} needs --{name}=DIR")
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err), EXIT_USAGE)
 
-    if args.command == "extract":
+    if command == "extract":
         from crescend_jax.data.extract import parse_shard, run_extract
 
         try:
-            shard = parse_shard(args.shard)
+            shard = parse_shard(values["shard"])
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            return _error(str(err), EXIT_USAGE)
         return run_extract(config, shard=shard)
-    if args.command == "merge":
+    if command == "merge":
         from crescend_jax.data.extract import run_merge
 
         return run_merge(config)
-    if args.command == "train":
-        from crescend_jax.train.trainer import run_training
+    if command == "train":
+        return train_command(config, values["workdir"])
+    if command == "evaluate":
+        return evaluate_command(values["workdir"], baseline=values["baseline"], overrides=overrides)
+    from crescend_jax.demo import run_demo
 
-        return run_training(config, args.workdir)
-    if args.command == "evaluate":
-        from crescend_jax.evaluate.run import evaluate_workdir
-
-        return evaluate_workdir(args.workdir, baseline=args.baseline)
-    if args.command == "demo":
-        from crescend_jax.demo import run_demo
-
-        return run_demo(config, args.workdir)
-    raise AssertionError(args.command)
+    return run_demo(config, values["workdir"])
 
 
 if __name__ == "__main__":

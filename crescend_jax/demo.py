@@ -56,9 +56,8 @@ def _ceiling_line(workdir: Path, name: str) -> str:
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Runs the whole pipeline on the demo corpus into ``workdir``; returns a process exit code."""
+    from crescend_jax.cli import evaluate_command, train_command
     from crescend_jax.data.extract import run_extract
-    from crescend_jax.evaluate.run import evaluate_workdir
-    from crescend_jax.train.trainer import run_training
 
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -83,12 +82,12 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
         run_config = approach_config(config, name)
         run_dir = root / name
         _stage(stage, total, f"train {name} by composition folds -> {run_dir}")
-        if (code := run_training(run_config, str(run_dir))) != 0:
+        if (code := train_command(run_config, str(run_dir))) != 0:
             return code
         stage += 1
         _stage(stage, total, f"evaluate {name} on held-out compositions")
         baseline = str(root / config.baseline) if name != config.baseline else None
-        if (code := evaluate_workdir(str(run_dir), baseline=baseline)) != 0:
+        if (code := evaluate_command(str(run_dir), baseline=baseline)) != 0:
             return code
         stage += 1
 

@@ -35,6 +35,28 @@ def synthetic_table(compositions: int = 4, groups_per_composition: int = 3, perf
         pooled=pooled, frames=None, encoder="synthetic", frame_rate=0.0)
 
 
+def sampled_batch(approach, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: int = 0,
+                  index: int = 0) -> dict[str, np.ndarray]:
+    """Batch number ``index`` of ``approach``'s sampler on ``table``, gathered like the trainer does (host numpy,
+    unstandardised inputs), plus "row"."""
+    import jax
+
+    from crescend_jax.models.contract import crop_frames
+    from crescend_jax.train.input_pipeline import gather, host_table
+
+    sampler = approach.sampler(table, config, seed)
+    for _ in range(index):
+        next(sampler)
+    plan = next(sampler)
+    width = table.pooled.shape[1]
+    device = host_table(table, np.zeros(width, np.float32), np.ones(width, np.float32),
+                        crop_frames(config, table.frame_rate))
+    arrays = {"rows": plan.rows} if plan.crop_start is None else {"rows": plan.rows, "crop_start": plan.crop_start}
+    batch = {k: np.array(v) for k, v in jax.device_get(gather(device, arrays)).items()}
+    batch["row"] = plan.rows
+    return batch
+
+
 def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
     """configs/baseline.py's model and train sections, made small; folds = 2 groups of compositions."""
     from crescend_jax.models.baseline import default_model_config
@@ -49,7 +71,7 @@ def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
     config.train.num_steps = 40
     config.train.eval_every = 10
     config.train.log_every = 5
-    config.train.val_fraction = 0.3
+    config.train.val_fraction = 0.3  # 3 training compositions in a one-fold run: one of them validates
     config.train.learning_rate = 1e-2
     config.train.update(train_overrides)
     return config
@@ -69,7 +91,8 @@ def main(workdir: str, process_id: int, num_processes: int, port: int, out: str)
     config.train.distributed.coordinator_address = f"localhost:{port}"
     config.train.distributed.num_processes = num_processes
     config.train.distributed.process_id = process_id
-    from crescend_jax.train.trainer import predict_heldout, train
+    from crescend_jax.evaluate.predict import predict_heldout
+    from crescend_jax.train.trainer import train
 
     train(config, workdir, table=synthetic_table())
     assert jax.process_count() == num_processes, jax.process_count()

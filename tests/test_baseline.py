@@ -9,9 +9,13 @@ from _distributed_worker import synthetic_table, tiny_config
 
 from crescend_jax.losses.pointwise import masked_mse
 from crescend_jax.models import get_approach
-from crescend_jax.models.baseline import PointwiseBaseline, plain_batches
-from crescend_jax.train import distributed
-from crescend_jax.train.trainer import _compiled
+from crescend_jax.models.baseline import PointwiseBaseline
+from crescend_jax.models.functions import model_functions
+from crescend_jax.models.sampler import PlainSampler
+from crescend_jax.runtime import distributed
+from crescend_jax.train.input_pipeline import host_table, place_plan, place_table
+from crescend_jax.train.optimizer import build_optimizer
+from crescend_jax.train.step import build_train_step
 
 
 def test_registry_returns_baseline_and_names_known_approaches():
@@ -29,30 +33,38 @@ def test_masked_mse_ignores_padding_rows_even_with_nan_labels():
     np.testing.assert_allclose(diagnostics["mae"], (0.2 + 0.1 + 0.1 + 0.1) / 4, rtol=1e-6)
 
 
-def test_plain_batches_visit_every_row_once_per_epoch():
+def test_plain_sampler_visits_every_row_once_per_epoch_and_resumes_exactly():
     table = synthetic_table(compositions=2, groups_per_composition=2, performers=4)  # 16 rows
-    stream = plain_batches(table, 8, np.random.default_rng(0))
-    first_epoch = np.concatenate([next(stream)["row"] for _ in range(2)])
+    sampler = PlainSampler(table, 8, seed=0)
+    first_epoch = np.concatenate([next(sampler).rows for _ in range(2)])
     assert sorted(first_epoch) == list(range(16))
-    batch = next(stream)
-    assert batch["x"].shape == (8, 16) and batch["label_mean"].shape == (8, 19) and batch["mask"].sum() == 8
-    np.testing.assert_array_equal(batch["group"], table.group_ids()[batch["row"]])
+    state = sampler.state()
+    ahead = [next(sampler).rows for _ in range(3)]
+    resumed = PlainSampler(table, 8, seed=123)
+    resumed.restore(state)
+    for expected in ahead:
+        np.testing.assert_array_equal(next(resumed).rows, expected)
 
 
 def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
     config = tiny_config(learning_rate=1e-2)
     config.model.dropout = 0.0
-    approach, mesh = PointwiseBaseline(), distributed.make_mesh()
-    fold = _compiled(approach, config, 16, mesh)
-    batch = next(approach.batches(synthetic_table(), config, np.random.default_rng(0)))
-    device_batch = distributed.shard_batch({k: v for k, v in batch.items() if k != "row"}, mesh)
-    state, first = fold.train_step(fold.init(0), device_batch)
-    for _ in range(5):
-        state, metrics = fold.train_step(state, device_batch)
+    approach, mesh, table = PointwiseBaseline(), distributed.make_mesh(), synthetic_table()
+    functions = model_functions(approach, config, 16, mesh)
+    state = functions.init(0)
+    tx = build_optimizer(config.train, state)
+    steps = build_train_step(approach, functions.graphdef, tx, mesh)
+    opt_state = steps.init_optimizer(state)
+    device_table = place_table(host_table(table, np.zeros(16, np.float32), np.ones(16, np.float32), 0), mesh)
+    plan = place_plan(next(approach.sampler(table, config, 0)), mesh)
+    state, opt_state, first = steps.step(state, opt_state, device_table, plan, np.int32(0))
+    for step in range(5):
+        state, opt_state, metrics = steps.step(state, opt_state, device_table, plan, np.int32(step + 1))
     assert np.isfinite(float(first["loss"])) and float(first["grad_norm"]) > 0
     assert float(metrics["loss"]) < float(first["loss"])
-    scores = fold.predict(state, batch["x"][:5])  # 5 rows: padded to the 8 devices and cut back
-    assert scores.shape == (5, 19) and np.all((scores > 0) & (scores < 1))
+    outputs = functions.encode(state, table.pooled[:5])  # 5 rows: padded to the 8 devices and cut back
+    assert outputs["scores"].shape == (5, 19) and np.all((outputs["scores"] > 0) & (outputs["scores"] < 1))
+    assert outputs["hidden"].shape == (5, 32)
 
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in

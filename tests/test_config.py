@@ -35,12 +35,33 @@ def test_overrides_keep_field_types():
 @pytest.mark.parametrize("override, message", [
     ("--config.data.rot=x", r"unknown config field --config.data.rot; did you mean --config.data.root"),
     ("--config.nosuch=1", "unknown config field --config.nosuch"),
-    ("--config.render.workers=many", "cannot be casted"),
+    ("--config.render.workers=many", r"--config.render.workers=many: .*invalid literal for int"),
     ("--config.render.workers", "write --config.field=value"),
 ])
 def test_bad_overrides_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIGS / "percepiano.py", [override])
+
+
+def test_a_tuple_field_given_a_bare_string_is_the_one_element_tuple():
+    config = load_config(CONFIGS / "percepiano.py", ["--config.data.test_compositions=Schubert_D960_mv3"])
+    assert config.data.test_compositions == ("Schubert_D960_mv3",)
+    config = load_config(CONFIGS / "percepiano.py", ["--config.data.test_compositions=('A','B')"])
+    assert config.data.test_compositions == ("A", "B")
+
+
+def test_config_errors_exit_2_in_every_command(tmp_path, capsys):
+    for command in ("extract", "merge", "train", "demo"):
+        argv = [command, "--config", str(CONFIGS / "baseline.py"), "--config.data.rot=x"]
+        if command in ("train", "demo"):
+            argv.append(f"--workdir={tmp_path / command}")
+        assert cli.main(argv) == 2, command
+        assert "did you mean --config.data.root" in capsys.readouterr().err
+        assert not (tmp_path / command).exists()
+    assert cli.main(["train", "--config", str(CONFIGS / "baseline.py")]) == 2
+    assert "needs --workdir" in capsys.readouterr().err
+    assert cli.main(["evaluate", f"--workdir={tmp_path}", "--config.eval.min_gap=x"]) == 1  # not a run: data error
+    assert cli.main(["nosuch"]) == 2
 
 
 def test_cli_reports_config_errors_and_bad_shards(capsys):

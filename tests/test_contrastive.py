@@ -8,15 +8,16 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from _distributed_worker import synthetic_table
+from _distributed_worker import sampled_batch, synthetic_table
 from flax import nnx
 from jax.sharding import Mesh
 
 from crescend_jax.config import ConfigError, load_config
 from crescend_jax.models import get_approach
 from crescend_jax.models.contrastive import ContrastiveRanking, ContrastiveRankingModel, default_model_config
-from crescend_jax.train import distributed
-from crescend_jax.train.trainer import default_train_config, predict_heldout, train
+from crescend_jax.evaluate.predict import predict_heldout
+from crescend_jax.runtime import distributed
+from crescend_jax.train.trainer import default_train_config, train
 
 
 def tiny_config(**model_overrides) -> ml_collections.ConfigDict:
@@ -33,6 +34,7 @@ def tiny_config(**model_overrides) -> ml_collections.ConfigDict:
     config.train.log_every = 5
     config.train.val_fraction = 0.3
     config.train.learning_rate = 3e-3
+    config.train.eval_every = 15
     return config
 
 
@@ -62,7 +64,7 @@ def test_model_shapes_and_pooled_equals_one_frame(pooling):
 def _setup(table, config, mesh):
     approach = ContrastiveRanking()
     model = approach.build_model(config, table.pooled.shape[1], nnx.Rngs(params=0, dropout=1))
-    batch = next(approach.batches(table, config, np.random.default_rng(0)))
+    batch = sampled_batch(approach, table, config)
     batch.pop("row")
     return approach, model, batch
 
@@ -74,9 +76,9 @@ def test_loss_is_the_same_on_one_and_eight_devices():
     eight = distributed.make_mesh()
     approach, model, batch = _setup(table, config, eight)
     graphdef, state = nnx.split(model)
-    loss_one, diag_one = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, one))(state, batch)
+    loss_one, diag_one = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, 0, one))(state, batch)
     sharded = distributed.shard_batch(batch, eight)
-    loss_eight, diag_eight = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, eight))(
+    loss_eight, diag_eight = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, 0, eight))(
         distributed.replicate(state, eight), sharded)
     assert float(loss_eight) == pytest.approx(float(loss_one), rel=1e-5)
     assert float(diag_eight["piece_loss"]) == pytest.approx(float(diag_one["piece_loss"]), rel=1e-5)
@@ -93,12 +95,11 @@ def test_jitted_steps_lower_the_loss_on_a_sharded_batch():
     @jax.jit
     def step(state, batch):
         model, optimizer = nnx.merge(graphdef, state)
-        (loss, diag), grads = nnx.value_and_grad(lambda m: approach.loss(m, batch, mesh), has_aux=True)(model)
+        (loss, diag), grads = nnx.value_and_grad(lambda m: approach.loss(m, batch, 0, mesh), has_aux=True)(model)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss, diag
 
-    stream = approach.batches(table, config, np.random.default_rng(0))
-    batch = next(stream)
+    batch = sampled_batch(approach, table, config)
     batch.pop("row")
     sharded = distributed.shard_batch(batch, mesh)
     state = distributed.replicate(state, mesh)
@@ -132,10 +133,10 @@ def test_frames_input_gives_finite_gradients():
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
     approach, model, batch = _setup(table, config, one)
     assert batch["x"].shape == (16, 15, 16)
-    grads = nnx.jit(nnx.grad(lambda m, b: approach.loss(m, b, one)[0]))(model, batch)
+    grads = nnx.jit(nnx.grad(lambda m, b: approach.loss(m, b, 0, one)[0]))(model, batch)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    scores = nnx.jit(approach.predict)(model, jnp.asarray(table.pooled[:4]))
-    assert scores.shape == (4, 19)
+    outputs = nnx.jit(approach.encode)(model, jnp.asarray(batch["x"][:4]))
+    assert outputs["scores"].shape == (4, 19) and outputs["z_piece"].shape == (4, 16)
 
 
 def test_zero_padding_rows_give_finite_gradients_at_initialisation():
@@ -147,14 +148,14 @@ def test_zero_padding_rows_give_finite_gradients_at_initialisation():
     batch["x"][-1], batch["mask"][-1], batch["group"][-1] = 0.0, 0.0, -1
     z, _ = model(jnp.asarray(batch["x"]))
     assert float(jnp.abs(z[-1]).max()) == 0.0  # the case that produced NaN gradients
-    grads = nnx.grad(lambda m: approach.loss(m, batch, one)[0])(model)
+    grads = nnx.grad(lambda m: approach.loss(m, batch, 0, one)[0])(model)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
 def test_bad_settings():
     approach = ContrastiveRanking()
     with pytest.raises(RuntimeError, match="build_model"):
-        approach.loss(None, {}, None)
+        approach.loss(None, {}, 0, None)
     with pytest.raises(ValueError, match="model.input"):
         approach.build_model(tiny_config(input="wav"), 16, nnx.Rngs(0))
     with pytest.raises(ValueError, match="pooling"):
@@ -162,8 +163,10 @@ def test_bad_settings():
     table = synthetic_table()
     table.frame_rate = 10.0
     with pytest.raises(ValueError, match="store with frames"):
-        next(approach.batches(table, tiny_config(input="frames"), np.random.default_rng(0)))
-    assert list(itertools.islice(approach.batches(table, tiny_config(), np.random.default_rng(0)), 2))
+        approach.sampler(table, tiny_config(input="frames"), 0)
+    assert list(itertools.islice(approach.sampler(table, tiny_config(), 0), 2))
+    with pytest.raises(ConfigError, match="pooling"):
+        approach.check_config(tiny_config(pooling="max"))
 
 
 def test_unknown_infonce_strategy_is_refused_at_build():

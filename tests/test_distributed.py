@@ -9,13 +9,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from _distributed_worker import synthetic_table, tiny_config, worker_config
+from _distributed_worker import sampled_batch, synthetic_table, tiny_config, worker_config
 from flax import nnx
 from jax.sharding import Mesh
 
+from crescend_jax.evaluate.predict import predict_heldout
 from crescend_jax.models.baseline import PointwiseBaseline
-from crescend_jax.train import distributed
-from crescend_jax.train.trainer import predict_heldout, train
+from crescend_jax.runtime import distributed
+from crescend_jax.train.trainer import train
 
 # Sharded and single-device reductions sum in different orders: float32 agreement to 1e-6 relative (1e-8 absolute).
 RTOL, ATOL = 1e-6, 1e-8
@@ -29,7 +30,7 @@ def loss_and_grads(mesh: Mesh, batch: dict[str, np.ndarray]):
 
     @jax.jit
     def step(state, batch):
-        return nnx.value_and_grad(lambda m: approach.loss(m, batch, mesh), has_aux=True)(nnx.merge(graphdef, state))
+        return nnx.value_and_grad(lambda m: approach.loss(m, batch, 0, mesh), has_aux=True)(nnx.merge(graphdef, state))
 
     (loss, _), grads = step(state, distributed.shard_batch(batch, mesh))
     return float(loss), jax.tree.map(np.asarray, nnx.state(grads, nnx.Param))
@@ -38,7 +39,7 @@ def loss_and_grads(mesh: Mesh, batch: dict[str, np.ndarray]):
 def test_sharded_step_matches_one_device():
     assert jax.device_count() == 8
     config = tiny_config(batch_size=32)
-    batch = next(PointwiseBaseline().batches(synthetic_table(), config, np.random.default_rng(0)))
+    batch = sampled_batch(PointwiseBaseline(), synthetic_table(), config)
     batch.pop("row")
     batch["mask"][-5:] = 0.0  # padding rows must be ignored identically
     one_loss, one_grads = loss_and_grads(Mesh(np.asarray(jax.devices()[:1]), ("data",)), batch)

@@ -13,8 +13,18 @@ from crescend_jax.config import config_to_json
 from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.evaluate import metrics as metrics_lib
-from crescend_jax.evaluate.report import evaluate_predictions, write_report
-from crescend_jax.evaluate.run import evaluate_workdir
+from crescend_jax import cli
+from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.evaluate import run as run_lib
+from crescend_jax.evaluate.predict import EvaluationError
+from crescend_jax.evaluate.report import write_report
+from crescend_jax.evaluate.summary import evaluate_predictions
+from crescend_jax.models.contract import Predictions
+
+
+def evaluate_workdir(workdir, baseline=None):
+    """The CLI's evaluate (exit code, messages on stdout/stderr)."""
+    return cli.evaluate_command(workdir, baseline=baseline)
 
 
 def simulated_table(num_compositions=6, groups_per_composition=4, performers=5, raters=6, seed=0, truth=True):
@@ -154,18 +164,20 @@ def test_write_report_without_baseline_or_hypothesis(evaluated, tmp_path):
         write_report(tmp_path, result, "{}", {**result, "dimensions": ["x"]})
 
 
-def _fake_trainer(monkeypatch, table, scores, fold, config):
-    heldout = types.SimpleNamespace(table=table, scores=scores, fold=fold, config=config)
-    module = types.ModuleType("crescend_jax.train.trainer")
-    module.TrainingError = type("TrainingError", (RuntimeError,), {})
+def _fake_predictions(monkeypatch, tmp_path, table, scores, fold, config):
+    """`predict_heldout` stood in for by fixed predictions; workdirs "base" and "run" share data and folds."""
+    heldout = types.SimpleNamespace(table=table, predictions=Predictions(scores=scores), fold=fold, config=config)
+    for name in ("base", "run"):
+        (tmp_path / name).mkdir()
+        fingerprint_lib.write_record(tmp_path / name, fingerprint_lib.table_fingerprint(table),
+                                     fingerprint_lib.folds_record(table, [fold == k for k in np.unique(fold)]))
 
     def predict_heldout(workdir):
         if not str(workdir).endswith(("base", "run")):
-            raise module.TrainingError(f"{workdir} has no config.json: it is not a training workdir")
+            raise EvaluationError(f"{workdir} has no config.json: it is not a training workdir")
         return heldout
 
-    module.predict_heldout = predict_heldout
-    monkeypatch.setitem(sys.modules, "crescend_jax.train.trainer", module)
+    monkeypatch.setattr(run_lib, "predict_heldout", predict_heldout)
 
 
 def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsys):
@@ -173,9 +185,9 @@ def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsy
     config = ml_collections.ConfigDict({"experiment": {"name": "run", "hypothesis": "h"},
                                         "eval": {"min_gap": 0.1, "ceiling_splits": 3, "ceiling_seed": 1,
                                                  "baseline_workdir": ""}})
-    _fake_trainer(monkeypatch, table, table.label_truth, fold, config)
+    _fake_predictions(monkeypatch, tmp_path, table, table.label_truth, fold, config)
     base_dir, run_dir = tmp_path / "base", tmp_path / "run"
-    assert evaluate_workdir(str(run_dir), baseline=str(base_dir)) == 2
+    assert evaluate_workdir(str(run_dir), baseline=str(base_dir)) == 1
     assert "run `crescend-jax evaluate --workdir" in capsys.readouterr().err
 
     assert evaluate_workdir(str(base_dir)) == 0
@@ -186,7 +198,7 @@ def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsy
     report = (run_dir / "report.md").read_text()
     assert "Baseline acc." in report and config_to_json(config).splitlines()[1].strip() in report
     assert re.search(r"higher on 0 of 19 dimensions, mean \+0\.000", report)
-    assert evaluate_workdir(str(tmp_path / "elsewhere")) == 2
+    assert evaluate_workdir(str(tmp_path / "elsewhere")) == 1
     assert "not a training workdir" in capsys.readouterr().err
     # a baseline named in the run's config is used when --baseline is not given
     config.eval.baseline_workdir = str(base_dir)

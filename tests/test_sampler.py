@@ -6,7 +6,22 @@ import numpy as np
 import pytest
 
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.train.sampler import group_batches, random_crop
+from crescend_jax.models.contrastive import ContrastiveRanking
+from crescend_jax.models.functions import frame_window
+from crescend_jax.models.sampler import GroupSampler
+from crescend_jax.train.input_pipeline import gather, host_table
+
+
+def group_batches(table, batch_size, group_size, rng, crop_frames=0):
+    """The sampler's batches, gathered as the trainer gathers them (unstandardised), with "row"."""
+    sampler = GroupSampler(table, batch_size, group_size, int(rng.integers(1 << 30)), crop_frames=crop_frames)
+    width = table.pooled.shape[1]
+    device = host_table(table, np.zeros(width, np.float32), np.ones(width, np.float32), crop_frames)
+    for plan in sampler:
+        arrays = {"rows": plan.rows} if plan.crop_start is None else {"rows": plan.rows, "crop_start": plan.crop_start}
+        batch = {k: np.asarray(v) for k, v in gather(device, arrays).items()}
+        batch["row"] = plan.rows
+        yield batch
 
 
 def make_table(group_sizes, dim=6, frames=False, frame_lengths=None):
@@ -34,7 +49,7 @@ def test_layout_and_padding():
     table = make_table([5, 2, 3, 1])  # the single-row group can never be drawn
     batch = next(group_batches(table, batch_size=12, group_size=4, rng=np.random.default_rng(0)))
     assert batch["x"].shape == (12, 6) and batch["x"].dtype == np.float32
-    assert set(batch) == {"x", "label_mean", "label_std", "group", "mask", "row"}
+    assert set(batch) == {"x", "label_mean", "label_std", "group", "composition", "mask", "row"}
     ids = table.group_ids()
     group = batch["group"].reshape(3, 4)
     mask = batch["mask"].reshape(3, 4)
@@ -92,11 +107,35 @@ def test_frame_crops_fill_small_groups():
     assert set(rows) == {0, 1}  # both performances, then extra crops of them
 
 
-def test_random_crop_layout():
+def test_frame_window_layout():
     frames = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
-    crop = random_crop(frames, 5, np.random.default_rng(0))
+    crop = frame_window(frames, 0, 5)
     np.testing.assert_array_equal(crop, frames.transpose(1, 0, 2).reshape(5, 6))
     np.testing.assert_array_equal(crop.mean(axis=0), frames.mean(axis=1).reshape(-1))  # matches "pooled" layout
+    np.testing.assert_array_equal(frame_window(frames, 3, 4), crop[[3, 4, 0, 1]])  # read cyclically
+
+
+def test_state_restores_the_exact_stream():
+    table = make_table([4, 3, 6, 2])
+    sampler = GroupSampler(table, 8, 4, seed=5)
+    next(sampler)
+    state = sampler.state()
+    ahead = [next(sampler).rows for _ in range(4)]
+    resumed = GroupSampler(table, 8, 4, seed=99)
+    resumed.restore(state)
+    for expected in ahead:
+        np.testing.assert_array_equal(next(resumed).rows, expected)
+    assert GroupSampler(make_table([3, 1, 1]), 4, 2, seed=0).num_single_groups == 2
+
+
+def _frames_config():
+    import ml_collections
+
+    from crescend_jax.models.contrastive import default_model_config
+
+    config = ml_collections.ConfigDict({"model": default_model_config(), "train": {"batch_size": 8}})
+    config.model.input = "frames"
+    return config
 
 
 def test_bad_settings():
@@ -106,6 +145,6 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="group_size 1 >= 2"):
         next(group_batches(table, 10, 1, np.random.default_rng(0)))
     with pytest.raises(ValueError, match="need a store with frames"):
-        next(group_batches(table, 8, 4, np.random.default_rng(0), crop_frames=5))
+        ContrastiveRanking().sampler(table, _frames_config(), 0)
     with pytest.raises(ValueError, match="no group .* >= 2 performances"):
         next(group_batches(make_table([1, 1]), 8, 4, np.random.default_rng(0)))

@@ -8,12 +8,16 @@ import pandas as pd
 import pytest
 from _distributed_worker import synthetic_table, tiny_config
 
+from crescend_jax import cli
+from crescend_jax.config import ConfigError
+from crescend_jax.data.fingerprint import FingerprintMismatch
 from crescend_jax.data.splits import SplitError
+from crescend_jax.evaluate.predict import EvaluationError, predict_heldout
 from crescend_jax.models.baseline import PointwiseBaseline
+from crescend_jax.models.contrastive import default_model_config
+from crescend_jax.runtime.checkpoint import FoldCheckpoints
 from crescend_jax.train import trainer
-from crescend_jax.train.checkpoint import FoldCheckpoints
-from crescend_jax.train.trainer import (NonFiniteLossError, TrainingError, TrainingStopped, predict_heldout,
-                                        train)
+from crescend_jax.train.trainer import NonFiniteLossError, TrainingError, TrainingStopped, train
 
 
 def one_fold_config(**train_overrides):
@@ -22,13 +26,21 @@ def one_fold_config(**train_overrides):
     return config
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path):
+def approach_a_config(**train_overrides):
+    config = one_fold_config(**train_overrides)
+    config.model = default_model_config()
+    config.model.hidden_dim, config.model.projection_dim, config.model.dropout = 32, 16, 0.1
+    return config
+
+
+@pytest.mark.parametrize("make_config", [one_fold_config, approach_a_config], ids=["baseline", "approach_a"])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, make_config):
     table = synthetic_table()
-    train(one_fold_config(), tmp_path / "straight", table=table)
+    train(make_config(), tmp_path / "straight", table=table)
     with pytest.raises(TrainingStopped, match="after step 25"):
-        train(one_fold_config(stop_after_steps=25), tmp_path / "killed", table=table)
+        train(make_config(stop_after_steps=25), tmp_path / "killed", table=table)
     assert FoldCheckpoints(tmp_path / "killed" / "fold_0" / "checkpoints").latest_step() == 20
-    train(one_fold_config(resume=True), tmp_path / "killed", table=table)
+    train(make_config(resume=True), tmp_path / "killed", table=table)
 
     straight, resumed = (predict_heldout(tmp_path / name, table=table) for name in ("straight", "killed"))
     assert straight.scores.shape == (12, 19) and set(straight.table.compositions) == {"Comp0"}
@@ -38,7 +50,9 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     final = [m[m.step == 30].iloc[-1] for m in metrics]
     for column in ("loss", "val_accuracy", "grad_norm"):
         assert final[0][column] == pytest.approx(final[1][column], rel=1e-6)
-    assert {"loss", "mse", "val_accuracy", "steps_per_s"} <= set(metrics[0].columns)
+    assert {"loss", "val_accuracy", "steps_per_s"} <= set(metrics[0].columns)
+    for m in metrics:  # each step once, also in the resumed run (its killed part past step 20 was dropped)
+        assert m.step.is_unique and list(m.step) == sorted(m.step)
     assert any((tmp_path / "straight" / "fold_0" / "tensorboard").iterdir())
     done = json.loads((tmp_path / "straight" / "fold_0" / "done.json").read_text())
     assert done["steps"] == 30 and done["best_step"] in (10, 20, 30)
@@ -80,15 +94,11 @@ def test_resume_with_another_config_names_the_fields(tmp_path):
 
 
 class PoisonedBaseline(PointwiseBaseline):
-    """The baseline whose 26th batch yields a NaN loss."""
+    """The baseline whose loss is NaN at its 26th step (step index 25): the loss sees the step."""
 
-    def batches(self, table, config, rng):
-        for index, batch in enumerate(super().batches(table, config, rng)):
-            yield {**batch, "poison": np.full(len(batch["x"]), np.nan if index == 25 else 0.0, np.float32)}
-
-    def loss(self, model, batch, mesh):
-        loss, diagnostics = super().loss(model, batch, mesh)
-        return loss + jnp.sum(batch["poison"]), diagnostics
+    def loss(self, model, batch, step, mesh):
+        loss, diagnostics = super().loss(model, batch, step, mesh)
+        return loss + jnp.where(step == 25, jnp.nan, 0.0), diagnostics
 
 
 def test_nan_loss_stops_with_step_and_keys_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
@@ -104,20 +114,63 @@ def test_nan_loss_stops_with_step_and_keys_and_keeps_last_good_checkpoint(tmp_pa
 
     monkeypatch.setattr(store, "load_table", lambda config: table)
     monkeypatch.setattr(trainer, "get_approach", lambda name: PoisonedBaseline())
-    assert trainer.run_training(one_fold_config(), str(tmp_path / "cli")) == 1
+    assert cli.train_command(one_fold_config(), str(tmp_path / "cli")) == 1
     assert "step 26" in capsys.readouterr().err
 
 
 def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):
     config = one_fold_config()
     config.model.name = "pairwise"
-    assert trainer.run_training(config, str(tmp_path)) == 1
+    assert cli.train_command(config, str(tmp_path)) == 2
     assert "unknown approach 'pairwise'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "train.batch_size=0 must be a positive integer"),
+    ("num_steps", -3, "train.num_steps=-3 must be a positive integer"),
+    ("batch_size", 12, "not a multiple of the 8 devices"),
+])
+def test_config_mistakes_are_refused_before_a_workdir_exists(tmp_path, field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        train(one_fold_config(**{field: value}), tmp_path / "run", table=synthetic_table())
+    assert not (tmp_path / "run").exists()
+    config = approach_a_config(batch_size=24)
+    config.model.sampler.group_size = 5
+    with pytest.raises(ConfigError, match="not a multiple of model.sampler.group_size=5"):
+        train(config, tmp_path / "run", table=synthetic_table())
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_read_only_workdir_is_one_line(tmp_path, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", refuse)
+    with pytest.raises(TrainingError, match=r"cannot write the workdir .*run \(Permission denied\); free space"):
+        train(one_fold_config(), tmp_path / "run", table=synthetic_table())
+
+
+def test_a_changed_store_is_refused_by_resume_evaluate_and_baseline_comparison(tmp_path):
+    table = synthetic_table()
+    train(one_fold_config(num_steps=10), tmp_path / "run", table=table)
+    train(one_fold_config(num_steps=10), tmp_path / "other", table=table)
+    changed = synthetic_table()
+    changed.label_mean[3, 0] += 0.25  # e.g. a re-extracted store with new labels
+    with pytest.raises(TrainingError, match=r"cannot resume: .*run was trained on other data .*labels_sha256"):
+        train(one_fold_config(num_steps=10, resume=True), tmp_path / "run", table=changed)
+    with pytest.raises(FingerprintMismatch, match=r"cannot evaluate: .*labels_sha256"):
+        predict_heldout(tmp_path / "run", table=changed)
+    train(one_fold_config(num_steps=10), tmp_path / "changed", table=changed)
+    from crescend_jax.data.fingerprint import check_same_folds
+
+    check_same_folds(tmp_path / "run", tmp_path / "other", "compare")  # same data, same folds: fine
+    with pytest.raises(FingerprintMismatch, match="trained on different data"):
+        check_same_folds(tmp_path / "run", tmp_path / "changed", "compare with the baseline")
 
 
 def test_predict_heldout_names_a_fold_without_checkpoint(tmp_path):
     table = synthetic_table()
     with pytest.raises(TrainingStopped):
         train(one_fold_config(stop_after_steps=5), tmp_path, table=table)  # killed before the first save (step 10)
-    with pytest.raises(TrainingError, match=r"fold_0 has no checkpoint; train it first"):
+    with pytest.raises(EvaluationError, match=r"fold_0 has no checkpoint; train it first"):
         predict_heldout(tmp_path, table=table)

@@ -126,6 +126,7 @@ def default_demo_data_config() -> ml_collections.ConfigDict:
     config.num_folds = 0
     config.test_compositions = ()
     config.fold_seed = 0
+    config.split_level = "composition"  # or "work": the compositions of one work stay together
     return config
 
 

@@ -96,12 +96,15 @@ def default_data_config() -> ml_collections.ConfigDict:
       compositions, balanced by segment count.
     test_compositions: when non-empty, one fixed hold-out split (these compositions are the test set) instead of folds.
     fold_seed: seed of the composition-to-fold assignment when num_folds >= 2.
+    split_level: "composition" (default) or "work" (folds keep the compositions of one work together, and
+      test_compositions may name a work, e.g. "Beethoven_WoO80").
     """
     config = ml_collections.ConfigDict()
     config.root = "../shared/data/percepiano"
     config.num_folds = 0
     config.test_compositions = ()
     config.fold_seed = 0
+    config.split_level = "composition"  # or "work": the compositions of one work stay together
     return config
 
 

@@ -1,14 +1,38 @@
-"""Train/test splits by whole compositions (pure numpy).
+"""Train/test splits by whole compositions or whole works (pure numpy).
 
 Segments of one composition share music across groups (PercePiano's 16-bar segments are pairs of its 8-bar ones),
-so a split never cuts below a composition. Every function takes per-row arrays [N] and returns bool test masks [N].
+so a split never cuts below a composition. ``data.split_level = "work"`` keeps the compositions of one work
+together (PercePiano's variations of one set and movements of one sonata share a theme and pianists); a work is
+the first two fields of a PercePiano composition name (e.g. ``Beethoven_WoO80`` for ``Beethoven_WoO80_var1``) and the
+composition itself for other corpora. Every function takes per-row arrays [N] and returns bool masks [N].
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
+
+SPLIT_LEVELS = ("composition", "work")
+
+
+def work_of(composition: str, corpus: str) -> str:
+    """The work a composition belongs to: PercePiano ``<composer>_<catalogue>_<part>`` -> ``<composer>_<catalogue>``;
+    every other corpus: the composition itself."""
+    if corpus == "percepiano":
+        return "_".join(str(composition).split("_")[:2])
+    return str(composition)
+
+
+def split_units(compositions: np.ndarray, level: str, corpus: str) -> np.ndarray:
+    """str [N]: the unit each row is split by: its composition, or its work (``level="work"``)."""
+    if level not in SPLIT_LEVELS:
+        raise SplitError(f"unknown data.split_level {level!r}; use one of {SPLIT_LEVELS}")
+    compositions = np.asarray(compositions).astype(str)
+    if level == "composition":
+        return compositions
+    return np.array([work_of(c, corpus) for c in compositions], dtype=object).astype(str)
 
 
 class SplitError(ValueError):
@@ -44,10 +68,14 @@ def composition_folds(compositions: np.ndarray, num_folds: int, seed: int) -> li
     return [fold_of[inverse] == f for f in range(num_folds)]
 
 
-def holdout_split(compositions: np.ndarray, test_compositions: Sequence[str]) -> np.ndarray:
-    """Bool test mask [N]: rows whose composition is in ``test_compositions``."""
+def holdout_split(compositions: np.ndarray, test_compositions: Sequence[str],
+                  units: np.ndarray | None = None) -> np.ndarray:
+    """Bool test mask [N]: rows whose composition is in ``test_compositions``; with ``units`` [N] (e.g. works), a name
+    may also be a unit, and every row of a named row's unit is held out with it (a split never cuts a unit)."""
     compositions = np.asarray(compositions)
-    known = set(compositions.tolist())
+    if isinstance(test_compositions, str):
+        test_compositions = (test_compositions,)
+    known = set(compositions.tolist()) | (set() if units is None else set(np.asarray(units).tolist()))
     unknown = sorted(set(test_compositions) - known)
     if unknown:
         raise SplitError(
@@ -55,17 +83,44 @@ def holdout_split(compositions: np.ndarray, test_compositions: Sequence[str]) ->
         )
     if not test_compositions:
         raise SplitError("test_compositions is empty; name at least one composition to hold out")
-    return np.isin(compositions, list(test_compositions))
+    named = np.isin(compositions, list(test_compositions))
+    if units is None:
+        return named
+    units = np.asarray(units)
+    named |= np.isin(units, list(test_compositions))
+    return np.isin(units, units[named])
 
 
 def evaluation_splits(
-    compositions: np.ndarray, num_folds: int, test_compositions: Sequence[str], seed: int
+    compositions: np.ndarray, num_folds: int, test_compositions: Sequence[str], seed: int,
+    units: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """The test masks a ``config.data`` section asks for: a single hold-out when ``test_compositions`` is
-    non-empty, else `composition_folds`."""
+    non-empty, else `composition_folds` over ``units`` (default: the compositions; e.g. works)."""
     if test_compositions:
-        return [holdout_split(compositions, test_compositions)]
-    return composition_folds(compositions, num_folds, seed)
+        return [holdout_split(compositions, test_compositions, units)]
+    return composition_folds(compositions if units is None else units, num_folds, seed)
+
+
+def validation_mask(units: np.ndarray, fraction: float, seed: int) -> np.ndarray | None:
+    """Bool [N] over a fold's training rows: whole split units (compositions or works), drawn in a random order and
+    added while that brings the validation share of the rows closer to ``fraction`` (at least one unit, never all),
+    so validation never shares music with what is fitted. None when there are fewer than max(2, round(1 / fraction))
+    units: validation would then be one unit in a handful, too noisy and too costly to the fit, and the caller
+    selects checkpoints another way (the last step). Same-music groups are never used as units (16-bar segments
+    reuse the 8-bar recordings of the same composition)."""
+    units = np.asarray(units)
+    names = np.unique(units)
+    if fraction <= 0 or len(names) < max(2, round(1.0 / fraction)):
+        return None
+    names = np.random.default_rng(seed).permutation(names)
+    mask = np.zeros(len(units), bool)
+    for name in names[:-1]:  # at least one unit stays for fitting
+        grown = mask | (units == name)
+        if mask.any() and abs(grown.mean() - fraction) >= abs(mask.mean() - fraction):
+            break
+        mask = grown
+    return mask
 
 
 def _ranked_groups(groups: np.ndarray, performers: np.ndarray) -> np.ndarray:
@@ -106,3 +161,10 @@ def check_split(
                 f"{name}: the {side} side ({int(rows.sum())} rows) has no group with >= 2 performers, so there is "
                 "nothing to rank; choose other test compositions or fewer folds"
             )
+
+
+def first_render_mask(renders: np.ndarray) -> np.ndarray:
+    """bool [N]: rows of the first render (in row order) of a table with one row per (performance, render); all
+    rows when there is one render. Validation and evaluation score each performance once."""
+    renders = np.asarray(renders)
+    return renders == renders[0] if len(renders) else np.zeros(0, bool)

@@ -27,6 +27,8 @@ import numpy as np
 
 from crescend_jax.encoders.base import Encoded
 
+# Bumped by hand when this module's output changes: part of every store's identity (a new version, a new store).
+ENCODER_VERSION = 1
 LAYERS = ("level", "flux", "deviation")
 _AMIN = 1e-10  # power floor: -100 dB
 

@@ -30,6 +30,8 @@ import numpy as np
 
 from crescend_jax.encoders.base import Encoded, resample
 
+# Bumped by hand when this module's output changes: part of every store's identity (a new version, a new store).
+ENCODER_VERSION = 1
 MUQ_SAMPLE_RATE = 24_000
 MIN_SAMPLES = 2048  # the centred STFT (n_fft 2048) reflect-pads 1024 samples on each side
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

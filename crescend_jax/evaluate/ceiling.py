@@ -79,7 +79,7 @@ def _padded_ratings(ratings: list[np.ndarray], num_dims: int) -> tuple[np.ndarra
         panel = np.asarray(panel, np.float64)
         if panel.size and (panel.ndim != 2 or panel.shape[1] != num_dims):
             raise ValueError(f"ratings of row {row} have shape {panel.shape}; expected [raters, {num_dims}]")
-        panel = panel.reshape(-1, num_dims)
+        panel = panel.reshape(-1, num_dims) if panel.size else np.zeros((0, num_dims))
         panels.append(panel[np.isfinite(panel).any(axis=1)])
     counts = np.array([len(p) for p in panels], dtype=np.int64)
     padded = np.full((len(panels), int(counts.max(initial=0)), num_dims), np.nan)
@@ -132,7 +132,7 @@ def noise_ceiling(
         raise ValueError(f"{len(ratings)} rating panels but {len(groups)} group ids: one panel per row is needed")
     if num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
-    num_dims = next((np.shape(r)[1] for r in ratings if np.size(r)), 0)
+    num_dims = next((np.shape(r)[1] for r in ratings if np.ndim(r) == 2), 0)
     padded, counts = _padded_ratings(ratings, num_dims)
     usable = counts >= 2
     if exclude is not None:

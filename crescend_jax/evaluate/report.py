@@ -1,19 +1,5 @@
-"""k-fold aggregation of held-out predictions into a JSON metrics dict, and the experiment report (markdown + plots).
-
-Metrics dict layout (every array is a list over the 19 dimensions; NaN is written as null):
-  dimensions, num_rows, num_groups, num_compositions, num_deadpan_rows, folds, min_gap, target
-  pooled[name]         = {"per_dimension": [...], "mean": x}   over all held-out rows at once
-  per_fold             = [{"fold", "num_rows", "num_groups", "metrics": {name: {...}}}]
-  fold_mean, fold_std  = {name: {"per_dimension", "mean"}}      mean / std over folds (the "mean" entry is the
-                                                               mean / std over folds of each fold's dimension mean)
-  ceiling              = {"per_dimension", "mean", "reliability", "num_pairs", "num_segments", "num_splits"}
-  ceiling_no_score     = the same over pairs without Score renditions (deadpan pairs are easier for raters)
-  fraction_of_ceiling[accuracy name] = {"per_dimension", "mean"} (pooled; mean = (mean acc - 0.5)/(mean ceiling - 0.5));
-                         the no-Score accuracy against ceiling_no_score, the others against ceiling (the gap
-                         variant conditions on the noisy labels, which the split-half model does not cover)
-  within_group         = {"dimensions", "target", "predicted", "actual"}: group-centred values for the plotted dims
-Pairs never cross groups and a group lies within one composition, so pooled pairs are the union of the folds' pairs.
-"""
+"""The experiment report of an evaluated run: report.md (hypothesis, configuration, results against the baseline,
+observations computed from the numbers) and plots, from the metrics dict of `crescend_jax.evaluate.summary`."""
 
 from __future__ import annotations
 
@@ -29,167 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS  # noqa: E402
-from crescend_jax.data.segments import DEADPAN_PERFORMERS  # noqa: E402
-from crescend_jax.data.table import EmbeddingTable  # noqa: E402
-from crescend_jax.evaluate import ceiling as ceiling_lib  # noqa: E402
-from crescend_jax.evaluate import metrics as metrics_lib  # noqa: E402
-
-ACCURACIES = ("pairwise_accuracy", "pairwise_accuracy_gap", "pairwise_accuracy_no_score")
-PLOTTED_DIMENSIONS = 4
-
-
-def _clean(value: Any) -> Any:
-    """numpy / NaN -> JSON: arrays to lists, NaN and inf to None."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _nanmean(values: np.ndarray, axis=None) -> np.ndarray | float:
-    values = np.asarray(values, np.float64)
-    finite = np.isfinite(values)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(finite, values, 0.0).sum(axis=axis) / finite.sum(axis=axis)
-
-
-def _nanstd(values: np.ndarray, axis=None) -> np.ndarray | float:
-    values = np.asarray(values, np.float64)
-    mean = _nanmean(values, axis=axis)
-    mean = np.expand_dims(mean, axis) if axis is not None else mean
-    return np.sqrt(_nanmean((values - mean) ** 2, axis=axis))
-
-
-def _summarise(per_dimension: np.ndarray) -> dict[str, Any]:
-    return {"per_dimension": per_dimension, "mean": _nanmean(per_dimension)}
-
-
-def _ceiling_summary(noise: ceiling_lib.NoiseCeiling) -> dict[str, Any]:
-    return {
-        "per_dimension": noise.ceiling,
-        "mean": _nanmean(noise.ceiling),
-        "reliability": noise.reliability,
-        "num_pairs": noise.num_pairs,
-        "num_segments": noise.num_segments,
-        "num_splits": noise.num_splits,
-    }
-
-
-def evaluate_predictions(
-    table: EmbeddingTable,
-    scores: np.ndarray,
-    fold: np.ndarray,
-    *,
-    min_gap: float = metrics_lib.DEFAULT_MIN_GAP,
-    ceiling_splits: int = ceiling_lib.DEFAULT_NUM_SPLITS,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """All metrics of held-out ``scores`` float [N, 19] on ``table`` (N rows), pooled and per ``fold`` int [N].
-
-    Returns a JSON-serialisable dict (layout in the module docstring). ``min_gap`` is the label gap of the
-    gap variant; ``ceiling_splits`` and ``seed`` drive the split-half noise ceiling (computed once, on all rows).
-    """
-    scores = np.asarray(scores, np.float64)
-    fold = np.asarray(fold)
-    num_rows = len(table)
-    if scores.shape != (num_rows, NUM_DIMENSIONS):
-        raise ValueError(
-            f"scores have shape {scores.shape}; expected [{num_rows}, {NUM_DIMENSIONS}] (one row per table row)"
-        )
-    if fold.shape != (num_rows,):
-        raise ValueError(f"fold ids have shape {fold.shape}; expected [{num_rows}]")
-    bad = ~np.isfinite(scores).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"{bad.sum()} rows have non-finite scores (first: {table.keys[bad][0]}); the model diverged or the "
-            "predictions are corrupt: retrain, e.g. with a lower learning rate"
-        )
-    if num_rows == 0:
-        raise ValueError("no held-out rows to evaluate: the table is empty")
-
-    deadpan = np.isin(table.performers, DEADPAN_PERFORMERS)
-    truth = table.label_truth if np.isfinite(table.label_truth).any() else None
-
-    def measure(rows: np.ndarray) -> dict[str, np.ndarray]:
-        return metrics_lib.ranking_metrics(
-            scores[rows], table.label_mean[rows], table.groups[rows],
-            deadpan=deadpan[rows], truth=None if truth is None else truth[rows], min_gap=min_gap,
-        )
-
-    everything = np.arange(num_rows)
-    pooled = measure(everything)
-    fold_ids = np.unique(fold)
-    per_fold = []
-    for fold_id in fold_ids:
-        rows = np.flatnonzero(fold == fold_id)
-        per_fold.append((fold_id, rows, measure(rows)))
-
-    noise = ceiling_lib.noise_ceiling(table.ratings, table.groups, num_splits=ceiling_splits, seed=seed)
-    noise_no_score = ceiling_lib.noise_ceiling(
-        table.ratings, table.groups, num_splits=ceiling_splits, seed=seed, exclude=deadpan
-    ) if deadpan.any() else noise
-    fraction = {}
-    for name in ACCURACIES:
-        reference = noise_no_score.ceiling if name == "pairwise_accuracy_no_score" else noise.ceiling
-        usable = np.isfinite(pooled[name]) & np.isfinite(reference)
-        mean_fraction = ceiling_lib.fraction_of_ceiling(
-            np.array([_nanmean(pooled[name][usable])]), np.array([_nanmean(reference[usable])])
-        )[0]
-        fraction[name] = {
-            "per_dimension": ceiling_lib.fraction_of_ceiling(pooled[name], reference),
-            "mean": mean_fraction,
-        }
-
-    fold_mean, fold_std = {}, {}
-    for name in pooled:
-        stacked = np.stack([values[name] for _, _, values in per_fold]).astype(np.float64)  # [F, K]
-        dimension_means = _nanmean(stacked, axis=1)
-        fold_mean[name] = {"per_dimension": _nanmean(stacked, axis=0), "mean": _nanmean(dimension_means)}
-        fold_std[name] = {"per_dimension": _nanstd(stacked, axis=0), "mean": _nanstd(dimension_means)}
-
-    target = table.label_mean if truth is None else truth
-    plotted = np.argsort(-np.nan_to_num(pooled["pairwise_accuracy"], nan=-1.0), kind="stable")
-    plotted = np.unique(np.concatenate([plotted[: PLOTTED_DIMENSIONS // 2], plotted[::-1][: PLOTTED_DIMENSIONS // 2]]))
-    within_group = {
-        "dimensions": [DIMENSIONS[k] for k in plotted],
-        "target": "label_mean" if truth is None else "label_truth",
-        "predicted": np.round(metrics_lib.centre_by_group(scores, table.groups)[:, plotted].T, 5),
-        "actual": np.round(metrics_lib.centre_by_group(target, table.groups)[:, plotted].T, 5),
-    }
-
-    return _clean({
-        "dimensions": list(DIMENSIONS),
-        "num_rows": num_rows,
-        "num_groups": len(np.unique(table.groups)),
-        "num_compositions": len(np.unique(table.compositions)),
-        "num_deadpan_rows": int(deadpan.sum()),
-        "folds": fold_ids,
-        "min_gap": min_gap,
-        "target": within_group["target"],
-        "pooled": {name: _summarise(values) for name, values in pooled.items()},
-        "per_fold": [
-            {
-                "fold": fold_id,
-                "num_rows": len(rows),
-                "num_groups": len(np.unique(table.groups[rows])),
-                "metrics": {name: _summarise(v) for name, v in values.items()},
-            }
-            for fold_id, rows, values in per_fold
-        ],
-        "fold_mean": fold_mean,
-        "fold_std": fold_std,
-        "ceiling": _ceiling_summary(noise),
-        "ceiling_no_score": _ceiling_summary(noise_no_score),
-        "fraction_of_ceiling": fraction,
-        "within_group": within_group,
-    })
-
+from crescend_jax.evaluate.disentanglement import disentanglement_table  # noqa: E402
+from crescend_jax.evaluate.summary import to_json  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- report writing
 
@@ -410,7 +237,62 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
             f"{format_value(_mean(baseline, 'pairwise_accuracy', 'fold_std'))}). Largest gains: {gains}. "
             f"Largest losses: {losses}."
         )
+        if metrics.get("versus_baseline"):
+            notes.append(_verdict("the baseline", metrics["versus_baseline"]))
+    if metrics.get("reference"):
+        notes.append(_verdict(f"the linear reference ({metrics['reference']['name']})",
+                              metrics["reference"]["difference"]))
     return notes
+
+
+def interval_text(interval: dict | None, signed: bool = False) -> str:
+    """"0.578 [0.561, 0.595]" from an {"estimate", "low", "high"} dict ("n/a" when missing)."""
+    if not interval:
+        return "n/a"
+    return (f"{format_value(interval['estimate'], signed=signed)} [{format_value(interval['low'], signed=signed)}, "
+            f"{format_value(interval['high'], signed=signed)}]")
+
+
+def _verdict(other: str, difference: dict) -> str:
+    """One sentence on a paired difference: real only when its 95% interval excludes 0."""
+    mean = difference["mean"]
+    text = f"Paired difference against {other} (this run minus it): {interval_text(mean, signed=True)}"
+    if not difference.get("excludes_zero"):
+        return text + ": the interval includes 0, so no real difference is shown."
+    better = "higher" if (mean["estimate"] or 0) > 0 else "lower"
+    return text + f": the interval excludes 0, so this run is really {better}."
+
+
+def _intervals_section(metrics: dict) -> list[str]:
+    """The mean accuracy with its interval, the linear reference, and the paired comparisons."""
+    level = metrics.get("interval", {}).get("level", 0.95)
+    lines = ["## Intervals and references", "",
+             f"{100 * level:.0f}% intervals: bootstrap over same-music groups, resampled within each composition "
+             f"({metrics.get('interval', {}).get('num_replicates', 'n/a')} replicates); comparisons are paired (same "
+             "pairs, same replicates). A difference is called real only when its interval excludes 0.", "",
+             "| | mean pairwise accuracy [95% interval] | minus this run's reference: paired difference |",
+             "|---|---|---|",
+             f"| this run | {interval_text(metrics.get('interval', {}).get('mean'))} | |"]
+    reference = metrics.get("reference")
+    if reference:
+        lines.append(f"| linear reference ({reference['name']}, {reference['input_dim']} inputs) | "
+                     f"{interval_text(reference['interval']['mean'])} | this run − reference: "
+                     f"{interval_text(reference['difference']['mean'], signed=True)} |")
+    if metrics.get("versus_baseline"):
+        lines.append(f"| baseline | | this run − baseline: "
+                     f"{interval_text(metrics['versus_baseline']['mean'], signed=True)} |")
+    return lines + [""]
+
+
+def _disentanglement_section(metrics: dict) -> list[str]:
+    if not metrics.get("disentanglement"):
+        return []
+    return ["## Disentanglement", "",
+            f"Probes on each fold's training rows (mean over {metrics['disentanglement'].get('num_folds', 1)} folds): "
+            "the composition probe trains on some same-music groups of the training compositions and names the "
+            "composition of held-out groups (a probe cannot name an unseen composition).", "",
+            *disentanglement_table(metrics["disentanglement"]), "",
+            "![embeddings coloured by composition](embeddings.png)", ""]
 
 
 def write_report(workdir: str | Path, metrics: dict, config_json: str, baseline_metrics: dict | None) -> Path:
@@ -428,7 +310,7 @@ def write_report(workdir: str | Path, metrics: dict, config_json: str, baseline_
     title = experiment.get("name") or workdir.name
     hypothesis = experiment.get("hypothesis") or "(none given: set `config.experiment.hypothesis`)"
 
-    (workdir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False) + "\n")
+    (workdir / "metrics.json").write_text(json.dumps(to_json(metrics), indent=2, allow_nan=False) + "\n")
     _plot_accuracy(workdir / "accuracy_vs_ceiling.png", metrics, baseline_metrics)
     _plot_within_group(workdir / "within_group.png", metrics)
 
@@ -469,6 +351,8 @@ def write_report(workdir: str | Path, metrics: dict, config_json: str, baseline_
         "",
         f"![predicted against {metrics['target']} inside groups](within_group.png)",
         "",
+        *_intervals_section(metrics),
+        *_disentanglement_section(metrics),
         "## Observations",
         "",
         *[f"- {note}" for note in _observations(metrics, baseline_metrics)],

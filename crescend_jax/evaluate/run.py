@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import ml_collections
+import numpy as np
 
 from crescend_jax.config import config_to_json
+from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.evaluate import ceiling as ceiling_lib
+from crescend_jax.evaluate import comparison
+from crescend_jax.evaluate import disentanglement as disentanglement_lib
 from crescend_jax.evaluate import metrics as metrics_lib
-from crescend_jax.evaluate.report import evaluate_predictions, write_report
-
-
-def load_baseline_metrics(baseline: str | Path) -> dict:
-    """The metrics dict a previous ``evaluate`` wrote into the baseline workdir."""
-    path = Path(baseline) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"baseline {path} does not exist: run `crescend-jax evaluate --workdir {baseline}` on the baseline first"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"baseline {path} is not valid JSON ({err}): re-run evaluate on the baseline") from None
+from crescend_jax.evaluate.predict import EvaluationError, HeldoutPredictions, predict_heldout, read_config
+from crescend_jax.evaluate.reference import reference_predictions
+from crescend_jax.evaluate.report import write_report
+from crescend_jax.evaluate.summary import evaluate_predictions, to_json
 
 
 def default_eval_config() -> ml_collections.ConfigDict:
@@ -34,42 +28,105 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.min_gap = metrics_lib.DEFAULT_MIN_GAP  # pairs with a smaller label gap are left out of the gap variant
     config.ceiling_splits = ceiling_lib.DEFAULT_NUM_SPLITS  # random half-panel splits averaged by the ceiling
     config.ceiling_seed = 0
+    config.reference = True  # the linear (ridge) reference on the same inputs and folds, in every report
+    config.disentanglement = True  # probes of each named embedding (and the input) on the folds' training rows
+    config.bootstrap_replicates = 2000
+    config.bootstrap_seed = 0
     return config
 
 
-def _evaluation_settings(config: ml_collections.ConfigDict) -> dict:
-    """``config.eval.{min_gap, ceiling_splits, ceiling_seed}``, with the defaults for a run's config without them."""
+def eval_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config.eval`` completed with the defaults (a run's config from an older version may lack fields)."""
     section = default_eval_config()
     section.update(config.get("eval") or {})
-    return {"min_gap": float(section.min_gap), "ceiling_splits": int(section.ceiling_splits),
-            "seed": int(section.ceiling_seed)}
+    return section
 
 
-def evaluate_workdir(workdir: str, baseline: str | None = None) -> int:
-    """Evaluates the held-out predictions of ``workdir``, compared with ``baseline`` (a workdir) when given, else
-    with the run's ``config.eval.baseline_workdir`` when that is set.
-
-    Writes metrics.json, report.md and PNG plots into ``workdir`` and prints where the report is.
-    Returns 0, or 2 with a message on stderr when the baseline or the trained run cannot be read.
-    """
-    from crescend_jax.train.trainer import TrainingError, predict_heldout
-
+def load_baseline_metrics(baseline: str | Path, workdir: str | Path) -> dict:
+    """The metrics a previous ``evaluate`` wrote into the baseline workdir, after checking that the baseline was
+    trained on the same data and folds as ``workdir`` (`FingerprintMismatch` otherwise)."""
+    path = Path(baseline) / "metrics.json"
+    if not path.is_file():
+        raise EvaluationError(
+            f"baseline {path} does not exist: run `crescend-jax evaluate --workdir {baseline}` on the baseline first"
+        )
+    fingerprint_lib.check_same_folds(workdir, baseline, "compare with the baseline")
     try:
-        baseline_metrics = None if baseline is None else load_baseline_metrics(baseline)
-        heldout = predict_heldout(workdir)
-        configured = (heldout.config.get("eval") or {}).get("baseline_workdir", "")
-        if baseline is None and configured:
-            baseline_metrics = load_baseline_metrics(configured)
-    except (FileNotFoundError, ValueError, TrainingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    metrics = evaluate_predictions(heldout.table, heldout.scores, heldout.fold, **_evaluation_settings(heldout.config))
-    report = write_report(workdir, metrics, config_to_json(heldout.config), baseline_metrics)
-    accuracy = metrics["pooled"]["pairwise_accuracy"]["mean"]
-    fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
-    print(
-        f"held-out pairwise accuracy {accuracy:.3f}"
-        + (f" ({100 * fraction:.0f}% of the way to the noise ceiling)" if fraction is not None else "")
-    )
-    print(f"report: {report}")
-    return 0
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise EvaluationError(f"baseline {path} is not valid JSON ({err}): re-run evaluate on the baseline") from None
+
+
+def _mean_over_folds(values: list[Any]) -> Any:
+    """The mean of numbers at the same place in several nested dicts (None where any is missing/None)."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _mean_over_folds([v.get(k) if isinstance(v, dict) else None for v in values]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return float(np.mean(numbers)) if len(numbers) == len(values) else None
+    return first
+
+
+def disentanglement(heldout: HeldoutPredictions, workdir: Path) -> dict[str, Any] | None:
+    """Probe metrics of the raw input and each named embedding, on each fold's training rows (held-out groups of
+    the training compositions score the composition probe), averaged over folds; a 2-D picture of fold 0's."""
+    if not heldout.train_rows:
+        return None
+    per_fold = []
+    for k, rows in sorted(heldout.train_rows.items()):
+        source = heldout.source.subset(rows)
+        named = {"input": source.pooled, **heldout.train_embeddings[k]}
+        factors = getattr(source, "performer_factors", None)
+        per_fold.append(disentanglement_lib.disentanglement_metrics(
+            named, source.compositions, source.groups, factors=factors))
+        if k == min(heldout.train_rows):
+            disentanglement_lib.plot_embeddings(workdir / "embeddings.png", named, source.compositions)
+    result = _mean_over_folds(per_fold)
+    result["num_folds"] = len(per_fold)
+    return result
+
+
+def evaluate_workdir(workdir: str, baseline: str | None = None,
+                     config: ml_collections.ConfigDict | None = None) -> dict:
+    """Evaluates the held-out predictions of ``workdir``, compared with ``baseline`` (a workdir) when given, else
+    with the run's ``config.eval.baseline_workdir`` when that is set. ``config``: the run's config with overrides
+    (e.g. of ``eval``); None = the saved one.
+
+    Beside the metrics of `evaluate_predictions`, the dict holds: "interval" (95% bootstrap interval of the mean
+    pairwise accuracy over same-music groups, stratified by composition), "reference" (the ridge reference on the
+    same inputs and folds, its accuracy, interval and the paired difference run - reference), "versus_baseline"
+    (the paired difference run - baseline) and "disentanglement" (probes).
+    Writes metrics.json, heldout.npz, report.md and PNG plots into ``workdir``; returns the metrics dict (with
+    "report": path). Raises `EvaluationError` / `FingerprintMismatch` when the run or the baseline cannot be read.
+    """
+    workdir_path = Path(workdir)
+    run_config = config if config is not None else None
+    settings = eval_settings(run_config if run_config is not None else read_config(workdir_path))
+    heldout = predict_heldout(workdir, training_embeddings=bool(settings.disentanglement))
+    run_config = run_config if run_config is not None else heldout.config
+    baseline = baseline or settings.baseline_workdir or None
+    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
+    table, predictions = heldout.table, heldout.predictions
+    metrics = evaluate_predictions(table, predictions, heldout.fold, min_gap=float(settings.min_gap),
+                                   ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))
+    boot = {"seed": int(settings.bootstrap_seed), "num_replicates": int(settings.bootstrap_replicates)}
+    metrics["interval"] = to_json(comparison.accuracy_interval(predictions, table, **boot))
+    comparison.save_heldout(workdir_path, table, predictions, heldout.fold)
+    if settings.reference:
+        _, folds = fingerprint_lib.read_record(workdir_path)
+        reference, summary = reference_predictions(heldout.source, folds, table)
+        scored = evaluate_predictions(table, reference, heldout.fold, min_gap=float(settings.min_gap),
+                                      ceiling_splits=1, seed=int(settings.ceiling_seed))
+        metrics["reference"] = to_json({
+            **summary, "pairwise_accuracy": scored["pooled"]["pairwise_accuracy"],
+            "kendall_tau_b": scored["pooled"]["kendall_tau_b"],
+            "interval": comparison.accuracy_interval(reference, table, **boot),
+            "difference": comparison.paired_difference(predictions, reference, table, **boot)})
+    if baseline is not None:
+        base = comparison.load_heldout(baseline, table)
+        metrics["versus_baseline"] = to_json(comparison.paired_difference(predictions, base, table, **boot))
+    if settings.disentanglement:
+        metrics["disentanglement"] = to_json(disentanglement(heldout, workdir_path))
+    metrics["report"] = str(write_report(workdir, metrics, config_to_json(run_config), baseline_metrics))
+    return metrics

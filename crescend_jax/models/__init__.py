@@ -1,11 +1,11 @@
-"""One file per approach; each exposes an `Approach` (see crescend_jax.train.approach)."""
+"""One file per approach; each exposes an `Approach` (the contract: crescend_jax.models.contract)."""
 
 from __future__ import annotations
 
 import importlib
 
 from crescend_jax.config import ConfigError
-from crescend_jax.train.approach import Approach
+from crescend_jax.models.contract import Approach
 
 # name -> (module, class); imported only when asked for, so one approach's dependencies never burden another.
 APPROACHES: dict[str, tuple[str, str]] = {

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from crescend_jax.config import ConfigError
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.losses.pointwise import masked_mse
-from crescend_jax.train.approach import Batch
+from crescend_jax.models.contract import SCORER, check_batch_config, model_input
+from crescend_jax.models.sampler import PlainSampler
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -34,47 +35,37 @@ class PointwiseMLP(nnx.Module):
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.out = nnx.Linear(hidden_dim, NUM_DIMENSIONS, rngs=rngs)
 
+    def features(self, x: jax.Array) -> jax.Array:
+        """The hidden layer GELU(Linear(x)) [B, hidden] (before dropout): the embedding the evaluation probes."""
+        return nnx.gelu(self.hidden(x))
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nnx.sigmoid(self.out(self.dropout(nnx.gelu(self.hidden(x)))))
-
-
-def plain_batches(table: EmbeddingTable, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
-    """Endless shuffled batches of ``batch_size`` rows: epochs are fresh permutations, joined end to end.
-
-    Besides the `Batch` fields, "row" int32 [B] holds each row's index in ``table`` (for error messages).
-    """
-    groups = table.group_ids()
-    label_std = np.nan_to_num(table.label_std.astype(np.float32), nan=0.0)
-    order = np.empty(0, dtype=np.int64)
-    while True:
-        while len(order) < batch_size:
-            order = np.concatenate([order, rng.permutation(len(table))])
-        rows, order = order[:batch_size], order[batch_size:]
-        yield {
-            "x": table.pooled[rows].astype(np.float32),
-            "label_mean": table.label_mean[rows].astype(np.float32),
-            "label_std": label_std[rows],
-            "group": groups[rows],
-            "mask": np.ones(batch_size, np.float32),
-            "row": rows.astype(np.int32),
-        }
+        return nnx.sigmoid(self.out(self.dropout(self.features(x))))
 
 
 class PointwiseBaseline:
-    """`Approach` "baseline": regress each performance's 19 label means independently."""
+    """`Approach` "baseline" (a scorer): regress each performance's 19 label means independently."""
 
     name = "baseline"
+    kind = SCORER
+
+    def check_config(self, config: ml_collections.ConfigDict) -> None:
+        check_batch_config(config)
+        if model_input(config) != "pooled":
+            raise ConfigError("the baseline reads pooled vectors only; set --config.model.input=pooled")
+        if not 0 <= config.model.dropout < 1 or config.model.hidden_dim < 1:
+            raise ConfigError("model.dropout must be in [0, 1) and model.hidden_dim positive")
 
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         return PointwiseMLP(input_dim, config.model.hidden_dim, config.model.dropout, rngs)
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
-        del mesh  # plain data parallelism: jit partitions the batch mean over the "data" axis itself
+    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
+             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
+        del step, mesh  # no schedule; plain data parallelism: jit partitions the batch mean over the "data" axis
         return masked_mse(model(batch["x"]), batch["label_mean"], batch["mask"])
 
-    def batches(self, table: EmbeddingTable, config: ml_collections.ConfigDict,
-                rng: np.random.Generator) -> Iterator[Batch]:
-        return plain_batches(table, config.train.batch_size, rng)
+    def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: int) -> PlainSampler:
+        return PlainSampler(table, config.train.batch_size, seed)
 
-    def predict(self, model: nnx.Module, x: jax.Array) -> jax.Array:
-        return model(x)
+    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+        return {"scores": model(x), "hidden": model.features(x)}

@@ -10,12 +10,11 @@ performances of the same music as positives.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -24,11 +23,10 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.losses.infonce import STRATEGIES, infonce_loss, sharded_infonce_loss
 from crescend_jax.losses.ranking import margin_ranking_loss
-from crescend_jax.train.approach import Batch
-from crescend_jax.train.sampler import group_batches
+from crescend_jax.models.contract import SCORER, check_batch_config, crop_frames, model_input
+from crescend_jax.models.sampler import GroupSampler
 
 POOLINGS = ("mean", "attention")
-INPUTS = ("pooled", "frames")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -43,7 +41,8 @@ def default_model_config() -> ml_collections.ConfigDict:
     sampler.crop_seconds: crop length for input="frames".
     loss.margin, loss.min_label_gap, loss.agreement_weighting: see `margin_ranking_loss` / `agreement_weights`.
     loss.lambda_piece: weight of the InfoNCE term (0 = ranking only). loss.temperature: its T.
-    loss.block_size: InfoNCE tile edge. loss.strategy: "ring" or "allgather" on a multi-device mesh.
+    loss.block_size: InfoNCE tile edge; 0 = the loss's platform default, the fastest in bench/infonce.md (2048 on
+      CPU, 8192 on accelerators). loss.strategy: "ring" or "allgather" on a multi-device mesh.
     """
     config = ml_collections.ConfigDict()
     config.name = "contrastive"
@@ -63,7 +62,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.loss.agreement_weighting = True
     config.loss.lambda_piece = 0.1
     config.loss.temperature = 0.1
-    config.loss.block_size = 128
+    config.loss.block_size = 0
     config.loss.strategy = "ring"
     return config
 
@@ -99,6 +98,11 @@ class ContrastiveRankingModel(nnx.Module):
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(z float32 [B, E] unit rows, scores float32 [B, 19])."""
+        z, scores, _ = self.outputs(x)
+        return z, scores
+
+    def outputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(z [B, E] unit rows, scores [B, 19], the shared projection h [B, E])."""
         if x.ndim == 2:
             x = x[:, None, :]  # a pooled vector is a one-frame sequence
         h = self.attention(x) if self.attention is not None else jnp.mean(x, axis=1)
@@ -109,7 +113,7 @@ class ContrastiveRankingModel(nnx.Module):
         # rsqrt of a clamped squared norm, not z / max(norm(z), eps): the gradient of norm() is NaN at z = 0, which a
         # zero padding row reaches at initialisation (zero biases), and 0 * NaN poisons every parameter.
         z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
-        return z, self.rank_head(h)
+        return z, self.rank_head(h), h
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,32 +130,51 @@ class _Objective:
     strategy: str
 
 
+def objective_from_config(config: ml_collections.ConfigDict) -> _Objective:
+    """The loss settings of ``config.model`` (checked)."""
+    model, loss = config.model, config.model.loss
+    if loss.strategy not in STRATEGIES:
+        raise ConfigError(f"unknown model.loss.strategy {loss.strategy!r}; set --config.model.loss.strategy to one "
+                          f"of {STRATEGIES}")
+    if loss.block_size < 0 or loss.temperature <= 0:
+        raise ConfigError("model.loss.block_size must be >= 0 (0 = platform default) and model.loss.temperature > 0")
+    return _Objective(
+        group_size=model.sampler.group_size, margin=loss.margin, min_label_gap=loss.min_label_gap,
+        agreement_weighting=loss.agreement_weighting, lambda_piece=loss.lambda_piece,
+        temperature=loss.temperature, block_size=loss.block_size, strategy=loss.strategy)
+
+
 class ContrastiveRanking:
-    """`Approach` "contrastive" (approach A)."""
+    """`Approach` "contrastive" (approach A, a scorer)."""
 
     name = "contrastive"
+    kind = SCORER
 
     def __init__(self) -> None:
         self._objective: _Objective | None = None
 
+    def check_config(self, config: ml_collections.ConfigDict) -> None:
+        model = config.model
+        check_batch_config(config, model.sampler.group_size)
+        model_input(config)
+        if model.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {model.pooling!r}; set --config.model.pooling to one of {POOLINGS}")
+        if model.input == "frames" and model.sampler.crop_seconds <= 0:
+            raise ConfigError("model.sampler.crop_seconds must be positive for frame inputs")
+        objective_from_config(config)
+
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         model = config.model
-        if model.input not in INPUTS:
-            raise ConfigError(f"unknown model.input {model.input!r}; set --config.model.input to one of {INPUTS}")
-        loss = model.loss
-        if loss.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown model.loss.strategy {loss.strategy!r}; set --config.model.loss.strategy to one "
-                              f"of {STRATEGIES}")
-        self._objective = _Objective(
-            group_size=model.sampler.group_size, margin=loss.margin, min_label_gap=loss.min_label_gap,
-            agreement_weighting=loss.agreement_weighting, lambda_piece=loss.lambda_piece,
-            temperature=loss.temperature, block_size=loss.block_size, strategy=loss.strategy)
+        model_input(config)
+        self._objective = objective_from_config(config)
         return ContrastiveRankingModel(
             input_dim, hidden_dim=model.hidden_dim, num_layers=model.num_layers, dropout=model.dropout,
             projection_dim=model.projection_dim, pooling=model.pooling, rngs=rngs)
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
+    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
+             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
         """L_rank on the [P, K] layout plus lambda_piece * InfoNCE over the whole (sharded) batch."""
+        del step  # no schedule
         objective = self._objective
         if objective is None:
             raise RuntimeError("ContrastiveRanking.loss needs build_model(config, ...) first (it fixes the loss settings)")
@@ -166,23 +189,21 @@ class ContrastiveRanking:
             margin=objective.margin, min_label_gap=objective.min_label_gap)
         if objective.lambda_piece == 0:
             return rank_loss, diagnostics
+        block_size = objective.block_size or None
         if mesh.devices.size > 1:
             piece_loss, piece = sharded_infonce_loss(
                 z, batch["group"], batch["mask"], objective.temperature, mesh=mesh, axis_name=mesh.axis_names[0],
-                block_size=objective.block_size, strategy=objective.strategy)
+                block_size=block_size, strategy=objective.strategy)
         else:
             piece_loss, piece = infonce_loss(z, batch["group"], batch["mask"], objective.temperature,
-                                             block_size=objective.block_size)
+                                             block_size=block_size)
         diagnostics.update({f"piece_{name}": value for name, value in piece.items()}, piece_loss=piece_loss)
         return rank_loss + objective.lambda_piece * piece_loss, diagnostics
 
-    def batches(self, table: EmbeddingTable, config: ml_collections.ConfigDict, rng: np.random.Generator) -> Iterator[Batch]:
-        model = config.model
-        crop_frames = round(model.sampler.crop_seconds * table.frame_rate) if model.input == "frames" else 0
-        if model.input == "frames" and crop_frames < 1:
-            raise ConfigError(f"model.sampler.crop_seconds={model.sampler.crop_seconds} gives no frame at "
-                             f"{table.frame_rate} frames/s; raise --config.model.sampler.crop_seconds")
-        return group_batches(table, config.train.batch_size, model.sampler.group_size, rng, crop_frames=crop_frames)
+    def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: int) -> GroupSampler:
+        return GroupSampler(table, config.train.batch_size, config.model.sampler.group_size, seed,
+                            crop_frames=crop_frames(config, table.frame_rate))
 
-    def predict(self, model: nnx.Module, x: jax.Array) -> jax.Array:
-        return model(x)[1]
+    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+        z, scores, h = model.outputs(x)
+        return {"scores": scores, "z_piece": z, "hidden": h}

@@ -14,7 +14,10 @@ from tqdm.auto import tqdm
 
 
 class MetricsWriter:
-    """Appends one JSON line per logged step to ``<directory>/metrics.jsonl`` and mirrors scalars to TensorBoard."""
+    """Appends one JSON line per logged step to ``<directory>/metrics.jsonl`` and mirrors scalars to TensorBoard.
+
+    Opened at ``initial_step`` > 0 (a resumed run), it first drops the lines of steps after ``initial_step`` (logged
+    by the killed run past its last checkpoint, and about to be logged again), so each step appears once."""
 
     def __init__(self, directory: str | Path, total_steps: int, initial_step: int = 0, description: str = ""):
         self.enabled = jax.process_index() == 0
@@ -24,7 +27,12 @@ class MetricsWriter:
         if not self.enabled:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.directory / "metrics.jsonl", "a")
+        path = self.directory / "metrics.jsonl"
+        if path.exists():  # a resumed run: drop what the killed run logged after its last checkpoint
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= initial_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._jsonl = open(path, "a")
         self._tensorboard = SummaryWriter(str(self.directory / "tensorboard"))
         self._bar = tqdm(total=total_steps, initial=initial_step, desc=description, unit="step", dynamic_ncols=True)
 

@@ -1,11 +1,17 @@
-"""The training loop: composition folds, a jitted data-parallel step, checkpoints, metrics (big_vision style).
+"""The fold loop (big_vision style): for each composition fold, steps, checkpoints, resume and logging.
 
 Workdir layout::
 
     config.json            the config of the run (a resume must match it)
+    fingerprint.json       what it trained on: stores, data root, hashes of keys and labels (`data.fingerprint`)
     folds.json             per fold: held-out compositions and keys
-    fold_<k>/checkpoints/  orbax: latest and best-by-validation steps
+    fold_<k>/checkpoints/  orbax: latest and best-by-validation steps ("model" and "optimizer" items)
     fold_<k>/metrics.jsonl, fold_<k>/tensorboard/, fold_<k>/input_stats.npz, fold_<k>/done.json
+
+The approach supplies the model, loss, sampler and predictions (`crescend_jax.models.contract`); splitting lives in
+`crescend_jax.data.splits`, the model's jitted functions in `crescend_jax.models.functions`, the step in `step`,
+the optimiser in `optimizer`, the on-device input path in `input_pipeline`, held-out prediction in
+`crescend_jax.evaluate.predict`, exit codes in `crescend_jax.cli`.
 """
 
 from __future__ import annotations
@@ -13,31 +19,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax import nnx
-from jax.sharding import Mesh
 
 from crescend_jax.config import ConfigError, config_to_json
-from crescend_jax.data.splits import SplitError, check_split, evaluation_splits
+from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, split_units,
+                                      validation_mask)
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.evaluate.metrics import pairwise_accuracy
 from crescend_jax.models import get_approach
-from crescend_jax.train import distributed
-from crescend_jax.train.approach import Approach, Batch
-from crescend_jax.train.checkpoint import FoldCheckpoints
+from crescend_jax.models.contract import Approach, crop_frames, mean_pairwise_accuracy
+from crescend_jax.models.functions import NON_MODEL_FIELDS, flatten, model_functions, predict_rows
+from crescend_jax.runtime import distributed
+from crescend_jax.runtime.checkpoint import FoldCheckpoints
+from crescend_jax.train.input_pipeline import host_table, place_plan, place_table
 from crescend_jax.train.metrics_writer import MetricsWriter
+from crescend_jax.train.optimizer import build_optimizer
+from crescend_jax.train.step import build_train_step
 
 # Fields that may differ between a killed run and its resumption.
 RESUME_IGNORED_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed")
-HOST_ONLY_FIELDS = ("row",)  # batch fields kept on the host (row indices, for naming a bad batch's keys)
 
 
 class TrainingError(RuntimeError):
@@ -56,19 +63,23 @@ def default_train_config() -> ml_collections.ConfigDict:
     """The ``config.train`` section.
 
     batch_size: global rows per step (a multiple of the device count). num_steps: optimizer steps per fold.
-    learning_rate, weight_decay: AdamW (weight_decay 0 = Adam). seed: model init, dropout and data order.
+    learning_rate, weight_decay: AdamW (weight_decay 0 = Adam). param_groups: optional per-parameter-group
+    optimisers (see `crescend_jax.train.optimizer`). seed: model init, dropout and data order.
     eval_every: steps between validations (each one also saves a checkpoint). log_every: steps between metric lines.
-    val_fraction: share of the training rows (whole compositions) held out for checkpoint selection.
-    standardize_inputs: z-score pooled embeddings with the fold's training-row mean/std.
-    resume: continue the run in --workdir (its config.json must match). stop_after_steps: test hook, >0 stops the
-    first unfinished fold abruptly after that many steps (no checkpoint at the stop), like a kill.
-    distributed: see `distributed.default_distributed_config`.
+    val_fraction: share of the training rows held out, as whole compositions (works with data.split_level="work"),
+    for checkpoint selection; with fewer than max(2, round(1/val_fraction)) training compositions there is no
+    validation split and the last step is used (said in the log and in done.json).
+    standardize_inputs: z-score inputs (pooled vectors and frames alike) with the fold's training-row statistics.
+    resume: continue the run in --workdir (its config.json and fingerprint.json must match). stop_after_steps: test
+    hook, >0 stops the first unfinished fold abruptly after that many steps (no checkpoint at the stop), like a kill.
+    distributed: see `crescend_jax.runtime.distributed.default_distributed_config`.
     """
     config = ml_collections.ConfigDict()
     config.batch_size = 32
     config.num_steps = 1500
     config.learning_rate = 1e-4
     config.weight_decay = 0.0
+    config.param_groups = ml_collections.ConfigDict()
     config.seed = 0
     config.eval_every = 150
     config.log_every = 25
@@ -80,18 +91,18 @@ def default_train_config() -> ml_collections.ConfigDict:
     return config
 
 
-@dataclasses.dataclass
-class HeldoutPredictions:
-    """Held-out predictions of a trained workdir: rows of ``table`` (first render only), scores float32 [N, 19]
-    from the fold that held each row out, fold int32 [N], and the run's config."""
-
-    table: EmbeddingTable
-    scores: np.ndarray
-    fold: np.ndarray
-    config: ml_collections.ConfigDict
+# ----------------------------------------------------------------------------------------------------- checks
 
 
-# ----------------------------------------------------------------------------------------------------- validation
+def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
+    """Config mistakes, refused before a workdir is created: `ConfigError`."""
+    approach.check_config(config)
+    devices = jax.device_count()
+    if config.train.batch_size % devices:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} is not a multiple of the {devices} devices; "
+                          "change --config.train.batch_size")
+    if not 0 <= config.train.val_fraction < 1:
+        raise ConfigError(f"train.val_fraction={config.train.val_fraction} must be in [0, 1)")
 
 
 def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict) -> None:
@@ -107,20 +118,28 @@ def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict) -> Non
         raise TrainingError(f"the store's embeddings are {table.pooled.shape[1]} wide (encoder {table.encoder!r}) but "
                             f"config.model.input_dim={expected}; set --config.model.input_dim=0 (use the store's "
                             "width) or point config.store at the right store")
-    devices = jax.device_count()
-    if config.train.batch_size % devices:
-        raise TrainingError(f"train.batch_size={config.train.batch_size} is not a multiple of the {devices} devices; "
-                            "change --config.train.batch_size")
+    if crop_frames(config, table.frame_rate) > 0 and table.frames is None:
+        raise TrainingError("model.input='frames' needs a store with frames: extract with --config.store.frames=True "
+                            "(crescend-jax extract --config ... --config.store.frames=True) or set "
+                            "--config.model.input=pooled")
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        return {k: v for name, sub in tree.items() for k, v in _flatten(sub, f"{prefix}{name}.").items()}
-    return {prefix[:-1]: tree}
+def _writable(workdir: Path) -> None:
+    """Raises `TrainingError` naming ``workdir`` when it cannot be created or written (read-only, disk full)."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrainingError(f"cannot write the workdir {workdir} ({err.strerror or err}); free space there or choose "
+                            "another --workdir") from None
 
 
-def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Writes config.json, or checks a resumed run's config against it (naming the differing fields)."""
+def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, fingerprint: dict,
+                     folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Writes config.json, fingerprint.json and folds.json, or checks a resumed run against them; returns the folds
+    to train (a resumed run keeps its saved folds: a changed split never moves folds under a run)."""
     saved_path = workdir / "config.json"
     current = json.loads(config_to_json(config))
     exists = saved_path.exists()
@@ -129,127 +148,38 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict) -> None:
         if not config.train.resume:
             raise TrainingError(f"{workdir} already holds a run; pass --config.train.resume=True to continue it or "
                                 "choose a new --workdir")
-        saved, now = _flatten(json.loads(saved_path.read_text())), _flatten(current)
+        saved, now = flatten(json.loads(saved_path.read_text())), flatten(current)
         differing = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name)
                            and not name.startswith(RESUME_IGNORED_FIELDS))
         if differing:
             details = "; ".join(f"{n}: {saved.get(n)!r} -> {now.get(n)!r}" for n in differing[:8])
             raise TrainingError(f"cannot resume {workdir}: it was made by another config ({details}); use the same "
                                 "config or a new --workdir")
-    elif jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            fingerprint_lib.check_same_data(workdir, fingerprint, "resume", "the store read now")
+        except fingerprint_lib.FingerprintMismatch as err:
+            raise TrainingError(str(err)) from None
+        _, saved_folds = fingerprint_lib.read_record(workdir)
+        return saved_folds
+    if jax.process_index() == 0:
+        _writable(workdir)
         saved_path.write_text(config_to_json(config))
+        fingerprint_lib.write_record(workdir, fingerprint, folds)
     distributed.barrier("prepared workdir")
-
-
-def first_render_mask(table: EmbeddingTable) -> np.ndarray:
-    """bool [N]: rows of the table's first render (in row order); all rows when there is one render."""
-    return table.renders == table.renders[0] if len(table) else np.zeros(0, bool)
-
-
-def validation_mask(table: EmbeddingTable, fraction: float, seed: int) -> np.ndarray:
-    """bool [N] over a fold's training rows: whole units drawn at random until they hold >= ``fraction`` of the rows.
-
-    Units are compositions (mirroring the test split) when there are at least 1 / ``fraction`` of them, else
-    same-music groups (so two training compositions do not lose one to validation).
-    """
-    compositions = np.unique(table.compositions)
-    units = table.compositions if len(compositions) * fraction >= 1 else table.groups
-    names = np.random.default_rng(seed).permutation(np.unique(units))
-    mask = np.zeros(len(table), bool)
-    for name in names[:-1]:  # at least one unit stays for fitting
-        if mask.mean() >= fraction:
-            break
-        mask |= units == name
-    return mask
+    return folds
 
 
 # ----------------------------------------------------------------------------------------------------- the fold loop
 
 
-def _standardize(table: EmbeddingTable, mean: np.ndarray, std: np.ndarray) -> EmbeddingTable:
-    return dataclasses.replace(table, pooled=((table.pooled - mean) / std).astype(np.float32))
-
-
-def _input_stats(table: EmbeddingTable, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+def input_stats(table: EmbeddingTable, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 [D] of the pooled vectors (std 1 where constant); (0, 1) when disabled."""
     width = table.pooled.shape[1]
     if not enabled:
         return np.zeros(width, np.float32), np.ones(width, np.float32)
     mean = table.pooled.mean(axis=0, dtype=np.float64)
     std = table.pooled.std(axis=0, dtype=np.float64)
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
-
-
-@dataclasses.dataclass
-class _Compiled:
-    """The jitted functions of one (approach, config, input width, mesh); every fold shares them."""
-
-    init: Callable[[int], Any]  # fold -> replicated nnx.State of (model, optimizer)
-    train_step: Callable  # (state, sharded batch) -> (state, metrics); donates state
-    predict: Callable[[Any, np.ndarray], np.ndarray]  # (state, host x [N, ...]) -> host scores [N, 19]
-
-
-_COMPILED: dict[tuple, _Compiled] = {}
-
-
-def _compiled(approach: Approach, config: ml_collections.ConfigDict, input_dim: int, mesh: Mesh) -> _Compiled:
-    """`_Compiled` for these settings, built (and traced) once per process and reused by every fold.
-
-    We use jax.jit over the split state rather than nnx.jit: the NNX graph is traversed once at trace time instead
-    of on every call (nnx.jit re-splits/merges the module each step, which dominates tiny CPU steps), and the
-    state is a plain pytree with explicit shardings, which orbax saves and restores as is.
-    """
-    settings = {k: v for k, v in _flatten(json.loads(config_to_json(config))).items()
-                if not k.startswith(RESUME_IGNORED_FIELDS)}
-    cache_key = (type(approach), json.dumps(settings, sort_keys=True), input_dim, mesh)
-    if cache_key in _COMPILED:
-        return _COMPILED[cache_key]
-    tx = optax.adamw(config.train.learning_rate, weight_decay=config.train.weight_decay)
-
-    def create(fold: jax.Array) -> tuple[nnx.Module, nnx.Optimizer]:
-        key = jax.random.fold_in(jax.random.key(config.train.seed), fold)
-        model = approach.build_model(config, input_dim, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-    # Shapes first, then one jitted initialisation placed replicated on the mesh (no eager op per parameter).
-    model, optimizer = nnx.eval_shape(create, jnp.int32(0))
-    graphdef = nnx.graphdef((model, optimizer))
-    model.eval()  # Dropout off: a separate (static) graph for prediction
-    eval_graphdef = nnx.graphdef((model, optimizer))
-    replicated = distributed.replicated(mesh)
-    jitted_init = jax.jit(lambda fold: nnx.state(create(fold)), out_shardings=replicated)
-
-    def train_step(state, batch):
-        model, optimizer = nnx.merge(graphdef, state)
-        (loss, diagnostics), grads = nnx.value_and_grad(
-            lambda m: approach.loss(m, batch, mesh), has_aux=True)(model)
-        optimizer.update(model, grads)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **diagnostics}
-        return nnx.state((model, optimizer)), metrics
-
-    def predict_step(state, x):
-        model, _ = nnx.merge(eval_graphdef, state)
-        return approach.predict(model, x)
-
-    jitted_predict = jax.jit(predict_step, out_shardings=distributed.data_sharded(mesh))
-    devices = mesh.devices.size
-
-    def predict(state, x: np.ndarray) -> np.ndarray:
-        padded = np.zeros((-(-len(x) // devices) * devices, *x.shape[1:]), np.float32)
-        padded[: len(x)] = x
-        sharded = distributed.shard_batch({"x": padded}, mesh)["x"]
-        return distributed.to_host(jitted_predict(state, sharded))[: len(x)]
-
-    compiled = _Compiled(init=lambda fold: jitted_init(np.int32(fold)),
-                         train_step=jax.jit(train_step, donate_argnums=0, out_shardings=replicated),
-                         predict=predict)
-    _COMPILED[cache_key] = compiled
-    return compiled
-
-
-def _mean_pairwise_accuracy(scores: np.ndarray, table: EmbeddingTable) -> float:
-    accuracy = pairwise_accuracy(scores, table.label_mean, table.groups).accuracy
-    return float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else float("nan")
 
 
 def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.ndarray, fold: int,
@@ -261,7 +191,7 @@ def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.nda
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         step, _, rows = pending[bad[0]]
-        names = ", ".join(keys[rows[rows >= 0]][:8]) if rows is not None else "(the approach gives no 'row' field)"
+        names = ", ".join(keys[rows[rows >= 0]][:8])
         kept = (f"the last good checkpoint (step {saved_step}) is kept" if saved_step is not None
                 else "no checkpoint was saved before it")
         raise NonFiniteLossError(f"fold {fold}: the loss is {losses[bad[0]]} at step {step}; its batch holds rows "
@@ -269,68 +199,97 @@ def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.nda
     pending.clear()
 
 
-def _skip(stream: Iterator[Batch], count: int) -> None:
-    for _ in range(count):
-        next(stream)
+@dataclasses.dataclass
+class _FoldData:
+    fit: EmbeddingTable
+    val: EmbeddingTable | None
+    mean: np.ndarray
+    std: np.ndarray
+    selection: str
 
 
-def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: EmbeddingTable, test_mask: np.ndarray,
-               fold: int, fold_dir: Path, mesh: Mesh) -> dict[str, Any]:
+def _fold_data(table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray, config: ml_collections.ConfigDict,
+               fold: int) -> _FoldData:
+    train_table, train_units = table.subset(~test_mask), units[~test_mask]
+    val = validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
+    if val is None:
+        count = len(np.unique(train_units))
+        selection = (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
+                     f"validation split by whole units needs >= {max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))})")
+        fit, val_table = train_table, None
+    else:
+        check_split(train_table.groups, train_table.performers, val, name=f"fold {fold} validation split")
+        selection = "best validation pairwise accuracy (validation by whole compositions)"
+        fit = train_table.subset(~val)
+        val_table = train_table.subset(val & first_render_mask(train_table.renders))
+    mean, std = input_stats(fit, config.train.standardize_inputs)
+    return _FoldData(fit=fit, val=val_table, mean=mean, std=std, selection=selection)
+
+
+def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: EmbeddingTable, units: np.ndarray,
+               test_mask: np.ndarray, fold: int, fold_dir: Path, mesh) -> dict[str, Any]:
     """Trains one fold in ``fold_dir`` (resuming from its latest checkpoint if any); returns its done record."""
     done_path = fold_dir / "done.json"
     if done_path.exists():
         return json.loads(done_path.read_text())
-    train_table = table.subset(~test_mask)
-    val = validation_mask(train_table, config.train.val_fraction, config.train.seed + fold)
-    check_split(train_table.groups, train_table.performers, val, name=f"fold {fold} validation split")
-    fit_table = train_table.subset(~val)
-    mean, std = _input_stats(fit_table, config.train.standardize_inputs)
-    fit_table = _standardize(fit_table, mean, std)
-    val_table = _standardize(train_table.subset(val & first_render_mask(train_table)), mean, std)
+    data = _fold_data(table, units, test_mask, config, fold)
     if jax.process_index() == 0:
         fold_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(fold_dir / "input_stats.npz", mean=mean, std=std)
+        np.savez(fold_dir / "input_stats.npz", mean=data.mean, std=data.std)
+        print(f"fold {fold}: {len(data.fit)} training rows; checkpoint selection: {data.selection}", file=sys.stderr)
 
-    built = _compiled(approach, config, table.pooled.shape[1], mesh)
-    state = built.init(fold)
+    functions = model_functions(approach, config, table.pooled.shape[1], mesh)
+    model_state = functions.init(fold)
+    tx = build_optimizer(config.train, model_state)
+    steps = build_train_step(functions.approach, functions.graphdef, tx, mesh)  # the instance that built the model
+    opt_state = steps.init_optimizer(model_state)
+    sampler = functions.approach.sampler(data.fit, config, [config.train.seed, fold])
+    crop = crop_frames(config, table.frame_rate)
+    device_table = place_table(host_table(data.fit, data.mean, data.std, crop), mesh)
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
     with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
         checkpoints = cleanup.enter_context(contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")))
-        rng_state = np.random.default_rng([config.train.seed, fold]).bit_generator.state
         step = 0
         if (latest := checkpoints.latest_step()) is not None:
-            state, saved = checkpoints.restore(latest, state)
-            step, rng_state = saved["step"], saved["data_rng_state"]
-        rng = np.random.default_rng()
-        rng.bit_generator.state = rng_state
-        stream = approach.batches(fit_table, config, rng)
-        _skip(stream, step)  # replay the data order up to the checkpoint
+            items, record = checkpoints.restore(latest, {"model": model_state, "optimizer": opt_state})
+            model_state, opt_state = items["model"], items["optimizer"]
+            step = record["step"]
+            sampler.restore(record["sampler"])  # the data position itself, nothing replayed
 
         writer = cleanup.enter_context(contextlib.closing(
             MetricsWriter(fold_dir, num_steps, initial_step=step, description=f"fold {fold}")))
         pending: list[tuple[int, jax.Array, np.ndarray]] = []
         stop_at = step + config.train.stop_after_steps if config.train.stop_after_steps > 0 else None
         while step < num_steps:
-            batch = next(stream)
-            rows = batch.get("row")
-            device_batch = distributed.shard_batch(
-                {k: v for k, v in batch.items() if k not in HOST_ONLY_FIELDS}, mesh)
-            state, metrics = built.train_step(state, device_batch)
+            plan = next(sampler)
+            model_state, opt_state, metrics = steps.step(model_state, opt_state, device_table,
+                                                         place_plan(plan, mesh), np.int32(step))
             step += 1
-            pending.append((step, metrics["loss"], rows))
+            pending.append((step, metrics["loss"], plan.rows))
             if step == stop_at:
                 raise TrainingStopped(f"fold {fold}: stopped after step {step} (train.stop_after_steps)")
             if step % config.train.log_every == 0 or step % eval_every == 0 or step == num_steps:
-                _check_losses(pending, fit_table.keys, fold, checkpoints.latest_step())
+                _check_losses(pending, data.fit.keys, fold, checkpoints.latest_step())
                 logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if step % eval_every == 0 or step == num_steps:
-                    logged["val_accuracy"] = _mean_pairwise_accuracy(built.predict(state, val_table.pooled), val_table)
-                    checkpoints.save(step, state, {"step": step, "data_rng_state": rng_state},
-                                     logged["val_accuracy"])
+                    val_accuracy = None
+                    if data.val is not None:
+                        predictions = predict_rows(functions, model_state, data.val, data.mean, data.std, config)
+                        val_accuracy = mean_pairwise_accuracy(predictions, data.val.label_mean, data.val.groups)
+                        logged["val_accuracy"] = val_accuracy
+                    try:
+                        checkpoints.save(step, {"model": model_state, "optimizer": opt_state},
+                                         {"step": step, "sampler": sampler.state()}, val_accuracy)
+                    except OSError as err:
+                        raise TrainingError(f"fold {fold}: cannot write a checkpoint under {fold_dir} "
+                                            f"({err.strerror or err}); free space there or choose another "
+                                            "--workdir, then resume") from None
                 writer.write(step, logged)
         checkpoints.manager.wait_until_finished()
-        record = {"fold": fold, "steps": step, "best_step": checkpoints.best_step(), "fit_rows": len(fit_table),
-                  "val_rows": len(val_table)}
+        best = checkpoints.best_step() if data.val is not None else None
+        record = {"fold": fold, "steps": step, "best_step": best if best is not None else step,
+                  "selection": data.selection, "fit_rows": len(data.fit),
+                  "val_rows": 0 if data.val is None else len(data.val)}
     if jax.process_index() == 0:
         done_path.write_text(json.dumps(record, indent=2))
     return record
@@ -339,86 +298,42 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
 # ----------------------------------------------------------------------------------------------------- entry points
 
 
-def fold_masks(table: EmbeddingTable, config: ml_collections.ConfigDict) -> list[np.ndarray]:
-    """The test masks of ``config.data`` (folds or one hold-out), each checked to leave groups to rank."""
+def fold_masks(table: EmbeddingTable, config: ml_collections.ConfigDict) -> tuple[list[np.ndarray], np.ndarray]:
+    """(the test masks of ``config.data``, each checked to leave groups to rank; the split unit of each row)."""
     data = config.data
-    masks = evaluation_splits(table.compositions, data.get("num_folds", 0), tuple(data.get("test_compositions", ())),
-                              data.get("fold_seed", 0))
+    units = split_units(table.compositions, data.get("split_level", "composition"), config.get("corpus", ""))
+    tests = data.get("test_compositions", ())
+    masks = evaluation_splits(table.compositions, data.get("num_folds", 0), tuple(tests) if not isinstance(
+        tests, str) else (tests,), data.get("fold_seed", 0), units)
     for k, mask in enumerate(masks):
-        check_split(table.groups, table.performers, mask, compositions=table.compositions, name=f"fold {k}")
-    return masks
+        check_split(table.groups, table.performers, mask, compositions=units, name=f"fold {k}")
+    return masks, units
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, table: EmbeddingTable | None = None,
           approach: Approach | None = None) -> list[dict[str, Any]]:
     """Trains every fold of ``config`` into ``workdir``; ``table``/``approach`` default to the store / registry.
 
-    Raises `TrainingError` / `SplitError` for bad input (before any step), `NonFiniteLossError` on a NaN loss.
+    Raises `ConfigError` for a bad setting and `TrainingError` / `SplitError` for bad input (before any step or
+    workdir), `NonFiniteLossError` on a NaN loss.
     """
     distributed.initialize_distributed(config.train.get("distributed"))
     workdir = Path(workdir)
     approach = approach if approach is not None else get_approach(config.model.name)
+    check_config(approach, config)
     if table is None:
         from crescend_jax.data.store import load_table
 
         table = load_table(config)
     check_table(table, config)
-    masks = fold_masks(table, config)
-    _prepare_workdir(workdir, config)
-    if jax.process_index() == 0:
-        folds = [{"fold": k, "test_compositions": sorted(set(table.compositions[m])),
-                  "test_keys": sorted(set(table.keys[m]))} for k, m in enumerate(masks)]
-        (workdir / "folds.json").write_text(json.dumps(folds, indent=1))
+    masks, units = fold_masks(table, config)
+    folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
+                             fingerprint_lib.folds_record(table, masks))
     mesh = distributed.make_mesh()
-    return [train_fold(approach, config, table, mask, k, workdir / f"fold_{k}", mesh) for k, mask in enumerate(masks)]
-
-
-def run_training(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """CLI entry: 0 when every fold trained; 1 (with the reason on stderr) for bad input, a bad setting or a NaN
-    loss."""
-    from crescend_jax.data.store import StoreError
-
-    try:
-        records = train(config, workdir)
-    except (TrainingError, SplitError, StoreError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for record in records:
-        print(f"fold {record['fold']}: {record['steps']} steps, best step {record['best_step']}")
-    return 0
-
-
-def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None) -> HeldoutPredictions:
-    """Scores of every held-out row (first render) from the best checkpoint of the fold that held it out."""
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise TrainingError(f"{workdir} has no config.json: it is not a training workdir (run `crescend-jax train`)")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    approach = get_approach(config.model.name)
-    if table is None:
-        from crescend_jax.data.store import load_table
-
-        table = load_table(config)
-    folds = json.loads((workdir / "folds.json").read_text())
-    mesh = distributed.make_mesh()
-    heldout = first_render_mask(table)
-    fold_of_row = np.full(len(table), -1, np.int32)
-    scores = np.full((len(table), table.label_mean.shape[1]), np.nan, np.float32)
-    built = _compiled(approach, config, table.pooled.shape[1], mesh)
+    records = []
     for entry in folds:
-        k = entry["fold"]
-        fold_dir = workdir / f"fold_{k}"
-        rows = np.flatnonzero(heldout & np.isin(table.keys, entry["test_keys"]))
-        with contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")) as checkpoints:
-            step = checkpoints.best_step()
-            step = step if step is not None else checkpoints.latest_step()
-            if step is None:
-                raise TrainingError(f"{fold_dir} has no checkpoint; train it first (crescend-jax train ... "
-                                    "--config.train.resume=True)")
-            state, _ = checkpoints.restore(step, built.init(k))
-        stats = np.load(fold_dir / "input_stats.npz")
-        scores[rows] = built.predict(state, (table.pooled[rows] - stats["mean"]) / stats["std"])
-        fold_of_row[rows] = k
-    keep = fold_of_row >= 0
-    return HeldoutPredictions(table=table.subset(keep), scores=scores[keep], fold=fold_of_row[keep], config=config)
+        mask = np.isin(table.keys, entry["test_keys"])
+        records.append(train_fold(approach, config, table, units, mask, entry["fold"],
+                                  workdir / f"fold_{entry['fold']}", mesh))
+    return records
+

@@ -1,8 +1,8 @@
 """Orbax checkpoints of one fold: the latest and the best (by validation pairwise accuracy) are kept.
 
-A checkpoint holds the NNX state of (model, optimizer) -- parameters, dropout RNG, optimizer state and step -- and a
-JSON record of the data stream (its initial RNG state and the number of batches drawn), so a resumed run replays
-exactly the batches an uninterrupted run would have seen.
+A checkpoint holds named state items -- the training core saves "model" (the NNX state: parameters, dropout RNG) and
+"optimizer" (the optax state) -- and a JSON record (the step and the sampler's state), so a resumed run draws exactly
+the batches an uninterrupted run would have seen, and the evaluation restores the "model" item alone.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ class FoldCheckpoints:
             preservation_policy=policy, best_fn=lambda m: m[VALIDATION_METRIC], best_mode="max")
         self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
-    def save(self, step: int, state: Any, record: dict[str, Any], val_accuracy: float | None) -> None:
-        """Saves ``state`` (an nnx.State of jax arrays) and ``record`` (JSON) at ``step``."""
-        metrics = None if val_accuracy is None else {VALIDATION_METRIC: float(val_accuracy)}
+    def save(self, step: int, items: dict[str, Any], record: dict[str, Any], val_accuracy: float | None) -> None:
+        """Saves each state item (pytrees of jax arrays) and ``record`` (JSON) at ``step``."""
+        metrics = None if val_accuracy is None or not np.isfinite(val_accuracy) else {
+            VALIDATION_METRIC: float(val_accuracy)}
         # Host copies: replicated arrays are written once, without orbax slicing every device's replica.
-        host_state = jax.device_get(_savable(state))
-        args = ocp.args.Composite(state=ocp.args.StandardSave(host_state), record=ocp.args.JsonSave(record))
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        args = {name: ocp.args.StandardSave(jax.device_get(_savable(state))) for name, state in items.items()}
+        self.manager.save(step, args=ocp.args.Composite(record=ocp.args.JsonSave(record), **args), metrics=metrics,
+                          force=True)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -56,17 +57,20 @@ class FoldCheckpoints:
         """The step with the highest validation accuracy; None when no checkpoint has a metric."""
         return self.manager.best_step()
 
-    def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
-        """(state shaped, typed and sharded like ``template`` (replicated arrays), JSON record) of ``step``."""
-        host_template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), jax.eval_shape(_savable, template))
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(host_template), record=ocp.args.JsonRestore()))
+    def restore(self, step: int, templates: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the items named in ``templates``, each shaped, typed and sharded like its template (replicated arrays),
+        JSON record) of ``step``; items not asked for are not read."""
+        args = {name: ocp.args.StandardRestore(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                                                            jax.eval_shape(_savable, template)))
+                for name, template in templates.items()}
+        restored = self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore(), **args))
 
         def place(t: jax.Array, x: np.ndarray) -> jax.Array:
             array = jax.make_array_from_process_local_data(t.sharding, np.asarray(x), np.shape(x))
             return jax.random.wrap_key_data(array, impl=jax.random.key_impl(t)) if _is_key(t) else array
 
-        return jax.tree.map(place, template, restored["state"]), restored["record"]
+        items = {name: jax.tree.map(place, template, restored[name]) for name, template in templates.items()}
+        return items, restored["record"]
 
     def close(self) -> None:
         self.manager.wait_until_finished()

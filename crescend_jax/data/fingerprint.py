@@ -1,0 +1,105 @@
+"""What a run trained on, as a small JSON record: compared before a resume, an evaluation or a comparison.
+
+A fingerprint names the stores a table was read from (their identity, as recorded by `crescend_jax.data.store`),
+the data root, the encoder, and hashes of the row keys and of the label means, so a changed store, corpus, label
+file or row set is told apart from the one a run was trained on. Fold assignments are recorded beside it as the
+test keys of each fold (``folds.json``), and a finished run's folds never move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crescend_jax.data.table import EmbeddingTable
+
+FINGERPRINT_FILE = "fingerprint.json"
+FOLDS_FILE = "folds.json"
+
+
+class FingerprintMismatch(RuntimeError):
+    """A workdir was made from other data than what is about to be used with it."""
+
+
+def _digest(values: bytes) -> str:
+    return hashlib.sha256(values).hexdigest()[:16]
+
+
+def table_fingerprint(table: EmbeddingTable) -> dict[str, Any]:
+    """JSON-able identity of ``table``'s content: stores, data roots, encoder, row count, key and label hashes."""
+    order = np.argsort(table.keys, kind="stable")
+    keys = "\n".join(f"{k}|{r}" for k, r in zip(table.keys[order], table.renders[order]))
+    labels = np.round(np.nan_to_num(table.label_mean[order].astype(np.float64), nan=-1.0), 6)
+    return {
+        "stores": [str(s) for s in getattr(table, "sources", ()) or ()],
+        "data_roots": [str(s) for s in getattr(table, "data_roots", ()) or ()],
+        "encoder": table.encoder,
+        "num_rows": int(len(table)),
+        "keys_sha256": _digest(keys.encode()),
+        "labels_sha256": _digest(labels.tobytes()),
+    }
+
+
+def folds_record(table: EmbeddingTable, masks: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Per fold: its held-out compositions and keys (what ``folds.json`` holds)."""
+    return [{"fold": k, "test_compositions": sorted(set(table.compositions[m].tolist())),
+             "test_keys": sorted(set(table.keys[m].tolist()))} for k, m in enumerate(masks)]
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'field: saved -> current' for every field that differs (stores and roots compared as sets)."""
+    out = []
+    for name in sorted(set(saved) | set(current)):
+        a, b = saved.get(name), current.get(name)
+        if isinstance(a, list) and isinstance(b, list) and name in ("stores", "data_roots"):
+            a, b = sorted(a), sorted(b)
+        if a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def read_record(workdir: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """(fingerprint, folds) saved in ``workdir``; None for a file that is not there."""
+    workdir = Path(workdir)
+    read = lambda name: json.loads((workdir / name).read_text()) if (workdir / name).is_file() else None
+    return read(FINGERPRINT_FILE), read(FOLDS_FILE)
+
+
+def write_record(workdir: str | Path, fingerprint: dict[str, Any], folds: list[dict[str, Any]]) -> None:
+    workdir = Path(workdir)
+    (workdir / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=1))
+    (workdir / FOLDS_FILE).write_text(json.dumps(folds, indent=1))
+
+
+def check_same_data(workdir: str | Path, fingerprint: dict[str, Any], what: str, other: str = "the current data") -> None:
+    """Raises `FingerprintMismatch` (one line naming both sides) when ``workdir`` was trained on other data than
+    ``fingerprint`` describes. ``what`` names the action refused (e.g. "resume", "evaluate")."""
+    saved, _ = read_record(workdir)
+    if saved is None:
+        raise FingerprintMismatch(f"cannot {what}: {workdir} has no {FINGERPRINT_FILE} (made by an older version); "
+                                  "retrain it into a new --workdir")
+    diff = differences(saved, fingerprint)
+    if diff:
+        raise FingerprintMismatch(f"cannot {what}: {workdir} was trained on other data than {other} ("
+                                  + "; ".join(diff[:4]) + "); use the store it was trained on or retrain")
+
+
+def check_same_folds(workdir_a: str | Path, workdir_b: str | Path, what: str) -> None:
+    """Raises `FingerprintMismatch` unless two workdirs share data fingerprint and fold assignment."""
+    (fa, folds_a), (fb, folds_b) = read_record(workdir_a), read_record(workdir_b)
+    if fa is None or fb is None:
+        missing = workdir_a if fa is None else workdir_b
+        raise FingerprintMismatch(f"cannot {what}: {missing} has no {FINGERPRINT_FILE}; retrain it")
+    diff = differences(fa, fb)
+    if diff:
+        raise FingerprintMismatch(f"cannot {what}: {workdir_a} and {workdir_b} were trained on different data ("
+                                  + "; ".join(diff[:4]) + ")")
+    simplify = lambda folds: [(f["fold"], f["test_keys"]) for f in folds or []]
+    if simplify(folds_a) != simplify(folds_b):
+        raise FingerprintMismatch(f"cannot {what}: {workdir_a} and {workdir_b} hold out different folds; train both "
+                                  "with the same data.num_folds / data.test_compositions / data.fold_seed / "
+                                  "data.split_level")

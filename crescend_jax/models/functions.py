@@ -1,0 +1,243 @@
+"""An approach's model as jitted functions on a mesh (init, encode, compare), and prediction of table rows.
+
+Shared by training (validation) and evaluation (held-out prediction), so both see the model exactly alike. The
+functions of one (approach, config, input width, mesh) are built once per process and reused by every fold.
+
+We use jax.jit over the split NNX state rather than nnx.jit: the NNX graph is traversed once at trace time instead of
+on every call, and the state is a plain pytree with explicit shardings that orbax saves and restores as is.
+
+Frame models are evaluated on the crops that cover each whole track (`evaluation_crops`). Every output of ``encode``
+is averaged over a track's crops -- scores, named embeddings and a comparator's vector encoding alike -- except a
+comparator's **sequence** encoding ([T', E] per crop, e.g. approach B's cross_attention): frame sequences of
+different crops are not aligned in time, so their mean means nothing. Such pairs are compared crop by crop
+instead: for rows a and b with C_a and C_b crops, C = min(C_a, C_b) comparisons pair crop
+floor((c + 1/2) C_a / C) of a with crop floor((c + 1/2) C_b / C) of b (c = 0..C-1: proportional positions, the
+same passages when two performances differ only in tempo), and the pair's logits are the mean of the C logits.
+The alignment does not depend on the order of a and b, so an antisymmetric comparator stays antisymmetric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from crescend_jax.config import config_to_json
+from crescend_jax.data.groups import within_group_pairs
+from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.models.contract import COMPARATOR, Approach, Predictions, crop_frames, model_input
+from crescend_jax.runtime import distributed
+
+# Config fields that never change what a model computes (a resumed or re-evaluated run may differ in them).
+NON_MODEL_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed", "eval", "experiment")
+PREDICT_CHUNK = 4096  # rows (or crops) per prediction call
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a.b.c": leaf}."""
+    if isinstance(tree, dict):
+        return {k: v for name, sub in tree.items() for k, v in flatten(sub, f"{prefix}{name}.").items()}
+    return {prefix[:-1]: tree}
+
+
+@dataclasses.dataclass
+class ModelFunctions:
+    """The jitted functions of one approach's model.
+
+    graphdef: the train-mode graph; init(fold) -> replicated model state (nnx.State) for ``fold``;
+    encode(state, x [N, ...] host) -> dict of host arrays [N, ...]; compare(state, a [P, E], b [P, E]) -> host
+    logits [P, 19] (comparators only).
+    """
+
+    approach: Approach
+    graphdef: Any
+    init: Callable[[int], Any]
+    encode: Callable[[Any, np.ndarray], dict[str, np.ndarray]]
+    compare: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] | None
+
+
+_CACHE: dict[tuple, ModelFunctions] = {}
+
+
+def _padded_to(x: np.ndarray, multiple: int) -> np.ndarray:
+    padded = np.zeros((-(-len(x) // multiple) * multiple, *x.shape[1:]), np.float32)
+    padded[: len(x)] = x
+    return padded
+
+
+def model_functions(approach: Approach, config: ml_collections.ConfigDict, input_dim: int,
+                    mesh: Mesh) -> ModelFunctions:
+    """`ModelFunctions` for these settings, built (and traced) once per process."""
+    settings = {k: v for k, v in flatten(json.loads(config_to_json(config))).items()
+                if not k.startswith(NON_MODEL_FIELDS)}
+    cache_key = (type(approach), json.dumps(settings, sort_keys=True), input_dim, mesh)
+    if cache_key in _CACHE:
+        return _CACHE[cache_key]
+
+    def create(fold: jax.Array) -> nnx.Module:
+        key = jax.random.fold_in(jax.random.key(config.train.seed), fold)
+        return approach.build_model(config, input_dim, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+
+    model = nnx.eval_shape(create, jnp.int32(0))  # shapes first, then one jitted, replicated initialisation
+    graphdef = nnx.graphdef(model)
+    model.eval()  # Dropout off: a separate (static) graph for prediction
+    eval_graphdef = nnx.graphdef(model)
+    replicated, sharded = distributed.replicated(mesh), distributed.data_sharded(mesh)
+    jitted_init = jax.jit(lambda fold: nnx.state(create(fold)), out_shardings=replicated)
+    devices = mesh.devices.size
+
+    jitted_encode = jax.jit(lambda state, x: approach.encode(nnx.merge(eval_graphdef, state), x),
+                            out_shardings=sharded)
+
+    def encode(state, x: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {}
+        for start in range(0, max(len(x), 1), PREDICT_CHUNK):
+            chunk = x[start:start + PREDICT_CHUNK]
+            device_x = distributed.shard_batch({"x": _padded_to(chunk, devices)}, mesh)["x"]
+            for name, value in jitted_encode(state, device_x).items():
+                out.setdefault(name, []).append(distributed.to_host(value)[: len(chunk)])
+        return {name: np.concatenate(parts) for name, parts in out.items()}
+
+    compare = None
+    if approach.kind == COMPARATOR:
+        jitted_compare = jax.jit(lambda state, a, b: approach.compare(nnx.merge(eval_graphdef, state), a, b),
+                                 out_shardings=sharded)
+
+        def compare(state, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            parts = []
+            for start in range(0, len(a), PREDICT_CHUNK):
+                chunk = {"a": _padded_to(a[start:start + PREDICT_CHUNK], devices),
+                         "b": _padded_to(b[start:start + PREDICT_CHUNK], devices)}
+                device = distributed.shard_batch(chunk, mesh)
+                logits = distributed.to_host(jitted_compare(state, device["a"], device["b"]))
+                parts.append(logits[: min(PREDICT_CHUNK, len(a) - start)])
+            return np.concatenate(parts) if parts else np.zeros((0, 19), np.float32)
+
+    functions = ModelFunctions(approach=approach, graphdef=graphdef, init=lambda fold: jitted_init(np.int32(fold)),
+                               encode=encode, compare=compare)
+    _CACHE[cache_key] = functions
+    return functions
+
+
+# ----------------------------------------------------------------------------------------------------- prediction
+
+
+def evaluation_crops(length: int, crop: int) -> np.ndarray:
+    """Start frames of the crops that cover a ``length``-frame track: 0, crop, 2 crop, ... while a crop fits, plus
+    one crop ending at the last frame when the track is not a whole number of crops; [0] when the track is shorter
+    than one crop (read cyclically, as in training)."""
+    if length <= crop:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, length - crop + 1, crop)
+    if starts[-1] + crop < length:
+        starts = np.append(starts, length - crop)
+    return starts
+
+
+def frame_window(frames: np.ndarray, start: int, crop: int) -> np.ndarray:
+    """A store's ``frames`` [layers, T, dim] -> float32 [crop, layers * dim] from ``start``, read cyclically (each
+    frame's layers concatenated layer-major, like the pooled vector)."""
+    layers, total, dim = frames.shape
+    index = (start + np.arange(crop)) % total
+    return frames[:, index].transpose(1, 0, 2).reshape(crop, layers * dim).astype(np.float32)
+
+
+def _standardised(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return ((x - mean) / std).astype(np.float32)
+
+
+def crop_outputs(functions: ModelFunctions, state: Any, table: EmbeddingTable, mean: np.ndarray, std: np.ndarray,
+                 config: ml_collections.ConfigDict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``encode`` of the inputs the model trained on, before any averaging: (name -> float [C, ...], owner int [C]),
+    one entry per standardised pooled vector (C = N, owner = 0..N-1), or for frame models one per crop of
+    `evaluation_crops` (owner = its row; a row's crops are consecutive, in track order)."""
+    if model_input(config) == "pooled":
+        return functions.encode(state, _standardised(table.pooled, mean, std)), np.arange(len(table))
+    crop = crop_frames(config, table.frame_rate)
+    if table.frames is None:
+        raise ValueError("a frame model needs a store with frames to be evaluated")
+    owner, windows = [], []
+    for row, frames in enumerate(table.frames):
+        for start in evaluation_crops(frames.shape[1], crop):
+            owner.append(row)
+            windows.append(_standardised(frame_window(frames, int(start), crop), mean, std))
+    outputs = functions.encode(state, np.stack(windows) if windows else np.zeros((0, crop, len(mean)), np.float32))
+    return outputs, np.asarray(owner, np.int64)
+
+
+def _mean_over_crops(outputs: dict[str, np.ndarray], owner: np.ndarray, num_rows: int) -> dict[str, np.ndarray]:
+    """Each output averaged over the crops of its row: name -> float32 [N, ...]."""
+    counts = np.bincount(owner, minlength=num_rows).astype(np.float64)
+    result = {}
+    for name, value in outputs.items():
+        total = np.zeros((num_rows, *value.shape[1:]))
+        np.add.at(total, owner, value)
+        result[name] = (total / counts.reshape(-1, *([1] * (value.ndim - 1)))).astype(np.float32)
+    return result
+
+
+def encode_rows(functions: ModelFunctions, state: Any, table: EmbeddingTable, mean: np.ndarray, std: np.ndarray,
+                config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+    """``encode`` of every row of ``table`` on the inputs the model trained on: standardised pooled vectors, or for
+    frame models the mean of its outputs over the crops that cover the whole track (`evaluation_crops`), each frame
+    standardised like the pooled vectors. Returns name -> float [N, ...]."""
+    outputs, owner = crop_outputs(functions, state, table, mean, std, config)
+    return _mean_over_crops(outputs, owner, len(table))
+
+
+def aligned_crops(owner: np.ndarray, i: np.ndarray, j: np.ndarray, num_rows: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The crop-aligned comparisons of row pairs (i, j) (module doc): (pair int [M], crop of i int [M], crop of j
+    int [M]), crops indexing the entries of `crop_outputs` whose ``owner`` [C] is sorted by row;
+    M = sum over pairs of min(C_i, C_j)."""
+    counts = np.bincount(owner, minlength=num_rows)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    count_i, count_j = counts[i], counts[j]
+    per_pair = np.minimum(count_i, count_j)
+    if (per_pair < 1).any():
+        raise ValueError("a compared row has no crop")
+    pair = np.repeat(np.arange(len(i)), per_pair)
+    c = np.arange(len(pair)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)  # 0..C-1 within each pair
+    position = lambda count: ((2 * c + 1) * count[pair]) // (2 * per_pair[pair])  # floor((c + 1/2) count / C)
+    return pair, first[i][pair] + position(count_i), first[j][pair] + position(count_j)
+
+
+def _compare_sequences(functions: ModelFunctions, state: Any, encoding: np.ndarray, owner: np.ndarray,
+                       i: np.ndarray, j: np.ndarray, num_rows: int) -> np.ndarray:
+    """Logits float64 [P, 19] of row pairs (i, j) from per-crop sequence encodings [C, T', E]: the mean over the
+    pair's aligned crops (`aligned_crops`), compared PREDICT_CHUNK comparisons at a time."""
+    pair, crop_i, crop_j = aligned_crops(owner, i, j, num_rows)
+    total = np.zeros((len(i), 19))
+    for start in range(0, len(pair), PREDICT_CHUNK):
+        part = slice(start, start + PREDICT_CHUNK)
+        logits = functions.compare(state, encoding[crop_i[part]], encoding[crop_j[part]])
+        np.add.at(total, pair[part], logits.astype(np.float64))
+    return total / np.bincount(pair, minlength=len(i))[:, None]
+
+
+def predict_rows(functions: ModelFunctions, state: Any, table: EmbeddingTable, mean: np.ndarray, std: np.ndarray,
+                 config: ml_collections.ConfigDict) -> Predictions:
+    """`Predictions` of the rows of ``table``: a scorer's scores, or a comparator's P(i above j) for every
+    within-group pair (each performance encoded once, pairs formed on the encodings), plus named embeddings."""
+    if functions.compare is None:
+        outputs = encode_rows(functions, state, table, mean, std, config)
+        scores = outputs.pop("scores")
+        return Predictions(scores=scores, embeddings=outputs)
+    outputs, owner = crop_outputs(functions, state, table, mean, std, config)
+    encoding = outputs.pop("encoding")
+    embeddings = _mean_over_crops(outputs, owner, len(table))
+    i, j = within_group_pairs(table.groups)
+    if encoding.ndim > 2:  # a sequence per crop: compare aligned crops, average the logits (module doc)
+        logits = _compare_sequences(functions, state, encoding, owner, i, j, len(table))
+    else:
+        encoding = _mean_over_crops({"encoding": encoding}, owner, len(table))["encoding"]
+        logits = functions.compare(state, encoding[i], encoding[j]).astype(np.float64)
+    probability = 0.5 * (1.0 + np.tanh(0.5 * logits))
+    return Predictions(pairs=(i, j, probability), embeddings=embeddings)
