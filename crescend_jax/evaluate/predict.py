@@ -59,14 +59,8 @@ def read_config(workdir: Path) -> ml_collections.ConfigDict:
 
 
 def selected_step(fold_dir: Path, checkpoints: FoldCheckpoints) -> int:
-    """The fold's selected step: done.json's best_step (validation, or the last step without validation), else the
-    checkpoints' best, else their latest."""
-    done = fold_dir / "done.json"
-    if done.exists() and (step := json.loads(done.read_text()).get("best_step")) is not None:
-        if step in checkpoints.manager.all_steps():
-            return int(step)
-    step = checkpoints.best_step()
-    step = step if step is not None else checkpoints.latest_step()
+    """The fold's selected checkpoint step (`FoldCheckpoints.selected_step`); `EvaluationError` when it has none."""
+    step = checkpoints.selected_step(fold_dir)
     if step is None:
         raise EvaluationError(f"{fold_dir} has no checkpoint; train it first (crescend-jax train ... "
                               "--config.train.resume=True)")

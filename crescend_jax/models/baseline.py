@@ -22,6 +22,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "baseline"
     config.input_dim = 0
+    config.init_from = ""  # a finished workdir whose parameters start every fold (train/warm_start.py)
     config.hidden_dim = 512
     config.dropout = 0.3
     return config

@@ -7,6 +7,7 @@ the batches an uninterrupted run would have seen, and the evaluation restores th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,17 @@ class FoldCheckpoints:
     def best_step(self) -> int | None:
         """The step with the highest validation accuracy; None when no checkpoint has a metric."""
         return self.manager.best_step()
+
+    def selected_step(self, fold_dir: Path) -> int | None:
+        """The fold's selected step: ``fold_dir/done.json``'s best_step (by validation, or the last step without a
+        validation split) when that checkpoint is kept, else the best by validation, else the latest; None when the
+        fold has no checkpoint."""
+        done = Path(fold_dir) / "done.json"
+        if done.exists() and (step := json.loads(done.read_text()).get("best_step")) is not None:
+            if step in self.manager.all_steps():
+                return int(step)
+        step = self.best_step()
+        return step if step is not None else self.latest_step()
 
     def restore(self, step: int, templates: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(the items named in ``templates``, each shaped, typed and sharded like its template (replicated arrays),

@@ -42,6 +42,7 @@ from crescend_jax.train.input_pipeline import host_table, place_plan, place_tabl
 from crescend_jax.train.metrics_writer import MetricsWriter
 from crescend_jax.train.optimizer import build_optimizer
 from crescend_jax.train.step import build_train_step
+from crescend_jax.train.warm_start import warm_start
 
 # Fields that may differ between a killed run and its resumption.
 RESUME_IGNORED_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed")
@@ -227,7 +228,8 @@ def _fold_data(table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray, 
 
 
 def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: EmbeddingTable, units: np.ndarray,
-               test_mask: np.ndarray, fold: int, fold_dir: Path, mesh) -> dict[str, Any]:
+               test_mask: np.ndarray, fold: int, fold_dir: Path, mesh,
+               target_folds: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Trains one fold in ``fold_dir`` (resuming from its latest checkpoint if any); returns its done record."""
     done_path = fold_dir / "done.json"
     if done_path.exists():
@@ -249,8 +251,11 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
     with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
         checkpoints = cleanup.enter_context(contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")))
-        step = 0
-        if (latest := checkpoints.latest_step()) is not None:
+        step, warm = 0, None
+        if (latest := checkpoints.latest_step()) is None and config.model.get("init_from", ""):
+            model_state, warm = warm_start(model_state, config, fold, target_folds, mesh)
+            opt_state = steps.init_optimizer(model_state)
+        if latest is not None:
             items, record = checkpoints.restore(latest, {"model": model_state, "optimizer": opt_state})
             model_state, opt_state = items["model"], items["optimizer"]
             step = record["step"]
@@ -290,6 +295,8 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
         record = {"fold": fold, "steps": step, "best_step": best if best is not None else step,
                   "selection": data.selection, "fit_rows": len(data.fit),
                   "val_rows": 0 if data.val is None else len(data.val)}
+        if warm is not None:
+            record["init_from"] = warm
     if jax.process_index() == 0:
         done_path.write_text(json.dumps(record, indent=2))
     return record
@@ -334,6 +341,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
     for entry in folds:
         mask = np.isin(table.keys, entry["test_keys"])
         records.append(train_fold(approach, config, table, units, mask, entry["fold"],
-                                  workdir / f"fold_{entry['fold']}", mesh))
+                                  workdir / f"fold_{entry['fold']}", mesh, folds))
     return records
 

@@ -1,0 +1,100 @@
+"""``model.init_from=WORKDIR``: a fold's model starts from another run's trained parameters (warm start).
+
+Used for "A then B" (contrastive pre-training, then Siamese fine-tuning), "B on C's style encoder" and pre-training on
+another corpus (ASAP) before PercePiano. Which of the source's folds: the fold with the same index when the source
+holds out exactly the same keys fold by fold (no test composition of the target was ever trained on), else the
+source's single fold when it has one (a pre-training run, e.g. on another corpus, whose training data must not
+contain the target's compositions: the source's config says how it excluded them); anything else is refused.
+
+Which parameters: every parameter (``nnx.Param``) whose path exists in both models with the same shape is copied;
+the others keep their fresh initialisation (e.g. a new comparison head). A path present in both with another shape
+is refused (the encoders differ), and so is a warm start that copies nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from crescend_jax.config import ConfigError
+from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.models import get_approach
+from crescend_jax.models.functions import model_functions
+from crescend_jax.runtime.checkpoint import FoldCheckpoints
+
+
+def _path(path) -> str:
+    """"linears/0/kernel" from a pytree key path (the trailing ".value" of a variable dropped)."""
+    names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    return "/".join(names[:-1] if names and names[-1] == "value" else names)
+
+
+def _params(state: nnx.State) -> dict[str, Any]:
+    """path -> array of the nnx.Param leaves of a model state."""
+    return {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(state.filter(nnx.Param))[0]}
+
+
+def source_fold(source: Path, fold: int, target_folds: list[dict[str, Any]]) -> int:
+    """The source fold whose parameters initialise target fold ``fold`` (see the module doc)."""
+    _, source_folds = fingerprint_lib.read_record(source)
+    if source_folds is None:
+        raise ConfigError(f"model.init_from={source} is not a training workdir (no folds.json)")
+    simplify = lambda folds: [(f["fold"], sorted(f["test_keys"])) for f in folds]
+    if simplify(source_folds) == simplify(target_folds):
+        return fold
+    if len(source_folds) == 1:
+        return int(source_folds[0]["fold"])
+    raise ConfigError(f"model.init_from={source} holds out other folds than this run and has "
+                      f"{len(source_folds)} folds: train it on the same data.* split, or as one pre-training fold")
+
+
+def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, target_folds: list[dict[str, Any]],
+               mesh: Mesh) -> tuple[Any, dict[str, Any]]:
+    """``model_state`` with the parameters of ``config.model.init_from``'s selected checkpoint copied in; returns
+    (state, a JSON record: source, fold, step, copied and fresh parameter paths)."""
+    source = Path(config.model.init_from)
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"model.init_from={source} has no config.json: point it at a finished training workdir")
+    source_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    k = source_fold(source, fold, target_folds)
+    fold_dir = source / f"fold_{k}"
+    stats = fold_dir / "input_stats.npz"
+    if not stats.is_file():
+        raise ConfigError(f"model.init_from={source}: fold {k} was never trained ({stats} is missing)")
+    input_dim = int(np.load(stats)["mean"].shape[0])
+    functions = model_functions(get_approach(source_config.model.name), source_config, input_dim, mesh)
+    with contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")) as checkpoints:
+        step = checkpoints.selected_step(fold_dir)
+        if step is None:
+            raise ConfigError(f"model.init_from={source}: {fold_dir} has no checkpoint")
+        items, _ = checkpoints.restore(step, {"model": functions.init(k)})
+    source_params = _params(items["model"])
+    target_params = _params(model_state)
+    mismatched = [f"{p}: {source_params[p].shape} -> {leaf.shape}" for p, leaf in target_params.items()
+                  if p in source_params and source_params[p].shape != leaf.shape]
+    if mismatched:
+        raise ConfigError(f"model.init_from={source}: the encoders differ ({'; '.join(mismatched[:4])}); build both "
+                          "with the same widths")
+    copied = sorted(p for p in target_params if p in source_params)
+    if not copied:
+        raise ConfigError(f"model.init_from={source}: no parameter of this model exists in the source "
+                          f"(source parameters look like {sorted(source_params)[:3]})")
+
+    def replace(path, leaf):
+        name = _path(path)
+        return source_params[name] if name in source_params else leaf
+
+    params = jax.tree_util.tree_map_with_path(replace, model_state.filter(nnx.Param))
+    state = nnx.merge_state(model_state, params)  # the non-parameter variables (e.g. RNG state) stay fresh
+    record = {"source": str(source), "source_fold": k, "source_step": int(step), "copied": copied,
+              "fresh": sorted(p for p in target_params if p not in source_params)}
+    return state, record
