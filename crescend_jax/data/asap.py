@@ -346,7 +346,7 @@ def _performance(path: Path, cache_dir: Path) -> tuple[MidiPerformance, str]:
         return MidiPerformance(**values), digest
     performance = midi_events.read_midi(path)
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.asarray(getattr(performance, name)) for name in fields})
+    np.savez_compressed(buffer, **{name: np.asarray(getattr(performance, name)) for name in fields})
     _atomic_write_bytes(entry, buffer.getvalue())
     return performance, digest
 
