@@ -144,14 +144,13 @@ def test_ratings_missing_values_and_stray_text(tmp_path):
     row2 = [8, 0, f" {key}.wav", *_questions([3.5 if i == 0 else 2 for i in range(NUM_DIMENSIONS)]), ""]
     rows = [row1, row2] + [[1, 0, f"{k}.wav", *_questions([4] * NUM_DIMENSIONS), ""] for k in GOOD_KEYS[1:]]
     root = make_checkout(tmp_path, ratings_rows=rows)
-    with pytest.warns(RatingsWarning, match="1 rating cells holding text .1 rows. and 2 outside 1..7"):
+    with pytest.warns(RatingsWarning, match="1 rating cells holding text .1 rows. and 2 outside 1..7; dropped 1 "
+                                            "rater rows with an answer above 7"):
         corpus = load_percepiano(root)
     ratings = {s.key: s.ratings for s in corpus.segments}[key]
-    assert ratings.shape == (2, NUM_DIMENSIONS)
-    assert ratings[0, 0] == pytest.approx(1.0)
-    assert np.isnan(ratings[0, 1:5]).all()  # 0, blank, text, 8
-    assert ratings[1, 1] == pytest.approx(2 / 7)
-    assert np.isnan(ratings[1, 0])  # 3.5 is not on the 1..7 scale
+    assert ratings.shape == (1, NUM_DIMENSIONS)  # row1 holds an 8: the label file's rule drops the whole row
+    assert ratings[0, 1] == pytest.approx(2 / 7)
+    assert np.isnan(ratings[0, 0])  # 3.5 is not on the 1..7 scale
 
 
 def test_bad_key_and_missing_midi_are_problems(tmp_path):

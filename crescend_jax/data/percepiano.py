@@ -31,7 +31,7 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import Corpus, Problem, Segment
 
 RATING_SCALE = 7.0  # raters answered on 1..7; labels are rating / 7
-READER_VERSION = 1  # bump by hand when this reader changes what it returns for the same files (part of store ids)
+READER_VERSION = 2  # bump by hand when this reader changes what it returns for the same files (part of store ids)
 RATINGS_CSV = "total_2rounds.csv"
 MIDI_DIRS = ("virtuoso/data/all_2rounds", "virtuoso/data/score_midi")  # searched in this order
 SCORE_MIDI_DIR = "virtuoso/data/score_midi"
@@ -146,7 +146,11 @@ def _read_label_file(path: Path, length: int) -> dict[str, np.ndarray]:
 
 
 def _read_ratings(path: Path, keys: set[str]) -> dict[str, np.ndarray]:
-    """key -> float32 [R, 19] ratings / 7 for the labelled ``keys`` (NaN = missing: blank, 0, text or out of 1..7)."""
+    """key -> float32 [R, 19] ratings / 7 for the labelled ``keys`` (NaN = missing: blank, 0, text or out of 1..7).
+
+    The rule the label file was built with (`crescend_jax.evaluate.ceiling.label_file_ratings`, reproduced on the
+    shared files: 962 of 963 label means exact): a rater row holding any answer above 7 is dropped whole, so the
+    ratings the noise ceiling uses are the ones the labels average."""
     if not path.is_file():
         raise CorpusError(f"ratings file {path} is missing; point data.root at an upstream PercePiano checkout")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -162,16 +166,18 @@ def _read_ratings(path: Path, keys: set[str]) -> dict[str, np.ndarray]:
     values = cells.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, copy=True)
     text = np.isnan(values) & (cells.apply(lambda column: column.str.strip()) != "").to_numpy()
     out_of_range = ~np.isnan(values) & (values != 0) & ~np.isin(values, np.arange(1, RATING_SCALE + 1))
+    dropped = (values > RATING_SCALE).any(axis=1)  # the label file's rule: such a rater row is not used at all
     if text.any() or out_of_range.any():
         warnings.warn(
             f"{path}: read as missing {int(text.sum())} rating cells holding text "
-            f"({int(text.any(axis=1).sum())} rows) and {int(out_of_range.sum())} outside 1..7",
+            f"({int(text.any(axis=1).sum())} rows) and {int(out_of_range.sum())} outside 1..7; dropped "
+            f"{int(dropped.sum())} rater rows with an answer above 7 (as the label file does)",
             RatingsWarning,
             stacklevel=3,
         )
     values[text | out_of_range | (values == 0)] = np.nan
-    ratings = (values / RATING_SCALE).astype(np.float32)
-    kept_keys = row_keys[keep]
+    ratings = (values[~dropped] / RATING_SCALE).astype(np.float32)
+    kept_keys = row_keys[keep][~dropped]
     order = np.argsort(kept_keys, kind="stable")
     sorted_keys, wanted = kept_keys[order], sorted(keys)
     starts = np.searchsorted(sorted_keys, wanted, side="left")
