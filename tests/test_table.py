@@ -1,4 +1,7 @@
-"""EmbeddingTable: concat keeps where rows came from; fuse_tables pairs encoders' rows; unrated keys are counted."""
+"""EmbeddingTable: concat keeps where rows came from; fuse_tables pairs encoders' rows; unrated keys are counted;
+performer factors stay aligned with their rows through subset, concat and fusion."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -95,3 +98,63 @@ def test_unrated_keys_counts_each_key_once():
     assert table.unrated_keys() == ["k0", "k1"]
     twice = EmbeddingTable.concat([table, make_table(["k0", "k1", "k2"], ["rB"] * 3, 1, "enc", ratings=ratings)])
     assert twice.unrated_keys() == ["k0", "k1"]
+
+
+NAMES = ("timing", "skill")
+
+
+def with_factors(table: EmbeddingTable, offset: float = 0.0) -> EmbeddingTable:
+    """``table`` with factors [k, -k] + offset for key ``k<k>`` (a row of key ``k0`` is a deadpan one: NaN)."""
+    index = np.array([int(k[1:]) for k in table.keys], np.float32)
+    factors = np.stack([index + offset, -index - offset], axis=1)
+    factors[index == 0] = np.nan
+    return dataclasses.replace(table, performer_factors=factors, factor_names=NAMES)
+
+
+def test_subset_and_concat_keep_factors_aligned_with_their_rows():
+    a = with_factors(make_table(["k0", "k1", "k2"], ["rA"] * 3, 1, "enc"))
+    b = with_factors(make_table(["k3", "k4"], ["rB"] * 2, 1, "enc"))
+    both = EmbeddingTable.concat([a, b])
+    assert both.factor_names == NAMES and both.performer_factors.shape == (5, 2)
+    np.testing.assert_array_equal(both.performer_factors, [[np.nan, np.nan], [1, -1], [2, -2], [3, -3], [4, -4]])
+    picked = both.subset(np.array([4, 1]))
+    np.testing.assert_array_equal(picked.keys, ["k4", "k1"])
+    np.testing.assert_array_equal(picked.performer_factors, [[4, -4], [1, -1]])
+    masked = both.subset(both.keys != "k2")
+    np.testing.assert_array_equal(masked.performer_factors[:, 0], [np.nan, 1, 3, 4])
+
+
+def test_concat_with_a_table_without_factors_gives_its_rows_nan():
+    a = with_factors(make_table(["k1"], ["rA"], 1, "enc"))
+    plain = make_table(["k2", "k3"], ["rA"] * 2, 1, "enc")
+    both = EmbeddingTable.concat([plain, a])
+    assert both.factor_names == NAMES
+    np.testing.assert_array_equal(both.performer_factors, [[np.nan, np.nan], [np.nan, np.nan], [1, -1]])
+    none = EmbeddingTable.concat([plain, plain])
+    assert none.performer_factors is None and none.factor_names == ()
+    renamed = dataclasses.replace(a, factor_names=("pace", "skill"))
+    with pytest.raises(ValueError, match="performer factors differ"):
+        EmbeddingTable.concat([a, renamed])
+
+
+def test_factors_must_match_the_rows_and_names():
+    table = make_table(["k1", "k2"], ["rA"] * 2, 1, "enc")
+    with pytest.raises(ValueError, match=r"performer_factors must be \[2, 2\]"):
+        dataclasses.replace(table, performer_factors=np.zeros((3, 2), np.float32), factor_names=NAMES)
+    with pytest.raises(ValueError, match=r"performer_factors must be \[2, 0\]"):
+        dataclasses.replace(table, performer_factors=np.zeros((2, 2), np.float32))
+
+
+def test_fusion_keeps_factors_on_the_fused_rows_and_checks_they_agree():
+    audio = with_factors(make_table(["k0", "k1", "k2", "k0", "k1", "k2"], ["rA"] * 3 + ["rB"] * 3, 2, "audio"))
+    symbolic = with_factors(make_table(["k2", "k0", "k1"], [SYMBOLIC_RENDER] * 3, 1, "midi"))
+    for order in ([symbolic, audio], [audio, symbolic]):
+        fused = fuse_tables(order)
+        assert fused.factor_names == NAMES
+        np.testing.assert_array_equal(fused.performer_factors[:, 0], [np.nan, 1, 2, np.nan, 1, 2])
+    plain_symbolic = make_table(["k2", "k0", "k1"], [SYMBOLIC_RENDER] * 3, 1, "midi")
+    fused = fuse_tables([plain_symbolic, audio])  # the factors come from the table that has them
+    np.testing.assert_array_equal(fused.performer_factors[:, 1], [np.nan, -1, -2, np.nan, -1, -2])
+    assert fuse_tables([plain_symbolic, make_table(["k0", "k1", "k2"], ["rA"] * 3, 1, "a")]).performer_factors is None
+    with pytest.raises(TableFusionError, match="disagree on the performer factors"):
+        fuse_tables([audio, with_factors(symbolic, offset=0.5)])

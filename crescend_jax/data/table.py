@@ -27,6 +27,10 @@ class EmbeddingTable:
     encoder: encoder name; frame_rate: frames per second of ``frames``.
     sources: the store directories the rows were read from, absolute (empty for a table built in memory).
     data_roots: where those stores' items were read from (PercePiano's root, the demo's MIDI cache), each once.
+    performer_factors: None (the corpus knows no performer factors), or float32 [N, F]: the latent factors each
+      row's performance was played with (the demo corpus's simulated performers); NaN rows where unknown (a deadpan
+      rendition, or rows concatenated from a table without factors).
+    factor_names: the F names of the ``performer_factors`` columns; () when there are none.
     """
 
     keys: np.ndarray
@@ -45,6 +49,14 @@ class EmbeddingTable:
     frame_rate: float
     sources: tuple[str, ...] = ()
     data_roots: tuple[str, ...] = ()
+    performer_factors: np.ndarray | None = None
+    factor_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        expected = (len(self.keys), len(self.factor_names))
+        if self.performer_factors is not None and np.shape(self.performer_factors) != expected:
+            raise ValueError(f"performer_factors must be [{len(self.keys)}, {len(self.factor_names)}] (rows, "
+                             f"factor_names), got {np.shape(self.performer_factors)}")
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -66,6 +78,7 @@ class EmbeddingTable:
             ratings=[self.ratings[i] for i in index],
             pooled=self.pooled[index],
             frames=None if self.frames is None else [self.frames[i] for i in index],
+            performer_factors=None if self.performer_factors is None else self.performer_factors[index],
         )
 
     def unrated_keys(self) -> list[str]:
@@ -80,12 +93,14 @@ class EmbeddingTable:
 
     @staticmethod
     def concat(tables: list["EmbeddingTable"]) -> "EmbeddingTable":
-        """Rows of all ``tables`` (e.g. one store per soundfont); encoders must agree."""
+        """Rows of all ``tables`` (e.g. one store per soundfont); encoders must agree, and so must the factor names of
+        the tables that carry performer factors (the rows of one without get NaN factors)."""
         first = tables[0]
         for t in tables[1:]:
             if t.encoder != first.encoder or t.pooled.shape[1] != first.pooled.shape[1]:
                 raise ValueError(f"cannot combine stores of encoders {first.encoder!r} and {t.encoder!r}")
         cat = lambda name: np.concatenate([getattr(t, name) for t in tables])
+        names, factors = _concat_factors(tables)
         return dataclasses.replace(
             first,
             **{n: cat(n) for n in ("keys", "compositions", "pieces", "performers", "groups", "renders",
@@ -94,7 +109,22 @@ class EmbeddingTable:
             frames=None if any(t.frames is None for t in tables) else [f for t in tables for f in t.frames],
             sources=tuple(s for t in tables for s in t.sources),
             data_roots=_union_roots(tables),
+            performer_factors=factors,
+            factor_names=names,
         )
+
+
+def _concat_factors(tables: Sequence[EmbeddingTable]) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """(factor names, float32 [sum N_t, F] or None) of ``tables`` stacked; NaN rows for a table without factors."""
+    named = {t.factor_names for t in tables if t.performer_factors is not None}
+    if not named:
+        return (), None
+    if len(named) > 1:
+        raise ValueError(f"cannot combine tables whose performer factors differ: {sorted(named)}")
+    names = named.pop()
+    return names, np.concatenate([
+        np.full((len(t), len(names)), np.nan, np.float32) if t.performer_factors is None
+        else np.asarray(t.performer_factors, np.float32) for t in tables])
 
 
 def _union_roots(tables: Sequence[EmbeddingTable]) -> tuple[str, ...]:
@@ -114,7 +144,8 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
     symbolic table (every row's render is `SYMBOLIC_RENDER`, one row per key) pairs by key alone, so its vector is
     repeated for every render of the audio tables. The rows, their order and their labels are those of the first
     audio table (the first table when every one is symbolic); every row must find its partner in every table and
-    the labels must agree, else `TableFusionError` names what is missing.
+    the labels must agree, else `TableFusionError` names what is missing. Performer factors come from the first table
+    that has them; any other table's must agree.
 
     Frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and length and are not
     fused. ``encoder`` is ``fusion(<name>+<name>...)``; ``sources`` lists every table's stores.
@@ -154,6 +185,7 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
         if not same:
             raise TableFusionError(f"{table.encoder!r} and {base.encoder!r} disagree on the labels or groups of the "
                                    f"same keys: they were extracted from different corpus content")
+    names, factors = _fused_factors(tables, rows)
     return dataclasses.replace(
         base,
         pooled=np.concatenate([t.pooled[index] for t, index in zip(tables, rows)], axis=1),
@@ -162,4 +194,23 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
         encoder="fusion(" + "+".join(t.encoder for t in tables) + ")",
         sources=tuple(s for t in tables for s in t.sources),
         data_roots=_union_roots(tables),
+        performer_factors=factors,
+        factor_names=names,
     )
+
+
+def _fused_factors(tables: Sequence[EmbeddingTable],
+                   rows: Sequence[np.ndarray]) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """The performer factors of the fused rows (``rows``: each table's row index of every fused row): those of the
+    first table that has any; every other table with factors must agree (same names, equal values, NaN where NaN)."""
+    known = [(t, index) for t, index in zip(tables, rows) if t.performer_factors is not None]
+    if not known:
+        return (), None
+    first, first_index = known[0]
+    factors = np.asarray(first.performer_factors[first_index], np.float32)
+    for table, index in known[1:]:
+        if table.factor_names != first.factor_names or not np.array_equal(
+                table.performer_factors[index], factors, equal_nan=True):
+            raise TableFusionError(f"{table.encoder!r} and {first.encoder!r} disagree on the performer factors of "
+                                   f"the same keys: they were extracted from different corpus content")
+    return first.factor_names, factors
