@@ -1,4 +1,5 @@
-"""The demo corpus: determinism, planted factors that move their labels and the MIDI, and the piece confound."""
+"""The demo corpus: determinism, planted factors that move their labels and the MIDI and are kept on every segment,
+and the piece confound."""
 
 import io
 import shutil
@@ -96,6 +97,67 @@ def test_other_seed_other_corpus(corpus, cache_dir):
     performed = [(a, b) for a, b in zip(corpus.segments, other.segments) if not a.is_deadpan]
     assert all(a.midi_path.read_bytes() != b.midi_path.read_bytes() for a, b in performed)
     assert not np.allclose(_label_arrays(corpus)["label_truth"], _label_arrays(other)["label_truth"])
+
+
+def test_segments_carry_the_factors_they_were_played_with(corpus):
+    config = _small_config(Path("unused"))
+    base = dc.performer_factors(config)
+    deviations = []
+    for s in corpus.segments:
+        assert s.factors.dtype == np.float32 and s.factors.shape == (len(perf.FACTOR_NAMES),)
+        if s.is_deadpan:
+            assert np.isnan(s.factors).all()
+            continue
+        assert np.isfinite(s.factors).all()
+        # the performer's factors plus this performance's jitter, the first draw of the performance's generator
+        jitter = dc._rng(config.seed, "performance", s.key).standard_normal(len(perf.FACTOR_NAMES))
+        np.testing.assert_allclose(s.factors, base[s.performer].as_array() + jitter * config.performance_sd, rtol=1e-6)
+        deviations.append(s.factors - base[s.performer].as_array())
+    assert 0.8 * config.performance_sd < np.std(deviations) < 1.2 * config.performance_sd
+    # one performer's performances differ, but stay closer to each other than to another performer's
+    first = np.stack([s.factors for s in corpus.segments if s.performer == "p00"])
+    second = np.stack([s.factors for s in corpus.segments if s.performer == "p01"])
+    assert len(np.unique(first[:, 0])) == len(first)
+    assert np.abs(first - first.mean(0)).mean() < np.abs(first - second.mean(0)).mean()
+
+
+def test_labels_are_the_truth_of_the_stored_factors(corpus, cache_dir):
+    # Playing a segment again with its stored factors gives its noiseless labels back: the factors a probe is scored
+    # against are those that made the labels (not the performer's un-jittered ones).
+    config = _small_config(cache_dir)
+    s = next(s for s in corpus.segments if s.performer == "p02" and s.group.endswith("_1"))
+    piece = next(p for p in dc.PIECES if p.composition == s.composition)
+    score = dc.load_score(piece, cache_dir)
+    bars = int(s.piece.rsplit("_", 1)[1].removesuffix("bars"))
+    first, end = dc.segment_windows(score, bars, config.segments_per_piece)[1]
+    traits = perf.PieceTraits(piece.tempo_bpm, piece.loudness, score.minor)
+
+    def truth(factors: np.ndarray) -> np.ndarray:
+        rng = dc._rng(config.seed, "performance", s.key)
+        rng.standard_normal(len(perf.FACTOR_NAMES))  # the jitter draw
+        return perf.render_performance(dc.cut_segment(score, first, end), traits, perf.PerformerFactors.from_array(
+            factors), dc.piece_offsets(config, s.composition), rng).truth
+
+    np.testing.assert_allclose(truth(s.factors.astype(np.float64)), s.label_truth, atol=1e-5)
+    assert np.abs(truth(dc.performer_factors(config)["p02"].as_array()) - s.label_truth).max() > 1e-3
+
+
+def test_factors_survive_a_store_round_trip(corpus, tmp_path):
+    from crescend_jax.data import store
+
+    info = store.StoreInfo(corpus="demo", encoder="fake-enc", frame_rate=10.0, num_layers=1, dim=2, frames=False,
+                           render="r")
+    segments = corpus.segments[:20]
+    with store.StoreWriter(tmp_path / "s", info, chunk_size=8) as writer:
+        for s in segments:
+            writer.add(store.item_record(s, "r", np.zeros(2, np.float32), None))
+    table = store.read_store([tmp_path / "s"])
+    assert table.factor_names == perf.FACTOR_NAMES
+    by_key = {s.key: s.factors for s in segments}
+    np.testing.assert_array_equal(table.performer_factors, np.stack([by_key[k] for k in table.keys]))
+    deadpan = np.array([p == "Score" for p in table.performers])
+    assert deadpan.any() and np.isnan(table.performer_factors[deadpan]).all()
+    assert np.isfinite(table.performer_factors[~deadpan]).all()
 
 
 def test_score_cache_is_used(cache_dir, monkeypatch):

@@ -1,5 +1,5 @@
-"""The embedding store: round trip, atomic resumable parts, merge, tfds readability, read speed, identity in
-store.json, corrupt files, disk full / read-only, and fusion of several encoders' stores."""
+"""The embedding store: round trip (performer factors included), atomic resumable parts, merge, tfds readability,
+read speed, identity in store.json, corrupt files, disk full / read-only, and fusion of several encoders' stores."""
 
 import dataclasses
 import errno
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from crescend_jax.data import store
+from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
 
 LAYERS, DIM = 2, 8
@@ -62,6 +63,42 @@ def test_round_trip_values_equal(tmp_path):
         np.testing.assert_array_equal(table.ratings[i], expected["ratings"])
     assert table.ratings[list(table.keys).index(make_record(0)["key"])].shape == (0, 19)
     assert table.frames is None
+
+
+def factor_segment(index: int) -> Segment:
+    """Segment ``index`` with known factors (every third one a deadpan rendition: all NaN)."""
+    values = np.full(len(FACTOR_NAMES), np.nan, np.float32) if index % 3 == 0 else (
+        np.random.default_rng(500 + index).normal(size=len(FACTOR_NAMES)).astype(np.float32))
+    return dataclasses.replace(make_segment(index), factors=values)
+
+
+def test_performer_factors_round_trip_aligned_with_their_keys(tmp_path):
+    write_segments = [factor_segment(i) for i in (7, 2, 9, 0, 5, 3, 1)]
+    with store.StoreWriter(tmp_path / "s", make_info(), chunk_size=3) as writer:
+        for segment in write_segments:
+            writer.add(store.item_record(segment, "fluidr3-sr16000", np.zeros(LAYERS * DIM, np.float32), None))
+    table = store.read_store([tmp_path / "s"])
+    assert table.factor_names == FACTOR_NAMES and table.performer_factors.dtype == np.float32
+    assert table.performer_factors.shape == (7, len(FACTOR_NAMES))
+    by_key = {segment.key: segment.factors for segment in write_segments}
+    for key, row in zip(table.keys, table.performer_factors):
+        np.testing.assert_array_equal(row, by_key[key])  # NaN rows (deadpan) stay NaN
+    assert np.isnan(table.performer_factors).all(axis=1).sum() == 3
+    # rows a subset picks keep their own factors
+    picked = table.subset(np.array([4, 0]))
+    np.testing.assert_array_equal(picked.performer_factors, [by_key[k] for k in picked.keys])
+
+
+def test_a_store_without_known_factors_reads_none(tmp_path):
+    write(tmp_path / "s", range(4))  # make_segment leaves factors None (a corpus of real performances)
+    table = store.read_store([tmp_path / "s"])
+    assert table.performer_factors is None and table.factor_names == ()
+
+
+def test_factors_of_the_wrong_width_are_refused():
+    segment = dataclasses.replace(make_segment(1), factors=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=f"factors must be \\[{len(FACTOR_NAMES)}\\]"):
+        store.item_record(segment, "r", np.zeros(LAYERS * DIM, np.float32), None)
 
 
 def test_rows_come_back_in_key_order_whatever_the_write_order(tmp_path):
@@ -249,7 +286,9 @@ def test_a_writer_from_another_data_root_joins_the_same_store(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("[1, 2]", "not a store description"),
-    (json.dumps({**dataclasses.asdict(make_info()), "format": 1}), "store format 1, this version reads 2"),
+    (json.dumps({**dataclasses.asdict(make_info()), "format": 1}), f"store format 1, this version reads {store.STORE_FORMAT}"),
+    # a store written before the items held performer factors
+    (json.dumps({**dataclasses.asdict(make_info()), "format": 2}), "store format 2, this version reads 3"),
 ])
 def test_foreign_store_json_is_a_store_error_with_the_way_out(tmp_path, text, match):
     write(tmp_path / "s", range(2))

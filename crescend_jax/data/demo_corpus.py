@@ -5,8 +5,10 @@ under ``cache_dir/scores``, keyed by piece and music21 version), cut into ``segm
 and played by ``num_performers`` simulated pianists (`crescend_jax.data.performers`) plus, optionally, a deadpan
 "Score" rendition. Labels are known functions of the performer factors and the piece, plus a random per-composition
 offset on every dimension (the piece confound a model can exploit without hearing the performer). Raters add bias,
-noise and missing ratings. Everything is drawn from generators seeded by ``(seed, name)``, so the same seed gives
-byte-identical MIDI files and identical labels, whatever the build order.
+noise and missing ratings. Each segment keeps the factors its performance was played with (`Segment.factors`: the
+performer's, jittered by ``performance_sd``; NaN for the Score rendition), the ground truth for probes. Everything is
+drawn from generators seeded by ``(seed, name)``, so the same seed gives byte-identical MIDI files and identical
+labels, whatever the build order.
 
 Naming follows PercePiano: composition ``Joplin_MapleLeafRag``, piece ``Joplin_MapleLeafRag_6bars``,
 group ``<piece>_<segment>``, key ``<piece>_<performer>_<segment>``, performers ``p00``, ``p01``, ... and ``Score``.
@@ -34,7 +36,7 @@ RENDER_VERSION = 1  # bump when the performer model changes what is written
 # ``config.data`` fields that do not change a single segment or label: where the corpus is cached and how it is split
 # into folds. Every other field (seed, sizes, noise levels, ... and any field added later) is part of the corpus's
 # identity, so changing it builds a new store instead of reusing one built with other settings.
-NON_CONTENT_FIELDS = ("cache_dir", "num_folds", "test_compositions", "fold_seed", "split_level")
+NON_CONTENT_FIELDS = ("cache_dir", "num_folds", "test_compositions", "fold_seed", "split_level", "exclude_compositions")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +129,7 @@ def default_demo_data_config() -> ml_collections.ConfigDict:
     config.test_compositions = ()
     config.fold_seed = 0
     config.split_level = "composition"  # or "work": the compositions of one work stay together
+    config.exclude_compositions = ()  # compositions (or works) left out of the run entirely (nested selection)
     return config
 
 
@@ -335,10 +338,11 @@ def build_demo_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
             for name, factors in players:
                 key = f"{piece_name}_{name}_{index}"
                 rng = _rng(data_config.seed, "performance", key)
+                played = None  # this performance's factors: the performer's, jittered from one performance to the next
                 if factors is not None:
                     jitter = rng.standard_normal(len(perf.FACTOR_NAMES)) * data_config.performance_sd
-                    factors = perf.PerformerFactors.from_array(factors.as_array() + jitter)
-                performance = perf.render_performance(segment_score, traits, factors, offset, rng)
+                    played = perf.PerformerFactors.from_array(factors.as_array() + jitter)
+                performance = perf.render_performance(segment_score, traits, played, offset, rng)
                 midi_path = midi_dir / f"{key}.mid"
                 _write_if_changed(midi_path, performance.midi_bytes)
                 ratings = perf.rate(performance.truth, rater_bias, data_config.rater_noise_sd,
@@ -348,5 +352,7 @@ def build_demo_corpus(data_config: ml_collections.ConfigDict) -> Corpus:
                     group=f"{piece_name}_{index}", midi_path=midi_path,
                     label_mean=np.nanmean(ratings, axis=0).astype(np.float32),
                     label_std=np.nanstd(ratings, axis=0).astype(np.float32),
-                    ratings=ratings, label_truth=performance.truth.astype(np.float32)))
+                    ratings=ratings, label_truth=performance.truth.astype(np.float32),
+                    factors=(np.full(len(perf.FACTOR_NAMES), np.nan, np.float32) if played is None
+                             else played.as_array().astype(np.float32))))
     return Corpus(name="demo", segments=segments, problems=problems)

@@ -57,6 +57,9 @@ class Segment:
         undefined), or None when the corpus has none.
       in_percepiano: the composition is (conservatively) also a PercePiano composition: pre-training on it would
         leak into a PercePiano test fold.
+      factors: float32 [F] the simulated performer's latent factors for this very performance, in
+        `performers.FACTOR_NAMES` order (NaN for a deadpan rendition, which no performer played), or None when the
+        corpus knows no factors (real performances).
     """
 
     key: str
@@ -74,6 +77,7 @@ class Segment:
     window: Window | None = None
     derived: np.ndarray | None = None
     in_percepiano: bool = False
+    factors: np.ndarray | None = None
 
     @property
     def is_deadpan(self) -> bool:

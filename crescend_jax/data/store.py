@@ -40,6 +40,7 @@ import numpy as np
 
 from crescend_jax.data import identity as identity_lib
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
+from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
 from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables
 from crescend_jax.encoders import SYMBOLIC_RENDER, active_encoder_config, is_symbolic
@@ -47,7 +48,9 @@ from crescend_jax.encoders import SYMBOLIC_RENDER, active_encoder_config, is_sym
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
 
-STORE_FORMAT = 2  # 2: store.json holds the identity and the data root; directories end in the identity digest
+# 2: store.json holds the identity and the data root; directories end in the identity digest.
+# 3: items hold "performer_factors" (the demo's simulated performer factors, `FACTOR_NAMES` order, NaN if unknown).
+STORE_FORMAT = 3
 DATASET_NAME = "crescend_store"
 DATASET_VERSION = "1.0.0"
 SPLIT = "train"
@@ -130,6 +133,7 @@ def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
     features.update({name: vector() for name in _LABEL_FIELDS})
     features["ratings"] = tfds.features.Tensor(shape=(None, NUM_DIMENSIONS), dtype=np.float32)
     features["pooled"] = tfds.features.Tensor(shape=(info.pooled_dim,), dtype=np.float32)
+    features["performer_factors"] = tfds.features.Tensor(shape=(len(FACTOR_NAMES),), dtype=np.float32)
     if info.frames:
         import ml_dtypes
 
@@ -140,7 +144,17 @@ def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
 
 
 def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.ndarray | None) -> dict[str, Any]:
-    """One store item from a segment and its encoding (``frames`` [layers, T, dim] only when the store keeps them)."""
+    """One store item from a segment and its encoding (``frames`` [layers, T, dim] only when the store keeps them).
+
+    ``performer_factors`` is ``segment.factors`` (float32 [len(FACTOR_NAMES)]), all NaN when the segment has none.
+    """
+    if segment.factors is None:
+        factors = np.full(len(FACTOR_NAMES), np.nan, np.float32)
+    else:
+        factors = np.asarray(segment.factors, np.float32)
+        if factors.shape != (len(FACTOR_NAMES),):
+            raise ValueError(f"segment {segment.key}: factors must be [{len(FACTOR_NAMES)}] in performers.FACTOR_NAMES "
+                             f"order, got shape {factors.shape}")
     record: dict[str, Any] = {
         "key": segment.key, "composition": segment.composition, "piece": segment.piece,
         "performer": segment.performer, "group": segment.group, "render": render,
@@ -149,6 +163,7 @@ def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.nd
         "label_truth": np.asarray(segment.label_truth, np.float32),
         "ratings": np.asarray(segment.ratings, np.float32).reshape(-1, NUM_DIMENSIONS),
         "pooled": np.asarray(pooled, np.float32),
+        "performer_factors": factors,
     }
     if frames is not None:
         import ml_dtypes
@@ -643,7 +658,8 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
             pooled=stack("pooled", info.pooled_dim),
             frames=[np.asarray(item["frames"], np.float32) for item in items] if info.frames else None,
             encoder=info.encoder, frame_rate=info.frame_rate,
-            sources=(str(store_dir.resolve()),), data_roots=(info.data_root,) if info.data_root else ())
+            sources=(str(store_dir.resolve()),), data_roots=(info.data_root,) if info.data_root else (),
+            **_factor_columns(stack("performer_factors", len(FACTOR_NAMES))))
     except Exception as err:  # noqa: BLE001 - array_record and tfds raise many types for a damaged file
         raise _merged_error(store_dir, err) from None
     # Rows sorted by key: items are stored in the order renders finished, which varies from run to run, and the
@@ -651,10 +667,19 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
     return table.subset(np.argsort(table.keys, kind="stable"))
 
 
+def _factor_columns(factors: np.ndarray) -> dict[str, Any]:
+    """The table's ``performer_factors`` and ``factor_names`` from the stored column: None and () when no row of the
+    store knows a factor (a corpus of real performances)."""
+    if not np.isfinite(factors).any():
+        return {"performer_factors": None, "factor_names": ()}
+    return {"performer_factors": factors, "factor_names": FACTOR_NAMES}
+
+
 def read_store(dirs: Sequence[Path]) -> EmbeddingTable:
     """One `EmbeddingTable` of the stores ``dirs`` (e.g. one per soundfont; ``renders`` tells them apart): each
     store's rows sorted by key (never in write order), the stores in the order of ``dirs``. The table's ``sources``
-    are ``dirs`` (absolute) and its ``data_roots`` where their items were read from (``store.json``).
+    are ``dirs`` (absolute) and its ``data_roots`` where their items were read from (``store.json``). Its
+    ``performer_factors`` are the stored factors (``factor_names`` = `FACTOR_NAMES`), or None when no item knows any.
 
     Merges a store's parts first when they changed since the last merge. A damaged file is a `StoreError` naming it
     and the way out.
