@@ -78,8 +78,10 @@ def disentanglement(heldout: HeldoutPredictions, workdir: Path) -> dict[str, Any
         source = heldout.source.subset(rows)
         named = {"input": source.pooled, **heldout.train_embeddings[k]}
         factors = getattr(source, "performer_factors", None)
+        known = factors is not None and bool(np.isfinite(factors).any())
         per_fold.append(disentanglement_lib.disentanglement_metrics(
-            named, source.compositions, source.groups, factors=factors))
+            named, source.compositions, source.groups, factors=factors if known else None,
+            factor_names=(source.factor_names or None) if known else None))
         if k == min(heldout.train_rows):
             disentanglement_lib.plot_embeddings(workdir / "embeddings.png", named, source.compositions)
     result = _mean_over_folds(per_fold)
