@@ -28,7 +28,7 @@ from typing import Any
 import ml_collections
 
 # ``config.data`` fields that say how a corpus is split, never what it holds.
-SPLIT_FIELDS = ("num_folds", "test_compositions", "fold_seed", "split_level")
+SPLIT_FIELDS = ("num_folds", "test_compositions", "fold_seed", "split_level", "exclude_compositions")
 DIGEST_LENGTH = 10  # hex characters of the identity digest in a store's directory name
 
 

@@ -98,6 +98,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     fold_seed: seed of the composition-to-fold assignment when num_folds >= 2.
     split_level: "composition" (default) or "work" (folds keep the compositions of one work together, and
       test_compositions may name a work, e.g. "Beethoven_WoO80").
+    exclude_compositions: compositions (or works) left out of a run entirely, e.g. an outer test fold while
+      hyperparameters are selected by folds of the remaining compositions (nested selection).
     """
     config = ml_collections.ConfigDict()
     config.root = "../shared/data/percepiano"
@@ -105,6 +107,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.test_compositions = ()
     config.fold_seed = 0
     config.split_level = "composition"  # or "work": the compositions of one work stay together
+    config.exclude_compositions = ()
     return config
 
 

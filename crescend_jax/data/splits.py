@@ -163,6 +163,21 @@ def check_split(
             )
 
 
+def kept_rows(compositions: np.ndarray, data_config, corpus: str) -> np.ndarray:
+    """bool [N]: rows a run uses, i.e. all but those of ``data_config.exclude_compositions`` (compositions, or works
+    with ``split_level="work"``); raises `SplitError` for a name that is not in the data."""
+    excluded = data_config.get("exclude_compositions", ()) or ()
+    excluded = (excluded,) if isinstance(excluded, str) else tuple(excluded)
+    compositions = np.asarray(compositions).astype(str)
+    if not excluded:
+        return np.ones(len(compositions), bool)
+    units = split_units(compositions, data_config.get("split_level", "composition"), corpus)
+    unknown = sorted(set(excluded) - set(compositions.tolist()) - set(units.tolist()))
+    if unknown:
+        raise SplitError(f"data.exclude_compositions names {unknown}, which are not in the data")
+    return ~(np.isin(compositions, excluded) | np.isin(units, excluded))
+
+
 def first_render_mask(renders: np.ndarray) -> np.ndarray:
     """bool [N]: rows of the first render (in row order) of a table with one row per (performance, render); all
     rows when there is one render. Validation and evaluation score each performance once."""

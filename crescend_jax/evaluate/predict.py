@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from crescend_jax.data import fingerprint as fingerprint_lib
-from crescend_jax.data.splits import first_render_mask
+from crescend_jax.data.splits import first_render_mask, kept_rows
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.models import get_approach
 from crescend_jax.models.contract import Predictions
@@ -103,6 +103,7 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
         from crescend_jax.data.store import load_table
 
         table = load_table(config)
+    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", "")))
     fingerprint_lib.check_same_data(workdir, fingerprint_lib.table_fingerprint(table), "evaluate",
                                     "the store read now")
     _, folds = fingerprint_lib.read_record(workdir)

@@ -18,27 +18,30 @@ from crescend_jax.models.sampler import PlainSampler
 
 
 def default_model_config() -> ml_collections.ConfigDict:
-    """The ``config.model`` section: hidden_dim (512), dropout (0.3), input_dim (0 = the store's width)."""
+    """The ``config.model`` section: hidden_dim (512), dropout (0.3) after the hidden layer, input_dropout (0: off) on
+    the standardised inputs, input_dim (0 = the store's width)."""
     config = ml_collections.ConfigDict()
     config.name = "baseline"
     config.input_dim = 0
     config.init_from = ""  # a finished workdir whose parameters start every fold (train/warm_start.py)
     config.hidden_dim = 512
     config.dropout = 0.3
+    config.input_dropout = 0.0
     return config
 
 
 class PointwiseMLP(nnx.Module):
     """x [B, D] -> Linear(hidden) -> GELU -> Dropout -> Linear(19) -> sigmoid, scores [B, 19] in (0, 1)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, dropout: float, rngs: nnx.Rngs):
+    def __init__(self, input_dim: int, hidden_dim: int, dropout: float, rngs: nnx.Rngs, input_dropout: float = 0.0):
+        self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs)
         self.hidden = nnx.Linear(input_dim, hidden_dim, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.out = nnx.Linear(hidden_dim, NUM_DIMENSIONS, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """The hidden layer GELU(Linear(x)) [B, hidden] (before dropout): the embedding the evaluation probes."""
-        return nnx.gelu(self.hidden(x))
+        return nnx.gelu(self.hidden(self.input_dropout(x)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return nnx.sigmoid(self.out(self.dropout(self.features(x))))
@@ -54,11 +57,13 @@ class PointwiseBaseline:
         check_batch_config(config)
         if model_input(config) != "pooled":
             raise ConfigError("the baseline reads pooled vectors only; set --config.model.input=pooled")
-        if not 0 <= config.model.dropout < 1 or config.model.hidden_dim < 1:
-            raise ConfigError("model.dropout must be in [0, 1) and model.hidden_dim positive")
+        if not (0 <= config.model.dropout < 1 and 0 <= config.model.get("input_dropout", 0.0) < 1
+                and config.model.hidden_dim >= 1):
+            raise ConfigError("model.dropout and model.input_dropout must be in [0, 1) and model.hidden_dim positive")
 
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
-        return PointwiseMLP(input_dim, config.model.hidden_dim, config.model.dropout, rngs)
+        return PointwiseMLP(input_dim, config.model.hidden_dim, config.model.dropout, rngs,
+                            input_dropout=config.model.get("input_dropout", 0.0))
 
     def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
              mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:

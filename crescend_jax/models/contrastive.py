@@ -53,6 +53,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.hidden_dim = 512
     config.num_layers = 2
     config.dropout = 0.2
+    config.input_dropout = 0.0  # on the standardised inputs (a small-data regulariser)
     config.projection_dim = 256
     config.sampler = ml_collections.ConfigDict()
     config.sampler.group_size = 4
@@ -85,7 +86,7 @@ class ContrastiveRankingModel(nnx.Module):
     -> piece head z [B, E] (L2-normalised) and rank head scores [B, 19]."""
 
     def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, projection_dim: int,
-                 pooling: str, rngs: nnx.Rngs):
+                 pooling: str, rngs: nnx.Rngs, input_dropout: float = 0.0):
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
         self.attention = AttentionPooling(input_dim, rngs) if pooling == "attention" else None
@@ -93,6 +94,7 @@ class ContrastiveRankingModel(nnx.Module):
         self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
         self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in widths[1:]])
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs)
         self.projection = nnx.Linear(widths[-1], projection_dim, rngs=rngs)
         self.piece_head = nnx.Linear(projection_dim, projection_dim, rngs=rngs)
         self.rank_head = nnx.Linear(projection_dim, NUM_DIMENSIONS, rngs=rngs)
@@ -107,6 +109,7 @@ class ContrastiveRankingModel(nnx.Module):
         if x.ndim == 2:
             x = x[:, None, :]  # a pooled vector is a one-frame sequence
         h = self.attention(x) if self.attention is not None else jnp.mean(x, axis=1)
+        h = self.input_dropout(h)
         for linear, norm in zip(self.linears, self.norms):
             h = self.dropout(nnx.gelu(norm(linear(h))))
         h = self.projection(h)
@@ -170,7 +173,8 @@ class ContrastiveRanking:
         self._objective = objective_from_config(config)
         return ContrastiveRankingModel(
             input_dim, hidden_dim=model.hidden_dim, num_layers=model.num_layers, dropout=model.dropout,
-            projection_dim=model.projection_dim, pooling=model.pooling, rngs=rngs)
+            projection_dim=model.projection_dim, pooling=model.pooling, rngs=rngs,
+            input_dropout=model.get("input_dropout", 0.0))
 
     def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
              mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:

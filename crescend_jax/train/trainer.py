@@ -30,7 +30,7 @@ import numpy as np
 
 from crescend_jax.config import ConfigError, config_to_json
 from crescend_jax.data import fingerprint as fingerprint_lib
-from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, split_units,
+from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
                                       validation_mask)
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.models import get_approach
@@ -332,6 +332,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
         from crescend_jax.data.store import load_table
 
         table = load_table(config)
+    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", "")))
     check_table(table, config)
     masks, units = fold_masks(table, config)
     folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
