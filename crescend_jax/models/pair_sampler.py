@@ -24,16 +24,24 @@ frac(w h_b), so on average 1 + w h_b times per epoch.
 Epochs are fresh shuffles (of the chunking and of the block order) drawn from the caller's numpy Generator, and are
 joined end to end: a batch that straddles two epochs takes its last blocks from the next one, so every batch is full
 and has a static shape.
+
+`PairBatchSampler` is the training core's `Sampler` over this: `BatchPlan` s of int32 rows (plus frame-crop starts
+for frame inputs), checkpointable (``state()`` is JSON: the generator's state and the blocks left of the current
+epoch; ``restore`` continues exactly there).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+import warnings
+from typing import Any, Iterator
 
 import numpy as np
 
 from crescend_jax.config import ConfigError
+from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.models.contract import BatchPlan
+from crescend_jax.models.sampler import crop_starts, frame_lengths
 
 
 def blocks_per_group(size: int, group_size: int) -> int:
@@ -140,3 +148,54 @@ class PairSampler:
                 queue = np.concatenate([queue, self.epoch(rng)])
             batch, queue = queue[:self.groups_per_batch], queue[self.groups_per_batch:]
             yield batch.reshape(-1)
+
+
+class PairBatchSampler:
+    """The `Sampler` of approach B: endless `BatchPlan` s of ``batch_size // group_size`` pair-covering blocks.
+
+    Rows are `PairSampler` blocks of ``table`` (group-major, -1 padding, as int32); with ``crop_frames`` > 0 each row
+    also gets a uniform crop start (`crop_starts`; padding 0). Groups of one performance give no pair: they are
+    counted in ``num_singletons`` and reported once with a warning, never an error.
+
+    Args:
+      table: the fold's training rows. batch_size: rows per batch, a multiple of ``group_size`` (K >= 2).
+      seed: anything `numpy.random.default_rng` takes (the trainer passes [train.seed, fold]).
+      crop_frames: frames per crop for frame inputs (0 = pooled inputs, no crop starts).
+      hard_pair_weight, hard_gap, min_label_gap: hard-pair emphasis (see `PairSampler`; labels are the table's means).
+    """
+
+    def __init__(self, table: EmbeddingTable, batch_size: int, group_size: int, seed: Any, *, crop_frames: int = 0,
+                 hard_pair_weight: float = 0.0, hard_gap: float = 0.05, min_label_gap: float = 0.0):
+        if group_size < 2 or batch_size % group_size:
+            raise ConfigError(f"train.batch_size={batch_size} must be a multiple of model.sampler.group_size="
+                              f"{group_size} >= 2; set --config.train.batch_size / --config.model.sampler.group_size")
+        self.pairs = PairSampler(table.group_ids(), group_size, batch_size // group_size,
+                                 label_mean=table.label_mean if hard_pair_weight > 0 else None,
+                                 hard_pair_weight=hard_pair_weight, hard_gap=hard_gap, min_label_gap=min_label_gap)
+        self.num_singletons = self.pairs.num_singletons
+        if self.num_singletons:
+            warnings.warn(f"{self.num_singletons} same-music group(s) of the {len(table)} training rows hold a single "
+                          "performance: they give no pair and are left out of the comparison batches", stacklevel=2)
+        self.crop_frames = crop_frames
+        self.lengths = frame_lengths(table) if crop_frames > 0 else None
+        self.rng = np.random.default_rng(seed)
+        self.queue = np.empty((0, group_size), np.int64)  # blocks left of the current epoch
+
+    def __iter__(self) -> "PairBatchSampler":
+        return self
+
+    def __next__(self) -> BatchPlan:
+        needed = self.pairs.groups_per_batch
+        while len(self.queue) < needed:
+            self.queue = np.concatenate([self.queue, self.pairs.epoch(self.rng)])
+        blocks, self.queue = self.queue[:needed], self.queue[needed:]
+        rows = blocks.reshape(-1).astype(np.int32)
+        starts = crop_starts(self.lengths, rows, self.crop_frames, self.rng) if self.crop_frames > 0 else None
+        return BatchPlan(rows=rows, crop_start=starts)
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "queue": self.queue.tolist()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.queue = np.asarray(state["queue"], np.int64).reshape(-1, self.pairs.group_size)
