@@ -11,6 +11,7 @@ from crescend_jax.models.contract import Approach
 APPROACHES: dict[str, tuple[str, str]] = {
     "baseline": ("crescend_jax.models.baseline", "PointwiseBaseline"),
     "contrastive": ("crescend_jax.models.contrastive", "ContrastiveRanking"),
+    "siamese": ("crescend_jax.models.siamese", "Siamese"),
 }
 
 
