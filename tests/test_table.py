@@ -1,5 +1,6 @@
 """EmbeddingTable: concat keeps where rows came from; fuse_tables pairs encoders' rows; unrated keys are counted;
-performer factors stay aligned with their rows through subset, concat and fusion."""
+performer factors, works, derived labels and PercePiano flags stay aligned with their rows through subset, concat
+and fusion."""
 
 import dataclasses
 
@@ -158,3 +159,50 @@ def test_fusion_keeps_factors_on_the_fused_rows_and_checks_they_agree():
     assert fuse_tables([plain_symbolic, make_table(["k0", "k1", "k2"], ["rA"] * 3, 1, "a")]).performer_factors is None
     with pytest.raises(TableFusionError, match="disagree on the performer factors"):
         fuse_tables([audio, with_factors(symbolic, offset=0.5)])
+
+
+def with_corpus_columns(table: EmbeddingTable, work: str = "W") -> EmbeddingTable:
+    """``table`` with works (``work`` for even keys, "" for odd), derived labels [k, 2k] (NaN for k0) and
+    in_percepiano (key k1 only)."""
+    index = np.array([int(k[1:]) for k in table.keys], np.float32)
+    derived = np.stack([index, 2 * index], axis=1)
+    derived[index == 0] = np.nan
+    return dataclasses.replace(table, works=np.where(index % 2 == 0, work, ""), derived=derived,
+                               derived_names=("tempo_bpm", "pedal"), in_percepiano=index == 1)
+
+
+def test_works_derived_and_in_percepiano_follow_their_rows():
+    a = with_corpus_columns(make_table(["k0", "k1", "k2"], ["rA"] * 3, 1, "enc"))
+    plain = make_table(["k3", "k4"], ["rA"] * 2, 1, "enc")
+    both = EmbeddingTable.concat([a, plain])
+    np.testing.assert_array_equal(both.works, ["W", "", "W", "", ""])
+    np.testing.assert_array_equal(both.derived, [[np.nan, np.nan], [1, 2], [2, 4], [np.nan] * 2, [np.nan] * 2])
+    assert both.derived_names == ("tempo_bpm", "pedal") and both.derived.dtype == np.float32
+    np.testing.assert_array_equal(both.in_percepiano, [False, True, False, False, False])
+    picked = both.subset(np.array([2, 1]))
+    np.testing.assert_array_equal(picked.works, ["W", ""])
+    np.testing.assert_array_equal(picked.derived, [[2, 4], [1, 2]])
+    np.testing.assert_array_equal(picked.in_percepiano, [False, True])
+    none = EmbeddingTable.concat([plain, plain])
+    assert none.works is None and none.derived is None and none.derived_names == () and none.in_percepiano is None
+    with pytest.raises(ValueError, match="derived labels differ"):
+        EmbeddingTable.concat([a, dataclasses.replace(a, derived_names=("a", "b"))])
+    with pytest.raises(ValueError, match=r"works must be \[3\]"):
+        dataclasses.replace(a, works=np.array(["W"]))
+    with pytest.raises(ValueError, match=r"derived must be \[3, 2\]"):
+        dataclasses.replace(a, derived=np.zeros((3, 3), np.float32))
+
+
+def test_fusion_keeps_works_derived_and_flags_and_checks_they_agree():
+    audio = with_corpus_columns(make_table(["k0", "k1", "k2", "k0", "k1", "k2"], ["rA"] * 3 + ["rB"] * 3, 2, "audio"))
+    symbolic = with_corpus_columns(make_table(["k2", "k0", "k1"], [SYMBOLIC_RENDER] * 3, 1, "midi"))
+    plain_symbolic = make_table(["k2", "k0", "k1"], [SYMBOLIC_RENDER] * 3, 1, "midi")
+    for order in ([symbolic, audio], [audio, symbolic], [plain_symbolic, audio]):
+        fused = fuse_tables(order)
+        np.testing.assert_array_equal(fused.works, ["W", "", "W"] * 2)
+        np.testing.assert_array_equal(fused.derived[:, 1], [np.nan, 2, 4] * 2)
+        np.testing.assert_array_equal(fused.in_percepiano, [False, True, False] * 2)
+    with pytest.raises(TableFusionError, match="disagree on the works"):
+        fuse_tables([audio, with_corpus_columns(symbolic, work="V")])
+    with pytest.raises(TableFusionError, match="disagree on the PercePiano overlap flags"):
+        fuse_tables([audio, dataclasses.replace(symbolic, in_percepiano=~symbolic.in_percepiano)])

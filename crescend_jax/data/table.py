@@ -31,6 +31,16 @@ class EmbeddingTable:
       row's performance was played with (the demo corpus's simulated performers); NaN rows where unknown (a deadpan
       rendition, or rows concatenated from a table without factors).
     factor_names: the F names of the ``performer_factors`` columns; () when there are none.
+    works: None (the corpus names no works), or str [N]: the musical work of each row's composition when it is
+      coarser than the composition (ASAP: ``<composer>/<title>``, shared by a score folder and its no-repeat twin);
+      "" = none given (the composition's work is then told from its name, `crescend_jax.data.splits.work_of`). Work-
+      level splits keep each work whole (`crescend_jax.data.splits.split_units`).
+    derived: None (the corpus derives no labels), or float32 [N, K]: labels computed from each row's performance
+      (ASAP's `crescend_jax.data.performance_labels.DERIVED_LABELS`), NaN where undefined or unknown (rows
+      concatenated from a table without them).
+    derived_names: the K names of the ``derived`` columns; () when there are none.
+    in_percepiano: None (not checked), or bool [N]: the row's composition may also be a PercePiano composition, so
+      pre-training on it would leak into a PercePiano test fold (ASAP's `Segment.in_percepiano`).
     """
 
     keys: np.ndarray
@@ -51,12 +61,21 @@ class EmbeddingTable:
     data_roots: tuple[str, ...] = ()
     performer_factors: np.ndarray | None = None
     factor_names: tuple[str, ...] = ()
+    works: np.ndarray | None = None
+    derived: np.ndarray | None = None
+    derived_names: tuple[str, ...] = ()
+    in_percepiano: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        expected = (len(self.keys), len(self.factor_names))
-        if self.performer_factors is not None and np.shape(self.performer_factors) != expected:
-            raise ValueError(f"performer_factors must be [{len(self.keys)}, {len(self.factor_names)}] (rows, "
-                             f"factor_names), got {np.shape(self.performer_factors)}")
+        rows = len(self.keys)
+        for what, names in (("performer_factors", "factor_names"), ("derived", "derived_names")):
+            values, width = getattr(self, what), len(getattr(self, names))
+            if values is not None and np.shape(values) != (rows, width):
+                raise ValueError(f"{what} must be [{rows}, {width}] (rows, {names}), got {np.shape(values)}")
+        for what in ("works", "in_percepiano"):
+            values = getattr(self, what)
+            if values is not None and np.shape(values) != (rows,):
+                raise ValueError(f"{what} must be [{rows}] (one per row), got {np.shape(values)}")
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -79,6 +98,9 @@ class EmbeddingTable:
             pooled=self.pooled[index],
             frames=None if self.frames is None else [self.frames[i] for i in index],
             performer_factors=None if self.performer_factors is None else self.performer_factors[index],
+            works=None if self.works is None else self.works[index],
+            derived=None if self.derived is None else self.derived[index],
+            in_percepiano=None if self.in_percepiano is None else self.in_percepiano[index],
         )
 
     def unrated_keys(self) -> list[str]:
@@ -93,14 +115,16 @@ class EmbeddingTable:
 
     @staticmethod
     def concat(tables: list["EmbeddingTable"]) -> "EmbeddingTable":
-        """Rows of all ``tables`` (e.g. one store per soundfont); encoders must agree, and so must the factor names of
-        the tables that carry performer factors (the rows of one without get NaN factors)."""
+        """Rows of all ``tables`` (e.g. one store per soundfont); encoders must agree, and so must the factor (derived
+        label) names of the tables that carry performer factors (derived labels). The rows of a table without an
+        optional column get NaN factors / derived labels, works "" and in_percepiano False."""
         first = tables[0]
         for t in tables[1:]:
             if t.encoder != first.encoder or t.pooled.shape[1] != first.pooled.shape[1]:
                 raise ValueError(f"cannot combine stores of encoders {first.encoder!r} and {t.encoder!r}")
         cat = lambda name: np.concatenate([getattr(t, name) for t in tables])
-        names, factors = _concat_factors(tables)
+        names, factors = _concat_named(tables, "performer_factors", "factor_names")
+        derived_names, derived = _concat_named(tables, "derived", "derived_names")
         return dataclasses.replace(
             first,
             **{n: cat(n) for n in ("keys", "compositions", "pieces", "performers", "groups", "renders",
@@ -111,20 +135,38 @@ class EmbeddingTable:
             data_roots=_union_roots(tables),
             performer_factors=factors,
             factor_names=names,
+            works=_concat_rows(tables, "works", ""),
+            derived=derived,
+            derived_names=derived_names,
+            in_percepiano=_concat_rows(tables, "in_percepiano", False),
         )
 
 
-def _concat_factors(tables: Sequence[EmbeddingTable]) -> tuple[tuple[str, ...], np.ndarray | None]:
-    """(factor names, float32 [sum N_t, F] or None) of ``tables`` stacked; NaN rows for a table without factors."""
-    named = {t.factor_names for t in tables if t.performer_factors is not None}
+_READABLE = {"performer_factors": "performer factors", "derived": "derived labels", "works": "works",
+             "in_percepiano": "PercePiano overlap flags"}
+
+
+def _concat_named(tables: Sequence[EmbeddingTable], values: str, names: str) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """(column names, float32 [sum N_t, F] or None) of the named float column ``values`` (e.g. "performer_factors",
+    named by ``names``) of ``tables`` stacked; NaN rows for a table without it; the names must agree."""
+    named = {getattr(t, names) for t in tables if getattr(t, values) is not None}
     if not named:
         return (), None
     if len(named) > 1:
-        raise ValueError(f"cannot combine tables whose performer factors differ: {sorted(named)}")
-    names = named.pop()
-    return names, np.concatenate([
-        np.full((len(t), len(names)), np.nan, np.float32) if t.performer_factors is None
-        else np.asarray(t.performer_factors, np.float32) for t in tables])
+        raise ValueError(f"cannot combine tables whose {_READABLE[values]} differ: {sorted(named)}")
+    column_names = named.pop()
+    return column_names, np.concatenate([
+        np.full((len(t), len(column_names)), np.nan, np.float32) if getattr(t, values) is None
+        else np.asarray(getattr(t, values), np.float32) for t in tables])
+
+
+def _concat_rows(tables: Sequence[EmbeddingTable], name: str, missing) -> np.ndarray | None:
+    """The per-row column ``name`` of ``tables`` stacked, ``missing`` for the rows of a table without it; None when
+    no table has it."""
+    if all(getattr(t, name) is None for t in tables):
+        return None
+    return np.concatenate([np.full(len(t), missing) if getattr(t, name) is None else np.asarray(getattr(t, name))
+                           for t in tables])
 
 
 def _union_roots(tables: Sequence[EmbeddingTable]) -> tuple[str, ...]:
@@ -144,8 +186,8 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
     symbolic table (every row's render is `SYMBOLIC_RENDER`, one row per key) pairs by key alone, so its vector is
     repeated for every render of the audio tables. The rows, their order and their labels are those of the first
     audio table (the first table when every one is symbolic); every row must find its partner in every table and
-    the labels must agree, else `TableFusionError` names what is missing. Performer factors come from the first table
-    that has them; any other table's must agree.
+    the labels must agree, else `TableFusionError` names what is missing. Performer factors, works, derived labels and
+    in_percepiano each come from the first table that has them; any other table's must agree.
 
     Frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and length and are not
     fused. ``encoder`` is ``fusion(<name>+<name>...)``; ``sources`` lists every table's stores.
@@ -185,7 +227,8 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
         if not same:
             raise TableFusionError(f"{table.encoder!r} and {base.encoder!r} disagree on the labels or groups of the "
                                    f"same keys: they were extracted from different corpus content")
-    names, factors = _fused_factors(tables, rows)
+    names, factors = _fused_column(tables, rows, "performer_factors", "factor_names")
+    derived_names, derived = _fused_column(tables, rows, "derived", "derived_names")
     return dataclasses.replace(
         base,
         pooled=np.concatenate([t.pooled[index] for t, index in zip(tables, rows)], axis=1),
@@ -196,21 +239,28 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
         data_roots=_union_roots(tables),
         performer_factors=factors,
         factor_names=names,
+        works=_fused_column(tables, rows, "works")[1],
+        derived=derived,
+        derived_names=derived_names,
+        in_percepiano=_fused_column(tables, rows, "in_percepiano")[1],
     )
 
 
-def _fused_factors(tables: Sequence[EmbeddingTable],
-                   rows: Sequence[np.ndarray]) -> tuple[tuple[str, ...], np.ndarray | None]:
-    """The performer factors of the fused rows (``rows``: each table's row index of every fused row): those of the
-    first table that has any; every other table with factors must agree (same names, equal values, NaN where NaN)."""
-    known = [(t, index) for t, index in zip(tables, rows) if t.performer_factors is not None]
+def _fused_column(tables: Sequence[EmbeddingTable], rows: Sequence[np.ndarray], name: str,
+                  names: str | None = None) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """(column names, values) of the optional column ``name`` (with its names in ``names``, if any) on the fused rows
+    (``rows``: each table's row index of every fused row): those of the first table that has it; every other table
+    with it must agree (same names, equal values, NaN where NaN). ((), None) when no table has it."""
+    known = [(t, index) for t, index in zip(tables, rows) if getattr(t, name) is not None]
     if not known:
         return (), None
     first, first_index = known[0]
-    factors = np.asarray(first.performer_factors[first_index], np.float32)
+    values = np.asarray(getattr(first, name))[first_index]
+    column_names = getattr(first, names) if names else ()
+    floating = np.issubdtype(values.dtype, np.floating)
     for table, index in known[1:]:
-        if table.factor_names != first.factor_names or not np.array_equal(
-                table.performer_factors[index], factors, equal_nan=True):
-            raise TableFusionError(f"{table.encoder!r} and {first.encoder!r} disagree on the performer factors of "
-                                   f"the same keys: they were extracted from different corpus content")
-    return first.factor_names, factors
+        if (names and getattr(table, names) != column_names) or not np.array_equal(
+                np.asarray(getattr(table, name))[index], values, equal_nan=floating):
+            raise TableFusionError(f"{table.encoder!r} and {first.encoder!r} disagree on the {_READABLE[name]} of the "
+                                   f"same keys: they were extracted from different corpus content")
+    return column_names, values
