@@ -1,5 +1,6 @@
-"""The embedding store: round trip (performer factors included), atomic resumable parts, merge, tfds readability,
-read speed, identity in store.json, corrupt files, disk full / read-only, and fusion of several encoders' stores."""
+"""The embedding store: round trip (performer factors, works, derived labels and PercePiano flags included), atomic
+resumable parts, merge, tfds readability, read speed, identity in store.json, corrupt files, disk full / read-only,
+and fusion of several encoders' stores."""
 
 import dataclasses
 import errno
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from crescend_jax.data import store
+from crescend_jax.data.performance_labels import DERIVED_LABELS, LABELS_VERSION
 from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
 
@@ -99,6 +101,55 @@ def test_factors_of_the_wrong_width_are_refused():
     segment = dataclasses.replace(make_segment(1), factors=np.zeros(3, np.float32))
     with pytest.raises(ValueError, match=f"factors must be \\[{len(FACTOR_NAMES)}\\]"):
         store.item_record(segment, "r", np.zeros(LAYERS * DIM, np.float32), None)
+
+
+def corpus_segment(index: int) -> Segment:
+    """A segment with a work (every third: "" = its composition's own), derived labels (NaN for index 0) and the
+    PercePiano flag (odd indices)."""
+    derived = np.arange(len(DERIVED_LABELS), dtype=np.float32) + index
+    if index == 0:
+        derived[:] = np.nan
+    return dataclasses.replace(make_segment(index), work="" if index % 3 == 0 else f"Work{index % 2}",
+                               derived=derived, in_percepiano=bool(index % 2))
+
+
+def test_works_derived_labels_and_percepiano_flags_round_trip_aligned_with_their_keys(tmp_path):
+    segments = [corpus_segment(i) for i in (7, 2, 9, 0, 5, 3, 1)]
+    with store.StoreWriter(tmp_path / "s", make_info(), chunk_size=3) as writer:
+        for segment in segments:
+            writer.add(store.item_record(segment, "fluidr3-sr16000", np.zeros(LAYERS * DIM, np.float32), None))
+    table = store.read_store([tmp_path / "s"])
+    by_key = {segment.key: segment for segment in segments}
+    assert table.derived_names == DERIVED_LABELS and table.derived.dtype == np.float32
+    assert table.works.tolist() == [by_key[k].work for k in table.keys]
+    assert table.in_percepiano.dtype == bool and table.in_percepiano.tolist() == [by_key[k].in_percepiano
+                                                                                  for k in table.keys]
+    for key, row in zip(table.keys, table.derived):
+        np.testing.assert_array_equal(row, by_key[key].derived)  # NaN stays NaN
+    info = json.loads((tmp_path / "s" / "store.json").read_text())
+    assert info["derived_labels"] == list(DERIVED_LABELS) and info["labels_version"] == LABELS_VERSION
+    assert store.read_info(tmp_path / "s") == make_info()
+
+
+def test_a_corpus_without_works_or_derived_labels_reads_empty_works_and_no_derived(tmp_path):
+    write(tmp_path / "s", range(4))  # make_segment: no work, no derived labels, not flagged
+    table = store.read_store([tmp_path / "s"])
+    assert table.works.tolist() == [""] * 4 and table.in_percepiano.tolist() == [False] * 4
+    assert table.derived is None and table.derived_names == ()
+
+
+def test_derived_labels_of_the_wrong_width_are_refused():
+    segment = dataclasses.replace(make_segment(1), derived=np.zeros(len(DERIVED_LABELS) + 1, np.float32))
+    with pytest.raises(ValueError, match=f"derived must be \\[{len(DERIVED_LABELS)}\\]"):
+        store.item_record(segment, "r", np.zeros(LAYERS * DIM, np.float32), None)
+
+
+def test_a_new_labels_version_joins_the_store_but_other_label_names_do_not(tmp_path):
+    write(tmp_path / "s", range(2))
+    write(tmp_path / "s", range(2, 4), info=dataclasses.replace(make_info(), labels_version=LABELS_VERSION + 1))
+    assert len(store.read_store([tmp_path / "s"])) == 4
+    with pytest.raises(store.StoreError, match="delete that directory"):
+        store.StoreWriter(tmp_path / "s", dataclasses.replace(make_info(), derived_labels=("tempo_bpm",)))
 
 
 def test_rows_come_back_in_key_order_whatever_the_write_order(tmp_path):
@@ -287,8 +338,9 @@ def test_a_writer_from_another_data_root_joins_the_same_store(tmp_path):
 @pytest.mark.parametrize("text, match", [
     ("[1, 2]", "not a store description"),
     (json.dumps({**dataclasses.asdict(make_info()), "format": 1}), f"store format 1, this version reads {store.STORE_FORMAT}"),
-    # a store written before the items held performer factors
-    (json.dumps({**dataclasses.asdict(make_info()), "format": 2}), "store format 2, this version reads 3"),
+    # a store written before the items held works, derived labels and the PercePiano flag
+    (json.dumps({**dataclasses.asdict(make_info()), "format": 3}),
+     f"store format 3, this version reads {store.STORE_FORMAT}"),
 ])
 def test_foreign_store_json_is_a_store_error_with_the_way_out(tmp_path, text, match):
     write(tmp_path / "s", range(2))

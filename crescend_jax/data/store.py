@@ -3,7 +3,8 @@
 Layout of one store directory ``<store.root>/<corpus>/<encoder name>/<render id>-<identity digest>/``::
 
     store.json                      what wrote it: corpus, encoder, frame_rate, layers, dim, frames, render, the full
-                                    identity (`crescend_jax.data.identity`) and the data root the items came from
+                                    identity (`crescend_jax.data.identity`), the data root the items came from, and the
+                                    names and version of the derived labels (`performance_labels.DERIVED_LABELS`)
     parts/<writer>-<ns>-<id>.keys.json   keys of one committed chunk, in record order (written first)
     parts/<writer>-<ns>-<id>.array_record  the chunk: serialized tfds examples (its arrival commits the chunk)
     1.0.0/                          the merged tfds dataset (split "train", every key once), built from parts/
@@ -40,6 +41,7 @@ import numpy as np
 
 from crescend_jax.data import identity as identity_lib
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
+from crescend_jax.data.performance_labels import DERIVED_LABELS, LABELS_VERSION
 from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
 from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables
@@ -50,7 +52,9 @@ if TYPE_CHECKING:
 
 # 2: store.json holds the identity and the data root; directories end in the identity digest.
 # 3: items hold "performer_factors" (the demo's simulated performer factors, `FACTOR_NAMES` order, NaN if unknown).
-STORE_FORMAT = 3
+# 4: items hold "work" (text, "" = the composition's own), "derived" (float32 [len(DERIVED_LABELS)], NaN for a corpus
+#    without derived labels) and "in_percepiano" (bool); store.json holds derived_labels and labels_version.
+STORE_FORMAT = 4
 DATASET_NAME = "crescend_store"
 DATASET_VERSION = "1.0.0"
 SPLIT = "train"
@@ -113,15 +117,25 @@ class StoreInfo:
     format: int = STORE_FORMAT
     identity: dict[str, Any] | None = None  # `crescend_jax.data.identity.store_identity`: what decides the content
     data_root: str = ""  # where the items were read from (`identity.data_location`); not part of the identity
+    # The columns of the items' "derived" vector and the version of their formulas (`performance_labels`). A corpus
+    # whose labels a new version changes (ASAP) has the version in its identity, hence a new store; the others hold
+    # NaN whatever the version.
+    derived_labels: tuple[str, ...] = DERIVED_LABELS
+    labels_version: int = LABELS_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "derived_labels", tuple(self.derived_labels))  # a list when read from JSON
 
     @property
     def pooled_dim(self) -> int:
         return self.num_layers * self.dim
 
     def same_content(self, other: "StoreInfo") -> bool:
-        """Whether ``other`` describes the same store (everything but ``data_root``: a copy of the data elsewhere
-        holds the same content)."""
-        return dataclasses.replace(self, data_root="") == dataclasses.replace(other, data_root="")
+        """Whether ``other`` describes the same store: everything but ``data_root`` (a copy of the data elsewhere
+        holds the same content) and ``labels_version`` (where the labels decide the content, the identity holds
+        their version)."""
+        plain = lambda info: dataclasses.replace(info, data_root="", labels_version=0)
+        return plain(self) == plain(other)
 
 
 def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
@@ -134,6 +148,9 @@ def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
     features["ratings"] = tfds.features.Tensor(shape=(None, NUM_DIMENSIONS), dtype=np.float32)
     features["pooled"] = tfds.features.Tensor(shape=(info.pooled_dim,), dtype=np.float32)
     features["performer_factors"] = tfds.features.Tensor(shape=(len(FACTOR_NAMES),), dtype=np.float32)
+    features["work"] = tfds.features.Text()
+    features["derived"] = tfds.features.Tensor(shape=(len(info.derived_labels),), dtype=np.float32)
+    features["in_percepiano"] = tfds.features.Tensor(shape=(), dtype=np.bool_)
     if info.frames:
         import ml_dtypes
 
@@ -146,15 +163,13 @@ def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
 def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.ndarray | None) -> dict[str, Any]:
     """One store item from a segment and its encoding (``frames`` [layers, T, dim] only when the store keeps them).
 
-    ``performer_factors`` is ``segment.factors`` (float32 [len(FACTOR_NAMES)]), all NaN when the segment has none.
+    ``performer_factors`` is ``segment.factors`` (float32 [len(FACTOR_NAMES)]), all NaN when the segment has none;
+    ``derived`` is ``segment.derived`` (float32 [len(DERIVED_LABELS)]), all NaN when it has none; ``work`` and
+    ``in_percepiano`` are the segment's.
     """
-    if segment.factors is None:
-        factors = np.full(len(FACTOR_NAMES), np.nan, np.float32)
-    else:
-        factors = np.asarray(segment.factors, np.float32)
-        if factors.shape != (len(FACTOR_NAMES),):
-            raise ValueError(f"segment {segment.key}: factors must be [{len(FACTOR_NAMES)}] in performers.FACTOR_NAMES "
-                             f"order, got shape {factors.shape}")
+    factors = _fixed_vector(segment.factors, FACTOR_NAMES, f"segment {segment.key}: factors", "performers.FACTOR_NAMES")
+    derived = _fixed_vector(segment.derived, DERIVED_LABELS, f"segment {segment.key}: derived",
+                            "performance_labels.DERIVED_LABELS")
     record: dict[str, Any] = {
         "key": segment.key, "composition": segment.composition, "piece": segment.piece,
         "performer": segment.performer, "group": segment.group, "render": render,
@@ -164,12 +179,25 @@ def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.nd
         "ratings": np.asarray(segment.ratings, np.float32).reshape(-1, NUM_DIMENSIONS),
         "pooled": np.asarray(pooled, np.float32),
         "performer_factors": factors,
+        "work": segment.work,
+        "derived": derived,
+        "in_percepiano": np.bool_(segment.in_percepiano),
     }
     if frames is not None:
         import ml_dtypes
 
         record["frames"] = np.asarray(frames, np.float32).astype(ml_dtypes.bfloat16)
     return record
+
+
+def _fixed_vector(values: np.ndarray | None, names: Sequence[str], what: str, order: str) -> np.ndarray:
+    """float32 [len(names)]: ``values``, or all NaN when None; another shape is a ValueError naming ``what``."""
+    if values is None:
+        return np.full(len(names), np.nan, np.float32)
+    vector = np.asarray(values, np.float32)
+    if vector.shape != (len(names),):
+        raise ValueError(f"{what} must be [{len(names)}] in {order} order, got shape {vector.shape}")
+    return vector
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -659,7 +687,9 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
             frames=[np.asarray(item["frames"], np.float32) for item in items] if info.frames else None,
             encoder=info.encoder, frame_rate=info.frame_rate,
             sources=(str(store_dir.resolve()),), data_roots=(info.data_root,) if info.data_root else (),
-            **_factor_columns(stack("performer_factors", len(FACTOR_NAMES))))
+            **_factor_columns(stack("performer_factors", len(FACTOR_NAMES))),
+            works=text("work"), in_percepiano=np.array([bool(item["in_percepiano"]) for item in items], bool),
+            **_derived_columns(stack("derived", len(info.derived_labels)), info.derived_labels))
     except Exception as err:  # noqa: BLE001 - array_record and tfds raise many types for a damaged file
         raise _merged_error(store_dir, err) from None
     # Rows sorted by key: items are stored in the order renders finished, which varies from run to run, and the
@@ -675,11 +705,21 @@ def _factor_columns(factors: np.ndarray) -> dict[str, Any]:
     return {"performer_factors": factors, "factor_names": FACTOR_NAMES}
 
 
+def _derived_columns(derived: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
+    """The table's ``derived`` and ``derived_names`` from the stored column: None and () when no row of the store has
+    a derived label (a corpus with ratings)."""
+    if not np.isfinite(derived).any():
+        return {"derived": None, "derived_names": ()}
+    return {"derived": derived, "derived_names": names}
+
+
 def read_store(dirs: Sequence[Path]) -> EmbeddingTable:
     """One `EmbeddingTable` of the stores ``dirs`` (e.g. one per soundfont; ``renders`` tells them apart): each
     store's rows sorted by key (never in write order), the stores in the order of ``dirs``. The table's ``sources``
     are ``dirs`` (absolute) and its ``data_roots`` where their items were read from (``store.json``). Its
-    ``performer_factors`` are the stored factors (``factor_names`` = `FACTOR_NAMES`), or None when no item knows any.
+    ``performer_factors`` are the stored factors (``factor_names`` = `FACTOR_NAMES`), or None when no item knows any;
+    its ``derived`` the stored derived labels (``derived_names`` from ``store.json``), or None when no item has any;
+    its ``works`` (str, "" = the composition's own) and ``in_percepiano`` (bool) the stored ones.
 
     Merges a store's parts first when they changed since the last merge. A damaged file is a `StoreError` naming it
     and the way out.

@@ -146,7 +146,8 @@ _READABLE = {"performer_factors": "performer factors", "derived": "derived label
              "in_percepiano": "PercePiano overlap flags"}
 
 
-def _concat_named(tables: Sequence[EmbeddingTable], values: str, names: str) -> tuple[tuple[str, ...], np.ndarray | None]:
+def _concat_named(tables: Sequence[EmbeddingTable], values: str,
+                  names: str) -> tuple[tuple[str, ...], np.ndarray | None]:
     """(column names, float32 [sum N_t, F] or None) of the named float column ``values`` (e.g. "performer_factors",
     named by ``names``) of ``tables`` stacked; NaN rows for a table without it; the names must agree."""
     named = {getattr(t, names) for t in tables if getattr(t, values) is not None}
