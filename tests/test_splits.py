@@ -1,4 +1,5 @@
-"""Composition splits: folds cover every composition once, no group crosses train/test, error cases."""
+"""Composition splits: folds cover every composition once, no group crosses train/test, error cases; work-level
+units from the table's works column."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from crescend_jax.data.splits import (
     composition_folds,
     evaluation_splits,
     holdout_split,
+    kept_rows,
+    split_units,
 )
 
 
@@ -122,3 +125,65 @@ def test_shared_corpus_folds(percepiano_root):
         assert_partition(compositions, masks)
         for i, mask in enumerate(masks):
             check_split(groups, performers, mask, compositions=compositions, name=f"fold {i}")
+
+
+def asap_like_rows():
+    """Rows of four ASAP-like score folders: 17-1 and 17-1_no_repeat are one work, Bach has no shared work ("")."""
+    compositions, groups, performers = toy_rows({"Beethoven/17-1": 2, "Beethoven/17-1_no_repeat": 1,
+                                                 "Bach/bwv_848": 2, "Bach/bwv_858": 1})
+    works = np.array(["Beethoven/Sonata_17-1" if c.startswith("Beethoven") else "" for c in compositions])
+    return compositions, groups, performers, works
+
+
+def test_works_drive_work_level_units_and_folds():
+    compositions, groups, performers, works = asap_like_rows()
+    units = split_units(compositions, "work", "asap", works)
+    assert sorted(set(units)) == ["Bach/bwv_848", "Bach/bwv_858", "Beethoven/Sonata_17-1"]  # "" = the composition
+    np.testing.assert_array_equal(split_units(compositions, "composition", "asap", works), compositions)
+    np.testing.assert_array_equal(split_units(compositions, "work", "asap"), compositions)  # no works: its own
+    masks = evaluation_splits(compositions, 0, (), seed=0, units=units)
+    assert len(masks) == 3
+    for i, mask in enumerate(masks):  # the no-repeat twin is never on the other side of its work
+        check_split(groups, performers, mask, compositions=units, name=f"fold {i}")
+        assert len(set(works[mask & (works != "")])) <= 1 and (mask[works != ""].all() or not mask[works != ""].any())
+    with pytest.raises(SplitError, match="works has 2 rows"):
+        split_units(compositions, "work", "asap", works[:2])
+
+
+def test_an_empty_work_falls_back_to_the_percepiano_rule():
+    compositions = np.array(["Beethoven_WoO80_var1", "Beethoven_WoO80_var2", "Schubert_D960_mv3"])
+    expected = ["Beethoven_WoO80", "Beethoven_WoO80", "Schubert_D960"]
+    assert split_units(compositions, "work", "percepiano", np.array(["", "", ""])).tolist() == expected
+    assert split_units(compositions, "work", "percepiano").tolist() == expected
+
+
+def test_kept_rows_leaves_out_a_whole_work_named_by_the_works_column():
+    compositions, _, _, works = asap_like_rows()
+    data = {"exclude_compositions": ("Beethoven/Sonata_17-1",), "split_level": "work"}
+    kept = kept_rows(compositions, data, "asap", works)
+    np.testing.assert_array_equal(kept, works == "")
+    with pytest.raises(SplitError, match="not in the data"):
+        kept_rows(compositions, data, "asap")  # without the works column that work is unknown
+    data = {"exclude_compositions": ("Bach/bwv_858",), "split_level": "work"}
+    np.testing.assert_array_equal(kept_rows(compositions, data, "asap", works), compositions != "Bach/bwv_858")
+
+
+def test_the_trainer_folds_by_the_tables_works():
+    import ml_collections
+
+    from crescend_jax.data.table import EmbeddingTable
+    from crescend_jax.train.trainer import fold_masks
+
+    compositions, groups, performers, works = asap_like_rows()
+    n = len(compositions)
+    table = EmbeddingTable(
+        keys=np.array([f"k{i}" for i in range(n)]), compositions=compositions, pieces=compositions, performers=performers,
+        groups=groups, renders=np.array(["r"] * n), label_mean=np.zeros((n, 19), np.float32),
+        label_std=np.zeros((n, 19), np.float32), label_truth=np.zeros((n, 19), np.float32),
+        ratings=[np.zeros((0, 19), np.float32)] * n, pooled=np.zeros((n, 2), np.float32), frames=None, encoder="e",
+        frame_rate=0.0, works=works)
+    config = ml_collections.ConfigDict({"corpus": "asap", "data": {"num_folds": 0, "split_level": "work"}})
+    masks, units = fold_masks(table, config)
+    assert len(masks) == 3 and sorted(set(units)) == ["Bach/bwv_848", "Bach/bwv_858", "Beethoven/Sonata_17-1"]
+    config.data.split_level = "composition"
+    assert len(fold_masks(table, config)[0]) == 4

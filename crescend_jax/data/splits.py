@@ -2,9 +2,11 @@
 
 Segments of one composition share music across groups (PercePiano's 16-bar segments are pairs of its 8-bar ones),
 so a split never cuts below a composition. ``data.split_level = "work"`` keeps the compositions of one work
-together (PercePiano's variations of one set and movements of one sonata share a theme and pianists); a work is
-the first two fields of a PercePiano composition name (e.g. ``Beethoven_WoO80`` for ``Beethoven_WoO80_var1``) and the
-composition itself for other corpora. Every function takes per-row arrays [N] and returns bool masks [N].
+together (PercePiano's variations of one set and movements of one sonata share a theme and pianists). A row's work is
+the one its corpus names (the table's ``works`` column, e.g. ASAP's ``<composer>/<title>`` shared by a score folder and
+its no-repeat twin); where none is named (""), it is told from the composition: the first two fields of a PercePiano
+composition name (e.g. ``Beethoven_WoO80`` for ``Beethoven_WoO80_var1``), the composition itself for other corpora.
+Every function takes per-row arrays [N] and returns bool masks [N].
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ def work_of(composition: str, corpus: str) -> str:
     return str(composition)
 
 
-def split_units(compositions: np.ndarray, level: str, corpus: str) -> np.ndarray:
-    """str [N]: the unit each row is split by: its composition, or its work (``level="work"``)."""
+def split_units(compositions: np.ndarray, level: str, corpus: str, works: np.ndarray | None = None) -> np.ndarray:
+    """str [N]: the unit each row is split by: its composition, or its work (``level="work"``): ``works[i]`` when
+    given and not "", else `work_of` its composition. ``works``: str [N] or None (the table's ``works`` column)."""
     if level not in SPLIT_LEVELS:
         raise SplitError(f"unknown data.split_level {level!r}; use one of {SPLIT_LEVELS}")
     compositions = np.asarray(compositions).astype(str)
     if level == "composition":
         return compositions
-    return np.array([work_of(c, corpus) for c in compositions], dtype=object).astype(str)
+    named = np.full(len(compositions), "", dtype=object) if works is None else np.asarray(works).astype(str)
+    if len(named) != len(compositions):
+        raise SplitError(f"works has {len(named)} rows but compositions has {len(compositions)}")
+    return np.array([work or work_of(c, corpus) for c, work in zip(compositions, named)], dtype=object).astype(str)
 
 
 class SplitError(ValueError):
@@ -163,15 +169,16 @@ def check_split(
             )
 
 
-def kept_rows(compositions: np.ndarray, data_config, corpus: str) -> np.ndarray:
+def kept_rows(compositions: np.ndarray, data_config, corpus: str, works: np.ndarray | None = None) -> np.ndarray:
     """bool [N]: rows a run uses, i.e. all but those of ``data_config.exclude_compositions`` (compositions, or works
-    with ``split_level="work"``); raises `SplitError` for a name that is not in the data."""
+    with ``split_level="work"``, as `split_units` finds them from ``works``); raises `SplitError` for a name that is
+    not in the data."""
     excluded = data_config.get("exclude_compositions", ()) or ()
     excluded = (excluded,) if isinstance(excluded, str) else tuple(excluded)
     compositions = np.asarray(compositions).astype(str)
     if not excluded:
         return np.ones(len(compositions), bool)
-    units = split_units(compositions, data_config.get("split_level", "composition"), corpus)
+    units = split_units(compositions, data_config.get("split_level", "composition"), corpus, works)
     unknown = sorted(set(excluded) - set(compositions.tolist()) - set(units.tolist()))
     if unknown:
         raise SplitError(f"data.exclude_compositions names {unknown}, which are not in the data")

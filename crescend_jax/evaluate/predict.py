@@ -103,7 +103,7 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
         from crescend_jax.data.store import load_table
 
         table = load_table(config)
-    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", "")))
+    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", ""), table.works))
     fingerprint_lib.check_same_data(workdir, fingerprint_lib.table_fingerprint(table), "evaluate",
                                     "the store read now")
     _, folds = fingerprint_lib.read_record(workdir)

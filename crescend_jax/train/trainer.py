@@ -308,7 +308,8 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
 def fold_masks(table: EmbeddingTable, config: ml_collections.ConfigDict) -> tuple[list[np.ndarray], np.ndarray]:
     """(the test masks of ``config.data``, each checked to leave groups to rank; the split unit of each row)."""
     data = config.data
-    units = split_units(table.compositions, data.get("split_level", "composition"), config.get("corpus", ""))
+    units = split_units(table.compositions, data.get("split_level", "composition"), config.get("corpus", ""),
+                        table.works)
     tests = data.get("test_compositions", ())
     masks = evaluation_splits(table.compositions, data.get("num_folds", 0), tuple(tests) if not isinstance(
         tests, str) else (tests,), data.get("fold_seed", 0), units)
@@ -332,7 +333,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
         from crescend_jax.data.store import load_table
 
         table = load_table(config)
-    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", "")))
+    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", ""), table.works))
     check_table(table, config)
     masks, units = fold_masks(table, config)
     folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
