@@ -1,4 +1,5 @@
-"""Store identity: what moves a store to a new directory (corpus content, encoder code) and what does not (splits)."""
+"""Store identity: what moves a store to a new directory (corpus content, encoder code) and what does not (splits,
+caches, worker counts, where the data lies) for the demo corpus, PercePiano and ASAP."""
 
 import json
 import shutil
@@ -6,7 +7,7 @@ import shutil
 import ml_collections
 import pytest
 
-from crescend_jax.data import demo_corpus, identity, store
+from crescend_jax.data import asap, demo_corpus, identity, store
 from crescend_jax.data.demo_corpus import default_demo_data_config
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.percepiano import default_data_config
@@ -167,9 +168,63 @@ def test_a_percepiano_root_without_labels_is_a_store_error(tmp_path):
         store.store_dirs(config, encoder_name="enc-x")
 
 
+def _asap_checkout(root):
+    """metadata.csv and stand-in files of two score folders (the identity hashes files, it does not parse them)."""
+    rows = ["composer,title,folder,midi_score,midi_performance,performance_annotations,midi_score_annotations"]
+    for folder in ("Bach/Fugue/bwv_848", "Beethoven/Piano_Sonatas/17-1"):
+        (root / folder).mkdir(parents=True)
+        for name in ("midi_score.mid", "midi_score_annotations.txt", "A.mid", "A_annotations.txt", "B.mid",
+                     "B_annotations.txt"):
+            (root / folder / name).write_text(f"{folder}/{name}")
+        composer, title = folder.split("/")[0], "_".join(folder.split("/")[1:])
+        rows += [f"{composer},{title},{folder},{folder}/midi_score.mid,{folder}/{p}.mid,{folder}/{p}_annotations.txt,"
+                 f"{folder}/midi_score_annotations.txt" for p in ("A", "B")]
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def asap_config(tmp_path, root) -> ml_collections.ConfigDict:
+    config = demo_config(tmp_path)
+    config.corpus = "asap"
+    config.data = asap.default_data_config()
+    config.data.root, config.data.percepiano_root = str(root), ""
+    config.data.cache_dir = str(tmp_path / "asap-cache")
+    return config
+
+
+def test_asap_store_follows_its_content_not_workers_caches_splits_or_location(tmp_path):
+    root = _asap_checkout(tmp_path / "asap")
+    config = asap_config(tmp_path, root)
+    (ident,) = store.store_identities(config, "enc-x")
+    assert ident["corpus_content"] == asap.content_identity(config.data)
+    before = dirs(config)
+    for field, value in (("workers", 7), ("cache_dir", str(tmp_path / "other-cache")), ("num_folds", 2),
+                         ("split_level", "composition"), ("fold_seed", 3), ("exclude_compositions", ("X",))):
+        config.data[field] = value
+    assert dirs(config) == before
+    shutil.copytree(root, tmp_path / "copy")
+    config.data.root = str(tmp_path / "copy")
+    assert dirs(config) == before  # the same files elsewhere are the same content
+    config.data.exclude_in_percepiano = False  # nothing is flagged without PercePiano names: the same content
+    assert dirs(config) == before
+    config.data.percepiano_compositions = ("Beethoven_Op31_no.1",)  # sonata 17 is in Op. 31: flagged, to be safe
+    flagged = dirs(config)
+    assert flagged != before  # the flags are content
+    config.data.exclude_in_percepiano = True  # and now 17-1 is left out
+    assert asap.content_identity(config.data)["left_out_in_percepiano"] == ["Beethoven/Piano_Sonatas/17-1"]
+    assert dirs(config) not in (before, flagged)
+    config.data.percepiano_compositions, config.data.bars_per_window = (), 2
+    assert dirs(config) != before
+    config.data.bars_per_window = 4
+    (tmp_path / "copy" / "Bach/Fugue/bwv_848" / "A.mid").write_text("another performance")
+    assert dirs(config) != before
+
+
 def test_data_location(tmp_path):
     config = percepiano_config(tmp_path, tmp_path / "pp")
     assert identity.data_location(config) == str((tmp_path / "pp").resolve())
+    config = asap_config(tmp_path, tmp_path / "asap")
+    assert identity.data_location(config) == str((tmp_path / "asap").resolve())
     config = demo_config(tmp_path)
     config.data.cache_dir = str(tmp_path / "demo-cache")  # the demo's MIDI files are generated there
     assert identity.data_location(config) == str(tmp_path / "demo-cache")

@@ -3,16 +3,18 @@
 A store is found by its identity, never by a name that stays the same while its content changes:
 
     corpus content   `corpus_identity`: the demo corpus's settings (seed, sizes, noise levels, ...: every
-                     ``config.data`` field but where it is cached and how it is split into folds), or a hash of
-                     PercePiano's label, ratings and MIDI files; plus the corpus reader's or generator's code version
+                     ``config.data`` field but where it is cached and how it is split into folds), a hash of
+                     PercePiano's label, ratings and MIDI files, or ASAP's window settings, the compositions it
+                     leaves out and a hash of the files it reads (`crescend_jax.data.asap.content_identity`); plus the
+                     corpus reader's or generator's code version
     render           the render settings id (soundfont bytes, settings, FluidSynth and renderer versions), or
                      ``"symbolic"`` for an encoder that reads the MIDI itself
     encoder          the encoder's name (its settings) and the ``ENCODER_VERSION`` of its module (a constant bumped by
                      hand when its output changes; None for an encoder module without one)
     store format     `crescend_jax.data.store.STORE_FORMAT`
 
-How a corpus is split into folds (``num_folds``, ``test_compositions``, ``fold_seed``, ``split_level``) and where
-files are cached are not part of it: a new split reads the same store. The data root is not part of it either
+How a corpus is split into folds (``num_folds``, ``test_compositions``, ``fold_seed``, ``split_level``), where
+files are cached and how many processes read them are not part of it: a new split reads the same store. The data root is not part of it either
 (two copies of one checkout hold the same content); stores record it as where their items came from.
 """
 
@@ -38,7 +40,7 @@ def _data_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 def corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What decides the segments and labels of ``config.corpus`` (JSON-able). Raises the corpus reader's error
-    (`CorpusError`, `DemoCorpusError`) when that cannot be told, e.g. a PercePiano root without its label files.
+    (`CorpusError`, `AsapError`, `DemoCorpusError`) when that cannot be told, e.g. a PercePiano root without its label files.
 
     A corpus without its own rule (e.g. one a test builds) is identified by its ``config.data`` fields but the split
     fields, root included.
@@ -52,18 +54,23 @@ def corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
         from crescend_jax.data.demo_corpus import content_identity
 
         return content_identity(data)
+    if config.corpus == "asap":
+        from crescend_jax.data.asap import content_identity
+
+        return content_identity(data)
     if data is None:
         return {}
     return {name: value for name, value in data.to_dict().items() if name not in SPLIT_FIELDS}
 
 
 def data_location(config: ml_collections.ConfigDict) -> str:
-    """Where the corpus's items are read from (absolute): PercePiano's ``data.root``, the demo's ``data.cache_dir``
+    """Where the corpus's items are read from (absolute): PercePiano's and ASAP's ``data.root`` (ASAP's windows are cut
+    from the files there; their cut MIDI files under ``data.cache_dir`` are derived), the demo's ``data.cache_dir``
     (its generated MIDI files), else ``data.root`` when there is one; "" when there is none."""
     data = _data_section(config)
     if data is None:
         return ""
-    field = "cache_dir" if config.corpus == "demo" else "root"
+    field = {"percepiano": "root", "asap": "root", "demo": "cache_dir"}.get(config.corpus, "root")
     return str(Path(data[field]).resolve()) if field in data else ""
 
 
