@@ -122,6 +122,7 @@ def tiny_config(root: Path, cache: Path, **fields):
     config = asap.default_data_config()
     config.root, config.cache_dir, config.percepiano_root, config.workers = str(root), str(cache), "", 1
     config.percepiano_compositions = ("Comp_Op5_no.1",)
+    config.exclude_in_percepiano = False  # keep the flagged piece: most tests look at it
     for name, value in fields.items():
         config[name] = value
     return config
@@ -193,11 +194,38 @@ def test_bad_input_becomes_problems(tiny):
     assert "data.min_performances" in messages["Comp/Sonata_op_5/2__4bars__w000__Good02"]
     assert not any(p.item.startswith("Other/") for p in tiny.problems)  # one performance: simply not a piece
     assert len(messages) == len(tiny.problems)
+    reasons = {p.item: p.reason for p in tiny.problems}
+    assert reasons["Comp/Sonata_op_5/1/Past01"] == "performance skipped: annotations run past the end of the MIDI"
+    assert reasons["Comp/Sonata_op_5/1/NoAnn01"] == "performance skipped: annotation file missing or unreadable"
+    assert reasons["Comp/Sonata_op_5/2/Bar02"] == "performance skipped: downbeat count differs from the score's"
+    assert reasons[f"{piece1}__w000__Fast01"] == reasons[f"{piece1}__w001__Fast01"] == (
+        "window dropped: shorter than data.min_window_seconds")
+    assert reasons[f"{piece1}__w001__Skip01"].startswith("window dropped: beats between")
+    assert all(p.kind == p.reason != "" for p in tiny.problems)
 
 
 def test_percepiano_overlap_flags_the_same_movement_only(tiny):
     flagged = {s.composition for s in tiny.segments if s.in_percepiano}
     assert flagged == {"Comp/Sonata_op_5/1"}
+
+
+def test_exclude_in_percepiano_leaves_the_flagged_compositions_out(tiny_root, tiny, tmp_path):
+    kept = load_asap(tiny_config(tiny_root, tmp_path, exclude_in_percepiano=True))
+    assert {s.composition for s in kept.segments} == {s.composition for s in tiny.segments} - {"Comp/Sonata_op_5/1"}
+    assert not any(s.in_percepiano for s in kept.segments)
+    assert not any(p.item.startswith("Comp/Sonata_op_5/1") for p in kept.problems)  # not read at all
+    assert [s.key for s in kept.segments] == [s.key for s in tiny.segments if s.composition != "Comp/Sonata_op_5/1"]
+    assert asap.default_data_config().exclude_in_percepiano is True
+
+
+def test_exclude_in_percepiano_moves_the_identity_only_when_it_leaves_something_out(tiny_root, tmp_path):
+    identity = lambda **fields: asap.content_identity(tiny_config(tiny_root, tmp_path, **fields))
+    leaving_out = identity(exclude_in_percepiano=True)
+    assert leaving_out["left_out_in_percepiano"] == ["Comp/Sonata_op_5/1"]
+    assert leaving_out != identity(exclude_in_percepiano=False)
+    nothing_flagged = {"percepiano_compositions": ()}
+    assert identity(exclude_in_percepiano=True, **nothing_flagged) == identity(exclude_in_percepiano=False,
+                                                                               **nothing_flagged)
 
 
 def test_compositions_filter_and_config_errors(tiny_root, tmp_path):
@@ -229,6 +257,7 @@ def test_content_identity_follows_files_and_settings(tiny_root, tmp_path):
     config = tiny_config(tiny_root, tmp_path)
     first = asap.content_identity(config)
     assert asap.content_identity(tiny_config(tiny_root, tmp_path / "elsewhere", workers=2)) == first
+    assert asap.content_identity(tiny_config(tiny_root, tmp_path, split_level="composition", num_folds=2)) == first
     assert asap.content_identity(tiny_config(tiny_root, tmp_path, bars_per_window=2)) != first
 
 

@@ -33,7 +33,13 @@ window whose beats between its downbeats differ in number from the score's (a sk
 than ``data.min_window_seconds``, or one left in a group with fewer than ``data.min_performances`` performances.
 
 **PercePiano overlap.** ``Segment.in_percepiano`` flags compositions that may also be PercePiano compositions, by
-catalogue number (`percepiano_overlap`), so pre-training can leave them out when PercePiano is evaluated.
+catalogue number (`percepiano_overlap`). With ``data.exclude_in_percepiano`` (the default) the reader leaves those
+compositions out altogether (they are not read, and are no problems: nothing is wrong with them), so pre-training on
+ASAP never sees music of a PercePiano test fold. Which compositions exist is content: a store's identity names the
+ones left out (`content_identity`), so it moves only when the setting actually leaves something out.
+
+**Splits.** ``data.split_level = "work"`` by default: a score folder and its no-repeat twin are one work (the store's
+``work`` column), never on both sides of a fold.
 
 ASAP has no ratings: the 19 label dimensions are NaN, ``ratings`` is empty, and ``Segment.derived`` holds the
 labels named by `crescend_jax.data.performance_labels.DERIVED_LABELS`.
@@ -91,9 +97,12 @@ def default_data_config() -> ml_collections.ConfigDict:
     percepiano_root: the PercePiano checkout whose compositions are compared with ASAP's (``Segment.in_percepiano``);
       "" = no checkout (then only ``percepiano_compositions`` are compared).
     percepiano_compositions: further PercePiano composition names to compare (e.g. ("Beethoven_WoO80_var1",)).
+    exclude_in_percepiano: leave out the compositions flagged ``in_percepiano`` (they may be PercePiano music, so
+      pre-training on them would leak into a PercePiano test fold); False keeps them, flagged.
     cache_dir: parsed MIDI arrays and the windows' MIDI files.
     workers: processes reading pieces in parallel (1 = this process).
-    num_folds, test_compositions, fold_seed: as PercePiano's data config.
+    num_folds, test_compositions, fold_seed, exclude_compositions: as PercePiano's data config.
+    split_level: "work" (default: a score folder and its no-repeat twin stay on one side) or "composition".
     """
     config = ml_collections.ConfigDict()
     config.root = "../shared/data/asap"
@@ -103,11 +112,14 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.compositions = ()
     config.percepiano_root = "../shared/data/percepiano"
     config.percepiano_compositions = ()
+    config.exclude_in_percepiano = True
     config.cache_dir = "cache/asap"
     config.workers = 2
     config.num_folds = 5
     config.test_compositions = ()
     config.fold_seed = 0
+    config.split_level = "work"
+    config.exclude_compositions = ()
     return config
 
 
@@ -399,31 +411,40 @@ def _read_piece(job: _PieceJob) -> tuple[list[Segment], list[Problem]]:
     except (AnnotationError, MidiError) as err:
         skip_all = f"its score cannot be read ({err}); every performance of the piece is skipped"
     if skip_all is not None:
-        return [], [Problem(f"{job.composition}/{row.performer}", row.midi, skip_all) for row in job.performances]
+        return [], [Problem(f"{job.composition}/{row.performer}", row.midi, skip_all,
+                            reason="performance skipped: its score or the score's annotations cannot be read")
+                    for row in job.performances]
 
     candidates: list[tuple[_PerformanceRow, WindowBounds, MidiPerformance, str]] = []
     for row in job.performances:
         item = f"{job.composition}/{row.performer}"
-        try:
+        try:  # each step first says what it skips the performance for if it raises
+            reason = "performance skipped: no annotation file named in the metadata"
             if row.annotations is None:
                 raise AnnotationError("metadata names no annotation file")
+            reason = "performance skipped: annotation file missing or unreadable"
             annotations = read_annotations(row.annotations)
+            reason = "performance skipped: MIDI missing or unreadable"
             performance, digest = _performance(row.midi, job.cache_dir)
+            reason = "performance skipped: annotations run past the end of the MIDI"
             if len(annotations.times) and annotations.times[-1] > performance.length:
                 raise AnnotationError(f"annotations run to {annotations.times[-1]:.2f} s, past the end of the MIDI "
                                       f"({performance.length:.2f} s): they belong to another file")
+            reason = "performance skipped: downbeat count differs from the score's"
             windows = same_music_windows(annotations, score_annotations, job.bars_per_window)
         except (AnnotationError, MidiError) as err:
-            problems.append(Problem(item, row.midi, f"{err}; the performance is skipped"))
+            problems.append(Problem(item, row.midi, f"{err}; the performance is skipped", reason=reason))
             continue
         for bounds in windows:
             key = f"{piece}__w{bounds.index:03d}__{row.performer}"
             if bounds.beats is None:
                 problems.append(Problem(key, row.midi, "the number of beats between its downbeats differs from the "
-                                        "score's (a beat skipped or added): the window is dropped"))
+                                        "score's (a beat skipped or added): the window is dropped",
+                                        reason="window dropped: beats between its downbeats differ from the score's"))
             elif bounds.end - bounds.start < job.min_window_seconds:
                 problems.append(Problem(key, row.midi, f"the window lasts {bounds.end - bounds.start:.2f} s (< "
-                                        f"data.min_window_seconds = {job.min_window_seconds:g}): dropped"))
+                                        f"data.min_window_seconds = {job.min_window_seconds:g}): dropped",
+                                        reason="window dropped: shorter than data.min_window_seconds"))
             else:
                 candidates.append((row, bounds, performance, digest))
 
@@ -437,7 +458,8 @@ def _read_piece(job: _PieceJob) -> tuple[list[Segment], list[Problem]]:
         key = f"{group}__{row.performer}"
         if per_window[bounds.index] < job.min_performances:
             problems.append(Problem(key, row.midi, f"only {per_window[bounds.index]} performance(s) of this window "
-                                    f"are usable (< data.min_performances = {job.min_performances}): dropped"))
+                                    f"are usable (< data.min_performances = {job.min_performances}): dropped",
+                                    reason="window dropped: fewer usable performances than data.min_performances"))
             continue
         start = max(0.0, bounds.start - ONSET_LEAD_SECONDS)
         end = bounds.end - ONSET_LEAD_SECONDS
@@ -478,7 +500,10 @@ def percepiano_compositions(data_config: ml_collections.ConfigDict) -> set[str]:
     return names
 
 
-def _piece_jobs(data_config: ml_collections.ConfigDict) -> list[_PieceJob]:
+def _piece_jobs(data_config: ml_collections.ConfigDict) -> tuple[list[_PieceJob], list[str]]:
+    """(one job per score folder to read: in ``data.compositions`` when given, with at least ``data.min_performances``
+    performances, and not flagged ``in_percepiano`` when ``data.exclude_in_percepiano``; the folders left out for that
+    flag, sorted)."""
     root = Path(data_config.root)
     frame = read_metadata(root)
     wanted = tuple(data_config.compositions)
@@ -495,6 +520,8 @@ def _piece_jobs(data_config: ml_collections.ConfigDict) -> list[_PieceJob]:
     counts = frame.groupby("folder")["midi_performance"].count()
     kept = sorted(counts.index[counts >= min_performances])
     overlap = percepiano_overlap(kept, percepiano_compositions(data_config))
+    left_out = [folder for folder in kept if folder in overlap] if data_config.get("exclude_in_percepiano") else []
+    kept = [folder for folder in kept if folder not in left_out]
     jobs = []
     optional = lambda text: root / text if text else None
     for folder in kept:
@@ -509,7 +536,7 @@ def _piece_jobs(data_config: ml_collections.ConfigDict) -> list[_PieceJob]:
             bars_per_window=bars, min_performances=min_performances,
             min_window_seconds=float(data_config.min_window_seconds), cache_dir=Path(data_config.cache_dir),
             in_percepiano=folder in overlap))
-    return jobs
+    return jobs, left_out
 
 
 def load_asap(data_config: ml_collections.ConfigDict) -> Corpus:
@@ -518,7 +545,7 @@ def load_asap(data_config: ml_collections.ConfigDict) -> Corpus:
     Whole-checkout problems raise `AsapError`. The first read parses every MIDI file (cached under
     ``data.cache_dir``: later reads take seconds) over ``data.workers`` processes.
     """
-    jobs = _piece_jobs(data_config)
+    jobs, _ = _piece_jobs(data_config)
     jobs.sort(key=lambda job: -len(job.performances))  # the largest first: the pool finishes together
     workers = min(int(data_config.workers), len(jobs))
     if workers <= 1:
@@ -538,11 +565,14 @@ def load_asap(data_config: ml_collections.ConfigDict) -> Corpus:
 
 def content_identity(data_config: ml_collections.ConfigDict) -> dict[str, object]:
     """What decides the segments `load_asap` yields: the reader, cut and label versions, the settings that shape
-    windows, the PercePiano compositions compared with, and sha256 of the metadata and of every file it names for
-    the pieces read. Neither the location of ``root`` nor ``cache_dir`` nor ``workers`` is part of it."""
+    windows, the PercePiano compositions compared with, the compositions left out as possibly PercePiano's
+    (``data.exclude_in_percepiano``: the list, so the setting moves the store only when it leaves something out), and
+    sha256 of the metadata and of every file it names for the pieces read. Neither the location of ``root`` nor
+    ``cache_dir`` nor ``workers`` nor the split fields are part of it."""
     root = Path(data_config.root)
     files = hashlib.sha256(_sha256(root / METADATA).encode())
-    for job in _piece_jobs(data_config):
+    jobs, left_out = _piece_jobs(data_config)
+    for job in jobs:
         paths = [job.score_midi, job.score_annotations]
         paths += [p for row in job.performances for p in (row.midi, row.annotations)]
         for path in paths:
@@ -553,7 +583,8 @@ def content_identity(data_config: ml_collections.ConfigDict) -> dict[str, object
             "min_performances": int(data_config.min_performances),
             "min_window_seconds": float(data_config.min_window_seconds),
             "compositions": sorted(data_config.compositions),
-            "percepiano": sorted(percepiano_compositions(data_config)), "files": files.hexdigest()}
+            "percepiano": sorted(percepiano_compositions(data_config)), "left_out_in_percepiano": left_out,
+            "files": files.hexdigest()}
 
 
 def performance_counts(corpus: Corpus) -> dict[str, int]:

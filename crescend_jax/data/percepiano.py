@@ -287,13 +287,15 @@ def load_percepiano(root: Path) -> Corpus:
         try:
             parsed = parse_key(key)
         except KeyFormatError as err:
-            problems.append(Problem(item=key, path=mean_path, message=f"{err}; the segment is skipped"))
+            problems.append(Problem(item=key, path=mean_path, message=f"{err}; the segment is skipped",
+                                    reason="segment skipped: its key does not parse"))
             continue
         midi_path = midi.get(key)
         if midi_path is None:
             problems.append(
                 Problem(item=key, path=root / MIDI_DIRS[0] / f"{key}.mid",
-                        message="labelled but no MIDI file in " + " or ".join(MIDI_DIRS) + "; the segment is skipped")
+                        message="labelled but no MIDI file in " + " or ".join(MIDI_DIRS) + "; the segment is skipped",
+                        reason="segment skipped: no MIDI file")
             )
             continue
         segments.append(

@@ -86,11 +86,21 @@ class Segment:
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One bad input: what it is, the file, and the fix, e.g. a key that does not parse or a corrupt MIDI."""
+    """One bad input: what it is, the file, and the fix, e.g. a key that does not parse or a corrupt MIDI.
+
+    ``reason``: a short category shared by problems of one kind (e.g. "performance skipped: downbeat count differs
+    from the score's"), by which summaries count them; "" = the message itself.
+    """
 
     item: str
     path: Path | None
     message: str
+    reason: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``reason``, or the message when there is none."""
+        return self.reason or self.message
 
     def __str__(self) -> str:
         where = f" ({self.path})" if self.path is not None else ""
