@@ -1,4 +1,4 @@
-"""`crescend-jax` command line: extract, merge, train, evaluate, demo.
+"""`crescend-jax` command line: extract, merge, train, evaluate, demo, sweep, analyze.
 
     crescend-jax COMMAND [--config=FILE] [--config.field=value ...] [--workdir=DIR] [--shard=i/N] [--baseline=DIR]
 
@@ -28,6 +28,9 @@ COMMANDS = {
     "train": "train an approach by composition folds into --workdir (--config)",
     "evaluate": "evaluate a trained --workdir: metrics.json, report.md, plots (optional --baseline=DIR)",
     "demo": "the main job: demo corpus -> store -> every approach -> report (--config=configs/demo.py --workdir)",
+    "sweep": "train and evaluate every point of a sweep, then one table (--config=configs/sweeps/NAME.py --workdir, "
+             "--all.field=value on every point)",
+    "analyze": "per-dimension gains over the baseline and fractions of ceiling (--workdir=SWEEPDIR or --runs DIR ...)",
 }
 FLAGS_OF = {"extract": ("shard",), "merge": (), "train": ("workdir",), "evaluate": ("workdir", "baseline"),
             "demo": ("workdir",)}
@@ -120,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         print(f"crescend-jax {command}: {COMMANDS[command]}")
         return EXIT_OK
+    if command in ("sweep", "analyze"):  # their own flags (--all.*, --runs DIR ...): crescend_jax.sweep parses them
+        from crescend_jax.sweep import analyze_main, sweep_main
+
+        return sweep_main(rest) if command == "sweep" else analyze_main(rest)
     extra = {name: None for name in FLAGS_OF[command]}
     try:
         if command == "evaluate":

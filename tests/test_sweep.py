@@ -1,0 +1,255 @@
+"""Sweeps: every shipped sweep expands; fields, grids, references and the learning-rate rule resolve; a two-point
+sweep on tiny data runs end to end, is killed in its second point and resumed; seeds pool by pair outcomes."""
+
+import json
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+from _distributed_worker import synthetic_table
+
+from crescend_jax import cli
+from crescend_jax import sweep as sweep_lib
+from crescend_jax.config import ConfigError, load_config
+from crescend_jax.data.dimensions import NUM_DIMENSIONS
+from crescend_jax.evaluate import comparison, seed_pooling
+from crescend_jax.models.contract import Predictions
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "configs" / "sweeps").glob("*.py"))
+
+TINY_CONFIG = '''
+import ml_collections
+from crescend_jax.evaluate.run import default_eval_config
+from crescend_jax.models.baseline import default_model_config
+from crescend_jax.train.trainer import default_train_config
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict({"num_folds": 0, "test_compositions": ("Comp0",), "fold_seed": 0})
+    config.model = default_model_config()
+    config.model.hidden_dim = 32
+    config.train = default_train_config()
+    config.train.batch_size = 8
+    config.train.num_steps = 20
+    config.train.eval_every = 5
+    config.train.log_every = 5
+    config.train.val_fraction = 0.3
+    config.train.learning_rate = 1e-2
+    config.eval = default_eval_config()
+    config.eval.disentanglement = False
+    config.eval.bootstrap_replicates = 200
+    config.eval.ceiling_splits = 4
+    config.experiment = ml_collections.ConfigDict({"name": "tiny", "hypothesis": "a test"})
+    return config
+'''
+
+
+def rated_table():
+    """`synthetic_table` with rater panels around the label means (so the noise ceiling is defined)."""
+    table = synthetic_table(performers=5)
+    rng = np.random.default_rng(0)
+    table.ratings = [np.clip(m + rng.normal(0, 0.1, (6, NUM_DIMENSIONS)), 0, 1).astype(np.float32)
+                     for m in table.label_mean]
+    table.label_mean = np.stack([r.mean(axis=0) for r in table.ratings]).astype(np.float32)
+    return table
+
+
+def tiny_sweep(tmp_path: Path, **fields) -> ml_collections.ConfigDict:
+    base = tmp_path / "tiny.py"
+    base.write_text(TINY_CONFIG)
+    config = sweep_lib.default_sweep_config()
+    config.name = "tiny"
+    config.base = str(base)
+    config.baseline = "base"
+    config.points = (sweep_lib.point("base"), sweep_lib.point("wide", fields={"model.hidden_dim": 48}))
+    config.update(fields)
+    return config
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_sweep_loads_and_expands(path):
+    sweep = load_config(path)
+    points = sweep_lib.expand_sweep(sweep)  # each approach's own config checks run too
+    names = [p.name for p in points]
+    assert len(names) == len(set(names)) >= 2
+    by_name = {p.name: p for p in points}
+    for item in points:  # what a point depends on runs before it
+        assert all(names.index(d) < names.index(item.name) for d in item.depends)
+        if item.baseline:
+            base, own = by_name[item.baseline].config, item.config
+            assert base.get("store").to_dict() == own.get("store").to_dict()  # baselines share the store
+            assert base.encoder.name == own.encoder.name
+    approaches = {p.config.model.name for p in points}
+    assert {"baseline", "contrastive"} <= approaches
+    if path.stem == "ablations":
+        assert {"a-no_infonce", "a-no_agreement", "a-no_margin", "a-temperature=0.5", "a-projection_dim=64"} <= set(
+            names)
+        assert by_name["a-no_infonce"].config.model.loss.lambda_piece == 0.0
+        assert by_name["a-temperature=0.05"].config.model.loss.temperature == 0.05
+        assert sweep.seeds == (0, 1, 2)
+    if path.stem == "batch_size":
+        assert by_name["a-batch_size=64-rule=linear"].same_as == "a-batch_size=64-rule=none"
+        assert by_name["a-batch_size=256-rule=linear"].config.train.learning_rate == pytest.approx(4e-4)
+        assert by_name["a-batch_size=1024-rule=sqrt"].config.train.learning_rate == pytest.approx(4e-4)
+        assert by_name["a-batch_size=4096-rule=none"].config.model.input == "frames"
+        assert all(p.config.store.frames for p in points)
+    if path.stem == "combined" and "a_then_b" in by_name:
+        item = by_name["a_then_b"]
+        assert item.references == {"model.init_from": "approach_a"} and "approach_a" in item.depends
+        assert item.config.model.embedding_dim == by_name["approach_a"].config.model.projection_dim
+    if path.stem == "percepiano_table":
+        encoders = {sweep_lib.encoder_label(p.config) for p in points}
+        assert encoders == {"features", "midi", "features+midi"}
+        for item in points:
+            assert item.baseline == (None if item.name.startswith("baseline-") else
+                                     "baseline-" + item.name.split("-", 1)[1])
+
+
+def test_fields_grid_references_and_mistakes(tmp_path):
+    config = tiny_sweep(tmp_path)
+    config.points = (
+        sweep_lib.point("base"),
+        sweep_lib.point("g", fields={"model": {"dropout": 0.1}},
+                        grid={"train.batch_size": (8, 32), "lr_scaling.rule": ("linear", "sqrt")}),
+        sweep_lib.point("warm", fields={"model.init_from": "@base"}),
+    )
+    config.lr_scaling.reference_batch = 8
+    points = sweep_lib.expand_sweep(config, ["--config.train.num_steps=7", "--config.model.dropout=0.2"])
+    by_name = {p.name: p for p in points}
+    assert set(by_name) == {"base", "g-batch_size=8-rule=linear", "g-batch_size=8-rule=sqrt",
+                            "g-batch_size=32-rule=linear", "g-batch_size=32-rule=sqrt", "warm"}
+    assert by_name["g-batch_size=32-rule=linear"].config.train.learning_rate == pytest.approx(4e-2)
+    assert by_name["g-batch_size=32-rule=sqrt"].config.train.learning_rate == pytest.approx(2e-2)
+    assert by_name["g-batch_size=8-rule=sqrt"].same_as == "g-batch_size=8-rule=linear"
+    assert all(p.config.train.num_steps == 7 for p in points)  # --all.* reaches every point ...
+    assert by_name["g-batch_size=8-rule=linear"].config.model.dropout == 0.1  # ... but a point's own field wins
+    assert by_name["base"].config.model.dropout == 0.2
+    warm = sweep_lib.run_config(by_name["warm"], 3, tmp_path / "sweep", by_name)
+    assert warm.model.init_from == str((tmp_path / "sweep" / "base" / "seed_3").resolve())
+    assert warm.train.seed == 3 and warm.train.resume
+    assert sweep_lib.swept_fields(points) == ["model.dropout", "train.batch_size", "lr_scaling.rule"]
+
+    def refused(match, **changes):
+        bad = tiny_sweep(tmp_path, **changes)
+        with pytest.raises(ConfigError, match=match):
+            sweep_lib.expand_sweep(bad)
+
+    refused(r"unknown config field 'model.hiden_dim'; did you mean model.hidden_dim",
+            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"model.hiden_dim": 3})))
+    refused(r"cannot set model.hidden_dim='wide'",
+            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"model.hidden_dim": "wide"})))
+    refused(r"refers to point 'nowhere'",
+            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"model.init_from": "@nowhere"})))
+    refused(r"lr_scaling.rule='cubic' must be one of", lr_scaling=ml_collections.ConfigDict(
+        {"rule": "cubic", "reference_batch": 64}))
+    refused(r"two sweep points are named 'base'", points=(sweep_lib.point("base"), sweep_lib.point("base")))
+    refused(r"config.only names points the sweep does not have", only=("nope",))
+    refused(r"base config .*missing.py does not exist", base=str(tmp_path / "missing.py"))
+    refused(r"sweep point 'x': train.batch_size=12 is not a multiple of the 8 devices",
+            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"train.batch_size": 12})))
+    only = sweep_lib.expand_sweep(tiny_sweep(tmp_path, only=("wide",)))
+    assert [p.name for p in only] == ["base", "wide"]  # the baseline comes along
+
+
+def test_seed_pooling_averages_pair_outcomes():
+    table = rated_table()
+    rng = np.random.default_rng(3)
+    runs = [Predictions(scores=table.label_mean + rng.normal(0, s, table.label_mean.shape)) for s in (0.05, 0.3)]
+    pooled = seed_pooling.pooled_interval(runs, table, num_replicates=300)
+    each = [comparison.accuracy_interval(r, table, num_replicates=300)["mean"]["estimate"] for r in runs]
+    assert pooled["mean"]["estimate"] == pytest.approx(np.mean(each))
+    assert pooled["mean"]["low"] < pooled["mean"]["estimate"] < pooled["mean"]["high"]
+    same = seed_pooling.pooled_difference(runs, runs, table, num_replicates=100)
+    assert same["mean"]["low"] == same["mean"]["high"] == 0.0
+    better = seed_pooling.pooled_difference(runs[:1], runs[1:], table, num_replicates=300)
+    assert better["mean"]["estimate"] == pytest.approx(each[0] - each[1]) and better["excludes_zero"]
+    assert seed_pooling.seed_spread([0.6, 0.7, None]) == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert seed_pooling.seed_spread([0.6]) is None
+
+
+def test_a_two_point_sweep_killed_in_its_second_point_resumes(tmp_path, monkeypatch, capsys):
+    import crescend_jax.data.store as store
+    from crescend_jax.train import trainer
+    from crescend_jax.train.trainer import TrainingStopped
+
+    table = rated_table()
+    monkeypatch.setattr(store, "load_table", lambda config: table)
+    sweep_file = tmp_path / "two.py"
+    sweep_file.write_text(f'''
+from crescend_jax.sweep import default_sweep_config, point
+
+def get_config():
+    config = default_sweep_config()
+    config.base = {str(tmp_path / "tiny.py")!r}
+    config.baseline = "base"
+    config.points = (point("base"), point("wide", fields={{"model.hidden_dim": 48}}))
+    return config
+''')
+    (tmp_path / "tiny.py").write_text(TINY_CONFIG)
+    real_train, calls = trainer.train, []
+
+    def killed_in_wide(config, workdir, *args, **kwargs):
+        calls.append(Path(workdir).parent.name)
+        if Path(workdir).parent.name == "wide":
+            config.train.stop_after_steps = 12  # a kill after step 12; the step-10 checkpoint survives
+        return real_train(config, workdir, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", killed_in_wide)
+    out = tmp_path / "sweep"
+    argv = ["sweep", f"--config={sweep_file}", f"--workdir={out}", "--all.train.num_steps=20"]
+    with pytest.raises(TrainingStopped):
+        cli.main(argv)
+    base_metrics = out / "base" / "seed_0" / "metrics.json"
+    written = base_metrics.stat().st_mtime_ns
+    assert calls == ["base", "wide"] and not (out / "wide" / "seed_0" / "metrics.json").exists()
+    assert (out / "wide" / "seed_0" / "fold_0" / "checkpoints").is_dir()
+
+    calls.clear()
+    monkeypatch.setattr(trainer, "train", lambda config, workdir, *a, **k: (calls.append(Path(workdir).parent.name),
+                                                                           real_train(config, workdir, *a, **k))[1])
+    assert cli.main(argv) == 0
+    assert calls == ["wide"]  # the finished point is skipped ...
+    assert base_metrics.stat().st_mtime_ns == written
+    done = json.loads((out / "wide" / "seed_0" / "fold_0" / "done.json").read_text())
+    assert done["steps"] == 20
+    steps = [json.loads(line)["step"] for line in
+             (out / "wide" / "seed_0" / "fold_0" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 20
+    results = json.loads((out / "results.json").read_text())
+    wide = results["points"]["wide"]
+    assert wide["status"] == "done" and wide["values"] == {"model.hidden_dim": 48}
+    metrics = json.loads((out / "wide" / "seed_0" / "metrics.json").read_text())
+    # one seed: the pooled numbers are the run's own
+    assert wide["pooled"]["interval"]["mean"]["estimate"] == pytest.approx(metrics["pooled"]["pairwise_accuracy"]["mean"])
+    assert wide["pooled"]["versus_baseline"]["mean"]["estimate"] == pytest.approx(
+        metrics["versus_baseline"]["mean"]["estimate"])
+    assert wide["pooled"]["reference"]["difference"]["mean"]["estimate"] == pytest.approx(
+        metrics["reference"]["difference"]["mean"]["estimate"])
+    markdown = (out / "results.md").read_text()
+    assert "| wide | baseline |" in markdown and "Regenerate: `crescend-jax sweep" in markdown
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["point", "approach", "encoder", "model.hidden_dim"]
+    assert (out / "plot_model_hidden_dim.png").is_file()  # base (32) and wide (48) on one line
+    assert (out / "dimensions.md").is_file() and (out / "dimensions.png").is_file()
+
+    # a third run does nothing but the table; `analyze` reads the sweep
+    calls.clear()
+    assert cli.main(argv) == 0 and calls == []
+    capsys.readouterr()
+    assert cli.main(["analyze", f"--workdir={out}", f"--out={tmp_path / 'analysis'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "wide: " in printed and "base: no baseline comparison" in printed
+    assert (tmp_path / "analysis" / "dimensions.png").is_file()
+    assert cli.main(["analyze"]) == 2
+
+    # a point changed after it ran is not taken as finished: the trainer refuses to resume it, the sweep says so
+    sweep_file.write_text(sweep_file.read_text().replace('"model.hidden_dim": 48', '"model.hidden_dim": 64'))
+    assert cli.main(argv) == 1
+    assert "cannot resume" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["points"]["wide"]["status"] == "failed" and results["points"]["base"]["status"] == "done"
+    assert "cannot resume" in results["points"]["wide"]["error"]
+    assert cli.main(["analyze", "--runs", str(tmp_path / "nowhere")]) == 1
