@@ -271,6 +271,35 @@ def test_extract_loads_the_asap_config(tiny_root, tmp_path):
     assert corpus.name == "asap" and len(corpus.segments) == 7
 
 
+def test_extract_of_asap_stores_works_derived_labels_and_flags_and_skipping_bad_input_is_ok(tiny_root, tiny, tmp_path,
+                                                                                             capsys):
+    from crescend_jax.data import extract, store
+
+    config = load_config(REPO / "configs" / "asap.py", [
+        f"--config.data.root={tiny_root}", f"--config.data.cache_dir={tmp_path / 'cache'}",
+        "--config.data.percepiano_root=", "--config.data.percepiano_compositions=('Comp_Op5_no.1',)",
+        "--config.data.exclude_in_percepiano=False", "--config.data.workers=1", "--config.encoder.name=midi",
+        f"--config.store.root={tmp_path / 'stores'}"])
+    assert extract.run_extract(config) == 0  # every problem of the tiny checkout is bad input, none a failure
+    out = capsys.readouterr().out
+    assert f"done {len(tiny.segments)} / skipped 0 (already stored) / failed 0 / skipped (bad input): " \
+           f"{len(tiny.problems)}" in out
+    assert "performance skipped: downbeat count differs from the score's: 1" in out
+    table = store.load_table(config)
+    by_key = {s.key: s for s in tiny.segments}
+    assert sorted(table.keys) == sorted(by_key)
+    assert table.works.tolist() == [by_key[k].work for k in table.keys]
+    assert set(table.works) == {"Comp/Sonata_op_5_1", "Comp/Sonata_op_5_2"}
+    assert table.in_percepiano.tolist() == [by_key[k].in_percepiano for k in table.keys] and table.in_percepiano.any()
+    assert table.derived_names == DERIVED_LABELS
+    np.testing.assert_array_equal(table.derived, np.stack([by_key[k].derived for k in table.keys]))
+    assert np.isnan(table.label_mean).all()
+    from crescend_jax.data.splits import split_units
+
+    units = split_units(table.compositions, config.data.split_level, config.corpus, table.works)
+    assert sorted(set(units)) == ["Comp/Sonata_op_5_1", "Comp/Sonata_op_5_2"]  # works, not score folders
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Annotations, windows and catalogue numbers without files
 

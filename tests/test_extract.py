@@ -1,5 +1,6 @@
-"""`extract` / `merge`: shards, resume after a kill, bad items, whole-run errors, store identity, locks, damaged
-stores, disk full, a symbolic encoder and fusion (tiny MIDIs, a counting encoder)."""
+"""`extract` / `merge`: shards, resume after a kill, bad input (skipped, counted per reason) apart from render and
+encode failures, whole-run errors, store identity, locks, damaged stores, disk full, a symbolic encoder and fusion
+(tiny MIDIs, a counting encoder)."""
 
 import os
 import time
@@ -127,7 +128,7 @@ def test_shard_of_is_stable_and_covers_every_shard():
 def test_extract_then_rerun_is_a_no_op(setup, capsys):
     config, corpus_box, built, _ = setup
     assert extract.run_extract(config) == 0
-    assert "done 6 / skipped 0 (already stored) / failed 0" in capsys.readouterr().out
+    assert "done 6 / skipped 0 (already stored) / failed 0 / skipped (bad input): 0" in capsys.readouterr().out
     table = store.load_table(config)
     assert sorted(table.keys) == sorted(s.key for s in corpus_box["corpus"].segments)
     assert table.encoder == "counting" and table.pooled.shape == (6, 6) and table.frames is None
@@ -179,12 +180,46 @@ def test_bad_items_fail_alone_and_are_summarised(setup, tmp_path, capsys):
     config, corpus_box, built, _ = setup
     corpus_box["corpus"] = make_corpus(tmp_path, bad=True)
     config.render.workers = 2  # failures come back from the worker processes too
-    assert extract.run_extract(config) == 1
+    assert extract.run_extract(config) == 1  # two renders failed
     out = capsys.readouterr().out
-    assert "done 6 / skipped 0 (already stored) / failed 3" in out
-    for item in ("not-a-key", "Comp0_8bars_corrupt_1", "Comp0_8bars_missing_1"):
+    assert "done 6 / skipped 0 (already stored) / failed 2 / skipped (bad input): 1" in out
+    for item in ("Comp0_8bars_corrupt_1", "Comp0_8bars_missing_1"):
         assert f"failed: {item}" in out
+    assert "failed: not-a-key" not in out and "e.g. not-a-key" in out  # the reader's problem is bad input
     assert len(store.load_table(config)) == 6
+
+
+def test_bad_input_alone_is_skipped_and_counted_per_reason_not_failed(setup, tmp_path, capsys):
+    config, corpus_box, _, _ = setup
+    corpus = corpus_box["corpus"]
+    corpus.problems = [Problem(f"Comp0/P{i}", tmp_path / f"P{i}.mid", f"{60 + i} downbeats against the score's 62; "
+                               f"the performance is skipped", reason="downbeat count differs from the score's")
+                       for i in range(5)]
+    corpus.problems.append(Problem("Comp1__w003__Q", None, "the window lasts 0.40 s: dropped",
+                                   reason="window shorter than data.min_window_seconds"))
+    corpus.problems.append(Problem("not-a-key", None, "does not parse"))  # no reason: its message is its kind
+    assert extract.run_extract(config) == 0  # nothing failed: bad input is not a failure
+    out = capsys.readouterr().out
+    assert "done 6 / skipped 0 (already stored) / failed 0 / skipped (bad input): 7" in out
+    lines = out.splitlines()
+    reasons = [line.strip() for line in lines if line.startswith("    ") and not line.startswith("      ")]
+    assert reasons == ["downbeat count differs from the score's: 5", "does not parse: 1",
+                       "window shorter than data.min_window_seconds: 1"]  # most frequent first
+    examples = [line for line in lines if line.startswith("      e.g. Comp0/P")]
+    assert len(examples) == extract.EXAMPLES_PER_REASON and "61 downbeats against the score's 62" in examples[1]
+    assert "      ... and 2 more" in lines and "failed:" not in out
+    assert len(store.load_table(config)) == 6
+
+
+def test_a_shard_counts_only_its_own_bad_input(setup, capsys):
+    config, corpus_box, _, _ = setup
+    corpus_box["corpus"].problems = [Problem(f"item-{i}", None, "unusable", reason="bad") for i in range(40)]
+    counts = []
+    for shard in range(2):
+        assert extract.run_extract(config, shard=(shard, 2)) == 0
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("done "))
+        counts.append(int(line.rsplit(" ", 1)[1]))
+    assert sum(counts) == 40 and all(counts)
 
 
 def test_an_encoding_failure_sinks_only_its_item(setup, tmp_path, capsys):

@@ -177,8 +177,8 @@ def test_the_trainer_folds_by_the_tables_works():
     compositions, groups, performers, works = asap_like_rows()
     n = len(compositions)
     table = EmbeddingTable(
-        keys=np.array([f"k{i}" for i in range(n)]), compositions=compositions, pieces=compositions, performers=performers,
-        groups=groups, renders=np.array(["r"] * n), label_mean=np.zeros((n, 19), np.float32),
+        keys=np.array([f"k{i}" for i in range(n)]), compositions=compositions, pieces=compositions,
+        performers=performers, groups=groups, renders=np.array(["r"] * n), label_mean=np.zeros((n, 19), np.float32),
         label_std=np.zeros((n, 19), np.float32), label_truth=np.zeros((n, 19), np.float32),
         ratings=[np.zeros((0, 19), np.float32)] * n, pooled=np.zeros((n, 2), np.float32), frames=None, encoder="e",
         frame_rate=0.0, works=works)

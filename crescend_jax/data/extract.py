@@ -3,8 +3,19 @@
 Per store (one per soundfont; one in all for a symbolic encoder, which reads the MIDI files and renders nothing), keys
 already stored are skipped before anything heavy is built (the encoder, the renderer's workers), renders run in
 parallel and are encoded in batches as they arrive, and items are committed in chunks, so a killed run loses at most
-one uncommitted chunk and a rerun continues where it stopped. A bad item (unparseable key, missing or corrupt MIDI, a
-render or encode error) is reported in the closing summary and never stops the others.
+one uncommitted chunk and a rerun continues where it stopped. A bad item never stops the others; the closing summary
+reads ``done D / skipped S (already stored) / failed F / skipped (bad input): B`` and tells two kinds apart:
+
+- **Bad input** is what the corpus reader finds unusable before anything is rendered, a `Problem` of the corpus
+  (PercePiano: a labelled key that does not parse, a labelled key without a MIDI file; ASAP: a performance whose
+  MIDI or annotations are missing or unreadable, whose downbeat count differs from its score's or whose annotations
+  run past its MIDI, a window whose beats differ from the score's, shorter than ``data.min_window_seconds`` or with
+  too few performances; the demo: a score music21 cannot use). The data itself says these items cannot be used, so
+  they are skipped and counted per reason (``Problem.reason``) with a few examples each, and are not failures: a run
+  that skipped only bad input exits 0.
+- **Failures** are items that failed in rendering or encoding (a MIDI file FluidSynth or the symbolic encoder cannot
+  read, an encoder error): the input may be fine and the pipeline at fault, so each is listed and the run exits 1; a
+  rerun retries exactly these items (they were not stored).
 
 Each store is worked on under its extraction lock (`crescend_jax.data.lock`): a second extract of the same store
 waits for the first, then skips what it stored. A store that cannot be written (disk full, read-only) or read (a
@@ -32,6 +43,7 @@ from crescend_jax.encoders import SYMBOLIC_RENDER, is_symbolic
 from crescend_jax.encoders.base import resample
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_RUN_FAILED = 0, 1, 2
+EXAMPLES_PER_REASON = 3  # bad input shown per reason in the summary
 
 
 class ShardError(ConfigError):
@@ -85,13 +97,14 @@ def _whole_run_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Extraction:
-    """One extract run: counters, failures, the lazily built encoder."""
+    """One extract run: counters, bad input, failures, the lazily built encoder."""
 
     def __init__(self, config: ml_collections.ConfigDict, shard: tuple[int, int] | None):
         self.config = config
         self.writer_id = "all" if shard is None else f"shard-{shard[0]}-of-{shard[1]}"
         self.done = self.skipped = 0
-        self.failures: list[Problem] = []
+        self.bad_input: list[Problem] = []  # the corpus's problems: skipped, not failures (module doc)
+        self.failures: list[Problem] = []  # render and encode failures
         self.encoder = None
 
     def build_encoder(self):
@@ -183,13 +196,33 @@ class _Extraction:
             bar.update(1)
 
     def summary(self) -> str:
-        lines = [f"done {self.done} / skipped {self.skipped} (already stored) / failed {len(self.failures)}"]
+        lines = [f"done {self.done} / skipped {self.skipped} (already stored) / failed {len(self.failures)} / "
+                 f"skipped (bad input): {len(self.bad_input)}"]
+        lines += bad_input_summary(self.bad_input)
         lines += [f"  failed: {problem}" for problem in self.failures]
         return "\n".join(lines)
 
 
+def bad_input_summary(problems: Sequence[Problem], examples: int = EXAMPLES_PER_REASON) -> list[str]:
+    """The summary lines of the corpus's bad input: per reason (`Problem.kind`; most frequent first), its count and
+    up to ``examples`` of its items with their messages. No lines when there is none."""
+    if not problems:
+        return []
+    by_reason: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_reason.setdefault(problem.kind, []).append(problem)
+    lines = ["  skipped (bad input) by reason (not failures: the corpus data says these items cannot be used):"]
+    for reason, group in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0])):
+        lines.append(f"    {reason}: {len(group)}")
+        lines += [f"      e.g. {problem}" for problem in group[:examples]]
+        if len(group) > examples:
+            lines.append(f"      ... and {len(group) - examples} more")
+    return lines
+
+
 def run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = None) -> int:
-    """Extracts every (shard of the) corpus into one store per soundfont; 0 ok, 1 some items failed, 2 run failed."""
+    """Extracts every (shard of the) corpus into one store per soundfont; 0 ok (bad input skipped is ok), 1 some
+    items failed to render or encode, 2 the run failed."""
     try:
         return _run_extract(config, shard)
     except _whole_run_errors() as err:
@@ -204,7 +237,7 @@ def _run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | Non
     if shard is not None:
         segments = [s for s in segments if shard_of(s.key, shard[1]) == shard[0]]
         problems = [p for p in problems if shard_of(p.item, shard[1]) == shard[0]]
-    run.failures.extend(problems)
+    run.bad_input.extend(problems)
 
     store.render_ids(config)  # an absent soundfont fails the run before any work
     encoder_name = store.known_encoder_name(config) or run.build_encoder().name

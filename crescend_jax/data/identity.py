@@ -14,8 +14,9 @@ A store is found by its identity, never by a name that stays the same while its 
     store format     `crescend_jax.data.store.STORE_FORMAT`
 
 How a corpus is split into folds (``num_folds``, ``test_compositions``, ``fold_seed``, ``split_level``), where
-files are cached and how many processes read them are not part of it: a new split reads the same store. The data root is not part of it either
-(two copies of one checkout hold the same content); stores record it as where their items came from.
+files are cached and how many processes read them are not part of it: a new split reads the same store. The data root
+is not part of it either (two copies of one checkout hold the same content); stores record it as where their items
+came from.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _data_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 def corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """What decides the segments and labels of ``config.corpus`` (JSON-able). Raises the corpus reader's error
-    (`CorpusError`, `AsapError`, `DemoCorpusError`) when that cannot be told, e.g. a PercePiano root without its label files.
+    (`CorpusError`, `AsapError`, `DemoCorpusError`) when that cannot be told, e.g. a PercePiano root without its label
+    files.
 
     A corpus without its own rule (e.g. one a test builds) is identified by its ``config.data`` fields but the split
     fields, root included.
