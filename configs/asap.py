@@ -4,7 +4,9 @@
 performance of a score with at least two performances, cut into windows of ``data.bars_per_window`` bars through the
 downbeat annotations; window k of every performance of a piece plays the same bars (one same-music group). Labels
 are derived from the performance MIDI (tempo, its stability, dynamics, articulation, pedal); the 19 rating dimensions
-are NaN. A smoke run: ``--config.data.compositions='("Bach/Fugue/bwv_848",)'``.
+are NaN. Compositions that may also be PercePiano's are left out (``data.exclude_in_percepiano``, default True), so
+pre-training never sees PercePiano test music; folds keep whole works (``data.split_level = "work"``). A smoke run:
+``--config.data.compositions='("Bach/Fugue/bwv_848",)'`` (add ``--config.encoder.name=midi`` to skip rendering).
 """
 
 import ml_collections
