@@ -185,6 +185,7 @@ def get_config():
     config = default_sweep_config()
     config.base = {str(tmp_path / "tiny.py")!r}
     config.baseline = "base"
+    config.seeds = (0, 1)
     config.points = (point("base"), point("wide", fields={{"model.hidden_dim": 48}}))
     return config
 ''')
@@ -193,7 +194,7 @@ def get_config():
 
     def killed_in_wide(config, workdir, *args, **kwargs):
         calls.append(Path(workdir).parent.name)
-        if Path(workdir).parent.name == "wide":
+        if Path(workdir).parent.name == "wide" and Path(workdir).name == "seed_0":
             config.train.stop_after_steps = 12  # a kill after step 12; the step-10 checkpoint survives
         return real_train(config, workdir, *args, **kwargs)
 
@@ -204,14 +205,14 @@ def get_config():
         cli.main(argv)
     base_metrics = out / "base" / "seed_0" / "metrics.json"
     written = base_metrics.stat().st_mtime_ns
-    assert calls == ["base", "wide"] and not (out / "wide" / "seed_0" / "metrics.json").exists()
+    assert calls == ["base", "base", "wide"] and not (out / "wide" / "seed_0" / "metrics.json").exists()
     assert (out / "wide" / "seed_0" / "fold_0" / "checkpoints").is_dir()
 
     calls.clear()
     monkeypatch.setattr(trainer, "train", lambda config, workdir, *a, **k: (calls.append(Path(workdir).parent.name),
                                                                            real_train(config, workdir, *a, **k))[1])
     assert cli.main(argv) == 0
-    assert calls == ["wide"]  # the finished point is skipped ...
+    assert calls == ["wide", "wide"]  # the finished point is skipped ...
     assert base_metrics.stat().st_mtime_ns == written
     done = json.loads((out / "wide" / "seed_0" / "fold_0" / "done.json").read_text())
     assert done["steps"] == 20
@@ -221,13 +222,16 @@ def get_config():
     results = json.loads((out / "results.json").read_text())
     wide = results["points"]["wide"]
     assert wide["status"] == "done" and wide["values"] == {"model.hidden_dim": 48}
-    metrics = json.loads((out / "wide" / "seed_0" / "metrics.json").read_text())
-    # one seed: the pooled numbers are the run's own
-    assert wide["pooled"]["interval"]["mean"]["estimate"] == pytest.approx(metrics["pooled"]["pairwise_accuracy"]["mean"])
+    seeds = [json.loads((out / "wide" / f"seed_{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    # pooled over seeds: the mean of the seeds' own numbers, the spread beside it
+    accuracy = [m["pooled"]["pairwise_accuracy"]["mean"] for m in seeds]
+    assert wide["pooled"]["interval"]["mean"]["estimate"] == pytest.approx(np.mean(accuracy))
+    assert wide["pooled"]["seed_std"]["pairwise_accuracy"] == pytest.approx(np.std(accuracy, ddof=1))
+    assert [row["accuracy"] for row in wide["per_seed"]] == pytest.approx(accuracy)
     assert wide["pooled"]["versus_baseline"]["mean"]["estimate"] == pytest.approx(
-        metrics["versus_baseline"]["mean"]["estimate"])
+        np.mean([m["versus_baseline"]["mean"]["estimate"] for m in seeds]))
     assert wide["pooled"]["reference"]["difference"]["mean"]["estimate"] == pytest.approx(
-        metrics["reference"]["difference"]["mean"]["estimate"])
+        np.mean([m["reference"]["difference"]["mean"]["estimate"] for m in seeds]))
     markdown = (out / "results.md").read_text()
     assert "| wide | baseline |" in markdown and "Regenerate: `crescend-jax sweep" in markdown
     header = (out / "results.csv").read_text().splitlines()[0].split(",")

@@ -146,7 +146,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if swept:
         lines += ["", "Swept fields per point:", ""]
-        lines += ["| point | " + " | ".join(short_name(f, swept) for f in swept) + " |",
+        lines += ["| point | " + " | ".join(swept) + " |",
                   "|" + "---|" * (len(swept) + 1)]
         lines += ["| " + row["point"] + " | " + " | ".join(str(row[f]) for f in swept) + " |" for row in rows]
     if missing:
