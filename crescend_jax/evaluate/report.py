@@ -270,7 +270,7 @@ def _intervals_section(metrics: dict) -> list[str]:
              f"{100 * level:.0f}% intervals: bootstrap over same-music groups, resampled within each composition "
              f"({metrics.get('interval', {}).get('num_replicates', 'n/a')} replicates); comparisons are paired (same "
              "pairs, same replicates). A difference is called real only when its interval excludes 0.", "",
-             "| | mean pairwise accuracy [95% interval] | minus this run's reference: paired difference |",
+             "| | mean pairwise accuracy [95% interval] | paired difference [95% interval] |",
              "|---|---|---|",
              f"| this run | {interval_text(metrics.get('interval', {}).get('mean'))} | |"]
     reference = metrics.get("reference")

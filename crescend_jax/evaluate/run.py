@@ -64,7 +64,9 @@ def _mean_over_folds(values: list[Any]) -> Any:
         return {k: _mean_over_folds([v.get(k) if isinstance(v, dict) else None for v in values]) for k in first}
     if isinstance(first, (int, float)) and not isinstance(first, bool):
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        return float(np.mean(numbers)) if len(numbers) == len(values) else None
+        if len(numbers) != len(values):
+            return None
+        return first if all(v == first for v in numbers) else float(np.mean(numbers))
     return first
 
 
