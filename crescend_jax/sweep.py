@@ -23,8 +23,10 @@
   none: lr; linear: lr * B / B_ref; sqrt: lr * sqrt(B / B_ref) (the resolved rate is in the table and the
   point's config.json). A string value ``"@<point>"`` (e.g. ``model.init_from``) is that point's workdir for the
   same seed; the referenced point runs first (`train.warm_start` copies its parameters).
-* Order of application: base config, ``fixed``, ``--all.<field>=value`` from the command line, the point's fields,
-  its grid values, the learning-rate rule. ``--config.<field>=value`` overrides the sweep config itself.
+* Order of application: base config, ``fixed``, ``--all.<field>=value`` from the command line (on every point whose
+  config has the field, e.g. ``--all.model.sampler.group_size=8`` leaves the baseline alone; a field no point has
+  is an error), the point's fields, its grid values, the learning-rate rule. ``--config.<field>=value`` overrides
+  the sweep config itself.
 
 **Running.** Points run one after another, each seed of a point into ``<workdir>/<point>/seed_<s>``: train by
 composition folds with ``train.resume=True`` (a killed point continues from its last checkpoint; finished folds are
@@ -221,6 +223,27 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any, where:
         raise ConfigError(f"{where}: cannot set {dotted}={value!r} (the field holds {current!r}): {err}") from None
 
 
+def _override_field(item: str) -> str:
+    return item[len("--config."):].split("=", 1)[0]
+
+
+def _apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str],
+                     name: str) -> ml_collections.ConfigDict:
+    """``config`` with those ``--config.<field>=value`` overrides whose field it has, parsed like the command
+    line's (types kept); `expand_sweep` refuses an override no point has."""
+    fields = set(known_fields(config))
+    overrides = [item for item in overrides if _override_field(item) in fields]
+    if not overrides:
+        return config
+    try:
+        config, _, _ = parse_config_flags(list(overrides), config=config)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError: kept as is
+        if isinstance(err, ConfigError):
+            raise ConfigError(f"sweep point {name!r}: {str(err).replace('--config.', '--all.')}") from None
+        raise ConfigError(f"sweep point {name!r}: cannot apply {' '.join(overrides)}: {err}") from None
+    return config
+
+
 def _lr_settings(sweep: ml_collections.ConfigDict, fields: dict[str, Any], where: str) -> dict[str, Any]:
     settings = dict(sweep.lr_scaling.to_dict()) if "lr_scaling" in sweep else {"rule": "none", "reference_batch": 64}
     for name, value in fields.items():
@@ -318,7 +341,7 @@ def expand_sweep(sweep: ml_collections.ConfigDict, all_overrides: Sequence[str] 
                 if not _sweep_field(field):
                     set_field(config, field, value, f"sweep point {name!r} (fixed)")
             if all_overrides:
-                config, _, _ = parse_config_flags(list(all_overrides), config=config)
+                config = _apply_overrides(config, all_overrides, name)
             for field, value in fields.items():
                 if not _sweep_field(field):
                     set_field(config, field, value, f"sweep point {name!r}")
@@ -334,6 +357,15 @@ def expand_sweep(sweep: ml_collections.ConfigDict, all_overrides: Sequence[str] 
                 name=name, base=base, fields=fields, baseline=None if baseline == name else baseline, config=config,
                 references=references, depends=(), learning_rate={**lr, "given": given_rate,
                                                                   "resolved": float(config.train.learning_rate)})
+    for override in all_overrides:
+        dotted = _override_field(override)
+        if not any(dotted in known_fields(item.config) for item in points.values()):
+            import difflib  # noqa: PLC0415
+
+            fields = sorted({f for item in points.values() for f in known_fields(item.config)})
+            close = difflib.get_close_matches(dotted, fields, n=3)
+            hint = f"; did you mean {', '.join('--all.' + c for c in close)}?" if close else ""
+            raise ConfigError(f"no sweep point has the config field --all.{dotted}{hint}")
     for item in points.values():
         wanted = ([item.baseline] if item.baseline else []) + list(item.references.values())
         for other in wanted:

@@ -150,6 +150,15 @@ def test_fields_grid_references_and_mistakes(tmp_path):
     refused(r"base config .*missing.py does not exist", base=str(tmp_path / "missing.py"))
     refused(r"sweep point 'x': train.batch_size=12 is not a multiple of the 8 devices",
             points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"train.batch_size": 12})))
+    with pytest.raises(ConfigError, match=r"no sweep point has the config field --all.model.hiden_dim; did you mean "
+                                          r"--all.model.hidden_dim"):
+        sweep_lib.expand_sweep(tiny_sweep(tmp_path), ["--config.model.hiden_dim=3"])
+    with pytest.raises(ConfigError, match=r"sweep point 'base': .*--all.model.hidden_dim"):
+        sweep_lib.expand_sweep(tiny_sweep(tmp_path), ["--config.model.hidden_dim=wide"])
+    mixed = tiny_sweep(tmp_path, points=(sweep_lib.point("base"),
+                                         sweep_lib.point("a", base=REPO / "configs" / "approach_a.py")))
+    a = {p.name: p for p in sweep_lib.expand_sweep(mixed, ["--config.model.loss.temperature=0.3"])}["a"]
+    assert a.config.model.loss.temperature == 0.3  # --all.* on the points that have the field
     only = sweep_lib.expand_sweep(tiny_sweep(tmp_path, only=("wide",)))
     assert [p.name for p in only] == ["base", "wide"]  # the baseline comes along
 
