@@ -198,7 +198,7 @@ def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any, where:
 
     parts = dotted.split(".")
     node = config
-    for depth, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
             node = None
             break

@@ -194,7 +194,8 @@ def plot_fields(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     for stale in out.glob("plot_*.png"):
         stale.unlink()
     swept = list(results.get("swept", []))
-    finished = {name: p for name, p in results["points"].items() if _get(p, "pooled.interval.mean.estimate") is not None}
+    finished = {name: p for name, p in results["points"].items()
+                if _get(p, "pooled.interval.mean.estimate") is not None}
     baselines = {p.get("baseline") for p in results["points"].values() if p.get("baseline")}
     written = []
     for field in swept:
