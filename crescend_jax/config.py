@@ -97,19 +97,18 @@ def parse_config_flags(argv: Sequence[str], *, config_file: str | None = None,
             raise ConfigError(f"config file {path} does not exist; pass one of configs/*.py")
         if path.suffix != ".py":
             raise ConfigError(f"config file {path} is not a Python file; pass one of configs/*.py")
-        holder = config_flags.DEFINE_config_file("config", None, "config file", flag_values=values,
-                                                 lock_config=True, sys_argv=full_argv)
-    elif config is not None:
-        holder = config_flags.DEFINE_config_dict("config", config, "the run's config", flag_values=values,
-                                                 lock_config=True, sys_argv=full_argv)
-    holders = {name: flags.DEFINE_string(name, default, name, flag_values=values)
-               for name, default in (extra or {}).items()}
     fields = None
     try:
         if config_file is not None:
             fields = known_fields(_import_config_module(path).get_config())
+            holder = config_flags.DEFINE_config_file("config", None, "config file", flag_values=values,
+                                                     lock_config=True, sys_argv=full_argv)
         elif config is not None:
             fields = known_fields(config)
+            holder = config_flags.DEFINE_config_dict("config", config, "the run's config", flag_values=values,
+                                                     lock_config=True, sys_argv=full_argv)
+        holders = {name: flags.DEFINE_string(name, default, name, flag_values=values)
+                   for name, default in (extra or {}).items()}
         positional = values(full_argv)[1:]
         parsed = holder.value if holder is not None else None
     except ConfigError:
