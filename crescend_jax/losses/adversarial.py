@@ -1,5 +1,6 @@
 """Losses of the disentangling dual encoder (approach C): gradient reversal, its DANN schedule, the masked
-composition cross-entropy, an orthogonality penalty between z_piece and z_style and a within-group spread term.
+composition cross-entropy, a closed-form least-squares adversary, an orthogonality penalty between z_piece and
+z_style and a within-group spread term.
 
 With an adversary a(.) classifying the composition c from z_style behind the reversal layer R_lambda,
 
@@ -75,6 +76,48 @@ def masked_cross_entropy(
     loss = jnp.sum(jnp.where(real, per_row, 0.0)) / denominator
     accuracy = jnp.sum(real & (jnp.argmax(logits, axis=-1) == labels)) / denominator
     return loss, {"cross_entropy": loss, "accuracy": accuracy, "rows": rows}
+
+
+def least_squares_adversary_loss(
+    z: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int, *, ridge: float = 1e-3
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A linear classifier of ``labels`` from ``z``, re-fit in closed form on every batch: 1 - R^2 of its fit.
+
+    With Z [n, E] the n real rows of z with every column standardised over them (mean 0, variance 1), Y [n, C] the
+    one-hot labels centred over them, and the ridge least-squares classifier fitted to the batch
+
+        W* = argmin_W ||Y - Z W||_F^2 / n + ridge ||W||_F^2 = (Z^T Z / n + ridge I)^-1 Z^T Y / n,
+
+        loss = ||Y - Z W*||_F^2 / ||Y||_F^2 = 1 - R^2   in [0, 1]
+
+    is the share of the label variance that no linear read-out of z explains (1: the labels are not linearly
+    readable; 0: they all are). As an adversary it has no lag: W* is its best response to the batch at hand. W* is
+    computed from stop_gradient(Z); by the envelope theorem the gradient of the minimised objective with respect to Z
+    is its partial derivative at fixed W* (the penalty does not depend on Z), which is what flows back. Behind
+    `gradient_reversal` the encoder of z therefore *raises* 1 - R^2, removing linearly readable label information;
+    the column standardisation makes the loss scale-free (shrinking z cannot hide the labels behind the penalty).
+
+    Args: z float [B, E]; labels int [B] class ids in [0, num_classes) (anything on padding rows); mask float [B]
+    (0 = padding); ridge > 0 on the standardised features. Returns (loss, {"r2": 1 - loss, "accuracy": share of
+    real rows whose largest of Z W* + class frequency is their label}); the loss is 1 when the real rows hold fewer
+    than two classes (nothing to read).
+    """
+    real = mask > 0
+    rows = jnp.maximum(jnp.sum(real.astype(jnp.float32)), 1.0)
+    labels = jnp.where(real, labels, 0)
+    one_hot = jnp.where(real[:, None], jax.nn.one_hot(labels, num_classes, dtype=jnp.float32), 0.0)
+    frequency = jnp.sum(one_hot, axis=0) / rows
+    target = jnp.where(real[:, None], one_hot - frequency, 0.0)
+    features = _standardise(z.astype(jnp.float32), real, rows)
+    fixed = jax.lax.stop_gradient(features)
+    gram = fixed.T @ fixed / rows + ridge * jnp.eye(features.shape[1], dtype=jnp.float32)
+    weights = jax.lax.stop_gradient(jnp.linalg.solve(gram, fixed.T @ target / rows))
+    residual = jnp.sum(jnp.where(real[:, None], target - features @ weights, 0.0) ** 2)
+    total = jnp.sum(target**2)
+    loss = jnp.where(total > 1e-12, residual / jnp.maximum(total, 1e-12), 1.0)
+    predicted = jnp.argmax(features @ weights + frequency, axis=-1)
+    accuracy = jnp.sum(real & (predicted == labels)) / rows
+    return loss, {"r2": 1.0 - loss, "accuracy": accuracy}
 
 
 def _standardise(z: jax.Array, real: jax.Array, rows: jax.Array) -> jax.Array:
