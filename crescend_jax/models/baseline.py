@@ -24,6 +24,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.name = "baseline"
     config.input_dim = 0
     config.init_from = ""  # a finished workdir whose parameters start every fold (train/warm_start.py)
+    config.init_from_prefix = ""  # use only the source's parameters under this path prefix (e.g. "style/")
     config.hidden_dim = 512
     config.dropout = 0.3
     config.input_dropout = 0.0

@@ -6,7 +6,9 @@ holds out exactly the same keys fold by fold (no test composition of the target 
 source's single fold when it has one (a pre-training run, e.g. on another corpus, whose training data must not
 contain the target's compositions: the source's config says how it excluded them); anything else is refused.
 
-Which parameters: every parameter (``nnx.Param``) whose path exists in both models with the same shape is copied;
+Which parameters: with ``model.init_from_prefix`` (e.g. ``"style/"``: C's style encoder) only the source's parameters
+under that prefix are used, the prefix stripped; every parameter (``nnx.Param``) whose path exists in both with the
+same shape is copied;
 the others keep their fresh initialisation (e.g. a new comparison head). A path present in both with another shape
 is refused (the encoders differ), and so is a warm start that copies nothing.
 """
@@ -77,7 +79,8 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
         if step is None:
             raise ConfigError(f"model.init_from={source}: {fold_dir} has no checkpoint")
         items, _ = checkpoints.restore(step, {"model": functions.init(k)})
-    source_params = _params(items["model"])
+    prefix = config.model.get("init_from_prefix", "")
+    source_params = {p[len(prefix):]: v for p, v in _params(items["model"]).items() if p.startswith(prefix)}
     target_params = _params(model_state)
     mismatched = [f"{p}: {source_params[p].shape} -> {leaf.shape}" for p, leaf in target_params.items()
                   if p in source_params and source_params[p].shape != leaf.shape]
@@ -95,6 +98,6 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
 
     params = jax.tree_util.tree_map_with_path(replace, model_state.filter(nnx.Param))
     state = nnx.merge_state(model_state, params)  # the non-parameter variables (e.g. RNG state) stay fresh
-    record = {"source": str(source), "source_fold": k, "source_step": int(step), "copied": copied,
+    record = {"source": str(source), "source_prefix": prefix, "source_fold": k, "source_step": int(step), "copied": copied,
               "fresh": sorted(p for p in target_params if p not in source_params)}
     return state, record
