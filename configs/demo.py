@@ -16,7 +16,8 @@ from crescend_jax.data.render import default_render_config
 from crescend_jax.data.store import default_store_config
 from crescend_jax.encoders import default_encoder_config
 
-APPROACH_CONFIGS = {"baseline": "baseline.py", "approach_a": "approach_a.py", "approach_b": "approach_b.py"}
+APPROACH_CONFIGS = {"baseline": "baseline.py", "approach_a": "approach_a.py", "approach_b": "approach_b.py",
+                    "approach_c": "approach_c.py"}
 APPROACH_SECTIONS = ("model", "train", "eval", "experiment")
 
 

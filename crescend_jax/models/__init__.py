@@ -12,6 +12,7 @@ APPROACHES: dict[str, tuple[str, str]] = {
     "baseline": ("crescend_jax.models.baseline", "PointwiseBaseline"),
     "contrastive": ("crescend_jax.models.contrastive", "ContrastiveRanking"),
     "siamese": ("crescend_jax.models.siamese", "Siamese"),
+    "disentangled": ("crescend_jax.models.disentangled", "Disentangled"),
 }
 
 
