@@ -68,7 +68,8 @@ def write_annotations(path: Path, times: np.ndarray, kinds: list[str]) -> None:
 
 def add_piece(root: Path, rows: list[dict], folder: str, title: str, performers: dict[str, dict], bars: int = 9):
     """Writes a score and its performances; each performer's dict: scale (tempo factor), velocity, and faults:
-    drop_beat (index of an annotated beat left out), drop_downbeat, past_end, no_annotations."""
+    drop_beat (index of an annotated beat left out), drop_downbeat, past_end, no_annotations, rest_bars (bars whose
+    beats play no note)."""
     directory = root / folder
     directory.mkdir(parents=True)
     times, kinds = score_beats(bars)
@@ -79,8 +80,9 @@ def add_piece(root: Path, rows: list[dict], folder: str, title: str, performers:
     for name, spec in performers.items():
         scale = spec.get("scale", 1.0)
         performed = 1.0 + (times - times[0]) * scale
-        write_midi(directory / f"{name}.mid", performed, pitches, np.full(len(times), 0.8 * BEAT * scale),
-                   spec.get("velocity", 64))
+        playing = ~np.isin(bar_of_beat, list(spec.get("rest_bars", ())))  # the beats of these bars play no note
+        write_midi(directory / f"{name}.mid", performed[playing], [p for p, keep in zip(pitches, playing) if keep],
+                   np.full(int(playing.sum()), 0.8 * BEAT * scale), spec.get("velocity", 64))
         ann_times, ann_kinds = performed.copy(), list(kinds)
         for field in ("drop_beat", "drop_downbeat"):
             if field in spec:
@@ -202,6 +204,18 @@ def test_bad_input_becomes_problems(tiny):
         "window dropped: shorter than data.min_window_seconds")
     assert reasons[f"{piece1}__w001__Skip01"].startswith("window dropped: beats between")
     assert all(p.kind == p.reason != "" for p in tiny.problems)
+
+
+def test_a_window_in_which_no_note_starts_is_dropped_as_bad_input(tmp_path):
+    root, rows = tmp_path / "asap", []
+    add_piece(root, rows, "Rest/Piece", "Piece", {"A": {"rest_bars": range(4, 8)}, "B": {}, "C": {"scale": 1.1}})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    corpus = load_asap(tiny_config(root, tmp_path / "cache"))
+    (problem,) = corpus.problems
+    assert problem.item == "Rest/Piece__4bars__w001__A" and problem.reason == "window dropped: no note starts in it"
+    assert sorted(s.key for s in corpus.segments if s.window.index == 1) == [
+        "Rest/Piece__4bars__w001__B", "Rest/Piece__4bars__w001__C"]
+    assert {s.performer for s in corpus.segments if s.window.index != 1} == {"A", "B", "C"}  # A's other windows
 
 
 def test_percepiano_overlap_flags_the_same_movement_only(tiny):

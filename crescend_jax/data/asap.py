@@ -30,7 +30,8 @@ MIDI's file stem); piece ``<composition>__<B>bars``; group ``<piece>__w<k>``: th
 **Bad input** becomes a `Problem` and never a misaligned window: a performance whose MIDI or annotations are missing
 or unreadable, whose downbeat count differs from its score's, or whose annotations run past the end of its MIDI; a
 window whose beats between its downbeats differ in number from the score's (a skipped or added beat), one shorter
-than ``data.min_window_seconds``, or one left in a group with fewer than ``data.min_performances`` performances.
+than ``data.min_window_seconds``, one in which no note starts (a general rest: nothing to hear or to rank; e.g. window
+112 of Liszt's Mephisto Waltz), or one left in a group with fewer than ``data.min_performances`` performances.
 
 **PercePiano overlap.** ``Segment.in_percepiano`` flags compositions that may also be PercePiano compositions, by
 catalogue number (`percepiano_overlap`). With ``data.exclude_in_percepiano`` (the default) the reader leaves those
@@ -69,7 +70,8 @@ from crescend_jax.data.midi_events import MidiError, MidiPerformance
 from crescend_jax.data.segments import Corpus, Problem, Segment, Window
 
 # Bump when what the reader yields for the same files and settings changes (windows, keys, problems).
-READER_VERSION = 1
+# 2: a window in which no note starts is dropped (a problem), not handed to the encoders.
+READER_VERSION = 2
 ONSET_LEAD_SECONDS = 0.05
 METADATA = "metadata.csv"
 METADATA_COLUMNS = ("composer", "title", "folder", "midi_score", "midi_performance", "performance_annotations",
@@ -398,6 +400,16 @@ def _nan_labels() -> dict[str, np.ndarray]:
             "label_truth": np.full(NUM_DIMENSIONS, np.nan, np.float32)}
 
 
+def _cut(first_downbeat: float, last_downbeat: float) -> tuple[float, float]:
+    """The [start, end) seconds a window between two downbeats is cut at (module doc: ``ONSET_LEAD_SECONDS`` early)."""
+    return max(0.0, first_downbeat - ONSET_LEAD_SECONDS), last_downbeat - ONSET_LEAD_SECONDS
+
+
+def _starts_a_note(performance: MidiPerformance, start: float, end: float) -> bool:
+    """Whether a note of ``performance`` starts in [start, end) (the notes the window's MIDI file plays)."""
+    return bool(np.any((performance.onsets >= start) & (performance.onsets < end)))
+
+
 def _read_piece(job: _PieceJob) -> tuple[list[Segment], list[Problem]]:
     """The windows of every performance of one score folder and the problems met (never raises for bad input)."""
     problems: list[Problem] = []
@@ -445,6 +457,10 @@ def _read_piece(job: _PieceJob) -> tuple[list[Segment], list[Problem]]:
                 problems.append(Problem(key, row.midi, f"the window lasts {bounds.end - bounds.start:.2f} s (< "
                                         f"data.min_window_seconds = {job.min_window_seconds:g}): dropped",
                                         reason="window dropped: shorter than data.min_window_seconds"))
+            elif not _starts_a_note(performance, *_cut(bounds.start, bounds.end)):
+                problems.append(Problem(key, row.midi, "no note starts in the window (a rest in the music, or notes "
+                                        "missing from the performance): nothing to hear or rank; dropped",
+                                        reason="window dropped: no note starts in it"))
             else:
                 candidates.append((row, bounds, performance, digest))
 
@@ -461,12 +477,10 @@ def _read_piece(job: _PieceJob) -> tuple[list[Segment], list[Problem]]:
                                     f"are usable (< data.min_performances = {job.min_performances}): dropped",
                                     reason="window dropped: fewer usable performances than data.min_performances"))
             continue
-        start = max(0.0, bounds.start - ONSET_LEAD_SECONDS)
-        end = bounds.end - ONSET_LEAD_SECONDS
+        start, end = _cut(bounds.start, bounds.end)
         if bounds.index not in score_windows:
-            score_start = max(0.0, bounds.score_start - ONSET_LEAD_SECONDS)
-            score_windows[bounds.index] = _window_midi(score, score_digest, score_start,
-                                                       bounds.score_end - ONSET_LEAD_SECONDS, job.cache_dir)
+            score_windows[bounds.index] = _window_midi(score, score_digest, *_cut(bounds.score_start, bounds.score_end),
+                                                       job.cache_dir)
         segments.append(Segment(
             key=key, composition=job.composition, piece=piece, performer=row.performer, group=group,
             midi_path=_window_midi(performance, digest, start, end, job.cache_dir), **_nan_labels(),
