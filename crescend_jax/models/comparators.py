@@ -10,17 +10,19 @@ pairs by indexing / broadcasting that encoded batch, never by re-encoding a perf
 
   head(a, b)           explicit pairs: leading shapes of a and b broadcast, logits [..., D];
   head.block_logits(.) every ordered pair inside each group slot of a [P, K, ...] batch, logits [P, K, K, D] with
-                       logits[p, i, j] = logit(member i above member j); computed once per ordered pair and
-                       antisymmetrised as G - G^T over (i, j), so the tile is exactly antisymmetric.
+                       logits[p, i, j] = logit(member i above member j), exactly antisymmetric (0 on the diagonal).
 
 Per-performance work (projections) is done on [P, K, ...] before pairing; only what depends on both members is
-computed on the [P, K, K, ...] tile.
+computed per pair. The pair MLP heads (concat, cross_attention) compute each unordered pair {i, j} once (the K(K-1)/2
+pairs i < j of the tile's upper triangle): their joint term is symmetric and is shared by both orientations, and
+the tile is filled with v at (i, j) and -v at (j, i) (`_tile_from_upper`).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from crescend_jax.config import ConfigError
@@ -52,31 +54,57 @@ class PairMLP(nnx.Module):
         self.out = nnx.Linear(hidden_dim, num_dimensions, rngs=rngs)
 
     def __call__(self, xa: jax.Array, xb: jax.Array) -> jax.Array:
-        h = self.first(xa) + self.second(xb) + self.product(xa * xb) + self.distance(jnp.abs(xa - xb))
+        return self.finish(self.first(xa) + self.second(xb) + self.joint(xa, xb))
+
+    def joint(self, xa: jax.Array, xb: jax.Array) -> jax.Array:
+        """W_p (xa * xb) + W_d |xa - xb| [..., hidden]: the part of the first layer that needs both members; it is
+        symmetric in (a, b), so both orientations of a pair share it."""
+        return self.product(xa * xb) + self.distance(jnp.abs(xa - xb))
+
+    def finish(self, h: jax.Array) -> jax.Array:
+        """The layers after the first one's pre-activation h [..., hidden] -> [..., D]."""
         h = self.dropout(nnx.gelu(h))
         for linear in self.hidden:
             h = self.dropout(nnx.gelu(linear(h)))
         return self.out(h)
 
+    def antisymmetric(self, xa: jax.Array, xb: jax.Array, first_a: jax.Array | None = None,
+                      second_b: jax.Array | None = None, first_b: jax.Array | None = None,
+                      second_a: jax.Array | None = None) -> jax.Array:
+        """g(a, b) - g(b, a) [..., D] for pairs xa, xb [..., dim] (broadcast), the joint term computed once. The
+        per-performance terms W_a x and W_b x may be passed precomputed (e.g. gathered from [P, K, hidden])."""
+        first_a = self.first(xa) if first_a is None else first_a
+        second_a = self.second(xa) if second_a is None else second_a
+        first_b = self.first(xb) if first_b is None else first_b
+        second_b = self.second(xb) if second_b is None else second_b
+        shared = self.joint(xa, xb)
+        return self.finish(first_a + second_b + shared) - self.finish(first_b + second_a + shared)
 
-def _antisymmetric_pairs(g: nnx.Module, xa: jax.Array, xb: jax.Array) -> jax.Array:
-    """g(a, b) - g(b, a) for explicit pairs (one call of g on both orientations stacked)."""
-    xa, xb = jnp.broadcast_arrays(xa, xb)
-    both = g(jnp.stack([xa, xb]), jnp.stack([xb, xa]))
-    return both[0] - both[1]
+
+def _upper_pairs(group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) int [K(K-1)/2], every i < j of a K x K tile."""
+    return np.triu_indices(group_size, k=1)
 
 
-def _antisymmetric_tile(scores: jax.Array) -> jax.Array:
-    """M [P, K, K, D] -> M - M^T over the two member axes."""
-    return scores - jnp.swapaxes(scores, 1, 2)
+def _tile_from_upper(values: jax.Array, group_size: int) -> jax.Array:
+    """v [P, M, D] of the pairs i < j (`_upper_pairs` order) -> tile [P, K, K, D] with v at (i, j), -v at (j, i)
+    and 0 on the diagonal (one gather: exactly antisymmetric)."""
+    i, j = _upper_pairs(group_size)
+    m = len(i)
+    index = np.full((group_size, group_size), 2 * m)
+    index[i, j] = np.arange(m)
+    index[j, i] = m + np.arange(m)
+    zero = jnp.zeros((values.shape[0], 1, values.shape[2]), values.dtype)
+    return jnp.concatenate([values, -values, zero], axis=1)[:, index]
 
 
 class ConcatComparator(nnx.Module):
     """"concat": logit(a, b) = g(za, zb) - g(zb, za) with g a `PairMLP` on [za, zb, za * zb, |za - zb|].
 
     Antisymmetric because it is a difference of one function at swapped arguments; every antisymmetric f can be
-    written so (f = (f(a, b) - f(b, a)) / 2), so nothing is lost. On a tile, g is evaluated once per ordered pair
-    and the antisymmetrisation is a transpose (no extra cost).
+    written so (f = (f(a, b) - f(b, a)) / 2), so nothing is lost. On a tile, W_a z and W_b z are computed once per
+    performance, the joint term (W_p (za * zb) + W_d |za - zb|, the costly part) once per unordered pair i < j, and
+    the rest of g once per ordered pair; (j, i) gets -logit(i, j).
     Inputs: z [..., E] per performance. Output: [..., D] (pairs) or [P, K, K, D] (tile).
     """
 
@@ -86,11 +114,14 @@ class ConcatComparator(nnx.Module):
                             rngs=rngs)
 
     def __call__(self, za: jax.Array, zb: jax.Array) -> jax.Array:
-        return _antisymmetric_pairs(self.pair, za, zb)
+        return self.pair.antisymmetric(za, zb)
 
     def block_logits(self, z: jax.Array) -> jax.Array:
         """z [P, K, E] -> logits [P, K, K, D] of every ordered pair inside each group slot."""
-        return _antisymmetric_tile(self.pair(z[:, :, None, :], z[:, None, :, :]))
+        i, j = _upper_pairs(z.shape[1])
+        first, second = self.pair.first(z), self.pair.second(z)  # [P, K, hidden], once per performance
+        values = self.pair.antisymmetric(z[:, i], z[:, j], first[:, i], second[:, j], first[:, j], second[:, i])
+        return _tile_from_upper(values, z.shape[1])
 
 
 class BilinearComparator(nnx.Module):
@@ -130,7 +161,7 @@ class BilinearComparator(nnx.Module):
         """z [P, K, E] -> logits [P, K, K, D] of every ordered pair inside each group slot."""
         m, n, s = self._factors(z)
         scores = jnp.einsum("pidr,pjdr->pijd", m, n)
-        return _antisymmetric_tile(scores) + (s[:, :, None, :] - s[:, None, :, :])
+        return (scores - jnp.swapaxes(scores, 1, 2)) + (s[:, :, None, :] - s[:, None, :, :])
 
 
 class CrossAttentionComparator(nnx.Module):
@@ -196,7 +227,7 @@ class CrossAttentionComparator(nnx.Module):
         qb, kb, vb = self._project(hb)
         ca = self._read(ha, ma, qa, kb, vb, mb)
         cb = self._read(hb, mb, qb, ka, va, ma)
-        return _antisymmetric_pairs(self.pair, ca, cb)
+        return self.pair.antisymmetric(ca, cb)
 
     def block_logits(self, h: jax.Array, frame_mask: jax.Array) -> jax.Array:
         """h [P, K, T, F], frame_mask [P, K, T] -> logits [P, K, K, D] of every ordered pair inside each slot."""
@@ -205,7 +236,8 @@ class CrossAttentionComparator(nnx.Module):
         attended = lambda x: x[:, None, :]  # member j on axis 2
         views = self._read(attending(h), attending(frame_mask), attending(q), attended(k), attended(v),
                            attended(frame_mask))  # [P, K, K, F]: i's view of itself after reading j
-        return _antisymmetric_tile(self.pair(views, jnp.swapaxes(views, 1, 2)))
+        i, j = _upper_pairs(h.shape[1])
+        return _tile_from_upper(self.pair.antisymmetric(views[:, i, j], views[:, j, i]), h.shape[1])
 
 
 COMPARATORS = {
