@@ -9,7 +9,7 @@ from pathlib import Path
 
 import ml_collections
 
-from crescend_jax.evaluate.report import format_value  # NaN is null in metrics.json: "n/a", never a crash
+from crescend_jax.evaluate.report import format_value, interval_text  # NaN is null in metrics.json: "n/a"
 
 SHARED_SECTIONS = ("corpus", "data", "render", "encoder", "store")
 
@@ -29,19 +29,49 @@ def _stage(number: int, total: int, text: str) -> None:
 
 
 def _summary_rows(workdir: Path, names: list[str]) -> list[str]:
+    """One row per approach: accuracy with its 95% interval, against the known truth, the paired difference to the
+    baseline, fraction of ceiling, tau-b, spread; then the ridge reference on the same inputs and folds."""
     rows = [
-        "| approach | pairwise acc. (noisy labels) | vs known truth | fraction of ceiling | tau-b | intra-group std | report |",
-        "|---|---|---|---|---|---|---|",
+        "| approach | pairwise acc. (noisy labels) [95% interval] | vs known truth | − baseline [95% interval] | "
+        "fraction of ceiling | tau-b | intra-group std | report |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    reference = None
     for name in names:
         metrics = json.loads((workdir / name / "metrics.json").read_text())
         pooled = metrics["pooled"]
         truth = pooled.get("truth_accuracy", {}).get("mean")
         fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
-        cells = [format_value(pooled["pairwise_accuracy"]["mean"]), format_value(truth), format_value(fraction, 2),
-                 format_value(pooled["kendall_tau_b"]["mean"]), format_value(pooled["intra_group_std"]["mean"])]
+        versus = metrics.get("versus_baseline")
+        versus_text = "" if not versus else interval_text(versus["mean"], signed=True) + (
+            " (real)" if versus.get("excludes_zero") else "")
+        cells = [interval_text(metrics.get("interval", {}).get("mean")) if metrics.get("interval") else
+                 format_value(pooled["pairwise_accuracy"]["mean"]), format_value(truth), versus_text,
+                 format_value(fraction, 2), format_value(pooled["kendall_tau_b"]["mean"]),
+                 format_value(pooled["intra_group_std"]["mean"])]
         rows.append(f"| {name} | {' | '.join(cells)} | [{name}/report.md]({name}/report.md) |")
+        reference = reference or metrics.get("reference")
+    if reference:
+        rows.append(f"| ridge reference ({reference['input_dim']} inputs) | {interval_text(reference['interval']['mean'])}"
+                    " | | | | | | |")
     return rows
+
+
+def _probe_rows(workdir: Path, names: list[str]) -> list[str]:
+    """Disentanglement at a glance: composition probe accuracy (held-out groups of training compositions) and the
+    R² of the performer-factor probe, per embedding of each approach."""
+    rows = ["| approach | embedding | composition probe (chance) | between-composition variance share | "
+            "performer-factor R² |", "|---|---|---|---|---|"]
+    for name in names:
+        metrics = json.loads((workdir / name / "metrics.json").read_text())
+        for embedding, values in (metrics.get("disentanglement") or {}).get("embeddings", {}).items():
+            probe = values.get("composition_probe") or {}
+            factors = values.get("factor_r2") or {}
+            rows.append(f"| {name} | {embedding} | {format_value(probe.get('accuracy'))} "
+                        f"({format_value(probe.get('chance'))}) | "
+                        f"{format_value((values.get('variance_share') or {}).get('composition'))} | "
+                        f"{format_value(factors.get('mean'))} |")
+    return rows if len(rows) > 2 else []
 
 
 def _ceiling_line(workdir: Path, name: str) -> str:
@@ -107,6 +137,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
         *table,
         "",
         _ceiling_line(root, names[0]),
+        "",
+        *_probe_rows(root, names),
         "",
         f"Whole run: {minutes:.1f} min. Configuration: `configs/demo.py` (each approach's section as in its own "
         "config file).",

@@ -88,7 +88,7 @@ def test_demo_bad_baseline_is_a_clean_error_and_null_metrics_print_na(tmp_path, 
         "pooled": {"pairwise_accuracy": mean(0.6), "kendall_tau_b": mean(None), "intra_group_std": mean(0.01)},
         "fraction_of_ceiling": {"pairwise_accuracy": mean(None)}, "ceiling": mean(None)}))
     row = demo._summary_rows(tmp_path, ["run"])[-1]
-    assert row.startswith("| run | 0.600 | n/a | n/a | n/a | 0.010 |")
+    assert row.startswith("| run | 0.600 | n/a |  | n/a | n/a | 0.010 |")
     assert "ceiling (mean over dimensions): n/a." in demo._ceiling_line(tmp_path, "run")
 
 
