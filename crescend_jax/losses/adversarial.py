@@ -12,6 +12,8 @@ make the composition unreadable from z_style (Ganin & Lempitsky 2015).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -78,45 +80,96 @@ def masked_cross_entropy(
     return loss, {"cross_entropy": loss, "accuracy": accuracy, "rows": rows}
 
 
+class Moments(NamedTuple):
+    """Exponentially weighted sums over the rows seen so far (z [., E], one-hot labels y [., C]): ``weight`` (the
+    sum of the row weights), ``z`` [E], ``y`` [C], ``zz`` [E, E] = sum w z z^T, ``zy`` [E, C] = sum w z y^T."""
+
+    weight: jax.Array
+    z: jax.Array
+    y: jax.Array
+    zz: jax.Array
+    zy: jax.Array
+
+
+def empty_moments(dim: int, num_classes: int) -> Moments:
+    """`Moments` of no rows, for features of width ``dim`` and ``num_classes`` classes (float32 zeros)."""
+    return Moments(jnp.zeros((), jnp.float32), jnp.zeros(dim, jnp.float32), jnp.zeros(num_classes, jnp.float32),
+                   jnp.zeros((dim, dim), jnp.float32), jnp.zeros((dim, num_classes), jnp.float32))
+
+
+def _one_hot(labels: jax.Array, real: jax.Array, num_classes: int) -> jax.Array:
+    return jnp.where(real[:, None], jax.nn.one_hot(jnp.where(real, labels, 0), num_classes, dtype=jnp.float32), 0.0)
+
+
+def update_moments(moments: Moments, z: jax.Array, labels: jax.Array, mask: jax.Array, *, decay: float) -> Moments:
+    """``decay`` x ``moments`` + the sums of this batch's real rows (through stop_gradient): after t batches of n
+    rows a batch k steps back weighs decay^k, so the moments describe about n / (1 - decay) recent rows.
+
+    Args: moments of width E and C classes; z float [B, E]; labels int [B] in [0, C) (anything on padding rows);
+    mask float [B] (0 = padding); decay in [0, 1). Returns the updated `Moments`.
+    """
+    batch = _batch_moments(jax.lax.stop_gradient(z), labels, mask, moments.y.shape[0])
+    return Moments(*(decay * old + new for old, new in zip(moments, batch)))
+
+
+def _batch_moments(z: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int) -> Moments:
+    real = mask > 0
+    z = jnp.where(real[:, None], z.astype(jnp.float32), 0.0)
+    y = _one_hot(labels, real, num_classes)
+    return Moments(jnp.sum(real.astype(jnp.float32)), jnp.sum(z, axis=0), jnp.sum(y, axis=0), z.T @ z, z.T @ y)
+
+
 def least_squares_adversary_loss(
-    z: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int, *, ridge: float = 1e-3
+    z: jax.Array, labels: jax.Array, mask: jax.Array, num_classes: int, *, ridge: float = 1e-3,
+    moments: Moments | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """A linear classifier of ``labels`` from ``z``, re-fit in closed form on every batch: 1 - R^2 of its fit.
+    """A linear classifier of ``labels`` from ``z`` fitted in closed form: 1 - R^2 of its fit on this batch.
 
-    With Z [n, E] the n real rows of z with every column standardised over them (mean 0, variance 1), Y [n, C] the
-    one-hot labels centred over them, and the ridge least-squares classifier fitted to the batch
+    The classifier is the ridge least-squares regression of the one-hot labels on the standardised features,
+    fitted to the rows of ``moments`` (`update_moments`: a window of recent batches, this one included) or, when
+    ``moments`` is None, to this batch alone. With mu_z, mu_y the fitted rows' means, C_zz, C_zy their covariances,
+    D = diag(C_zz)^(-1/2) (the standardisation) and
 
-        W* = argmin_W ||Y - Z W||_F^2 / n + ridge ||W||_F^2 = (Z^T Z / n + ridge I)^-1 Z^T Y / n,
+        W* = (D C_zz D + ridge I)^-1 D C_zy                  (argmin_W E||y - mu_y - (z - mu_z) D W||^2 + ridge ||W||^2)
+        loss = sum_batch ||y - mu_y - (z - mu_z) D W*||^2 / sum_batch ||y - mu_y||^2 = 1 - R^2
 
-        loss = ||Y - Z W*||_F^2 / ||Y||_F^2 = 1 - R^2   in [0, 1]
+    is the share of this batch's label variance that the best linear read-out of z leaves unexplained (1: the labels
+    are not linearly readable; 0: all of them are). W* is the adversary's best response to the rows it was fitted to,
+    so it never lags behind the encoder the way a classifier trained by gradient steps does. W* is a constant for
+    the gradient (stop_gradient), and so are mu and D of a window of moments: the gradient is that of a fixed linear
+    adversary's loss. For a fit to this batch alone (moments None), mu and D stay functions of z and the gradient is
+    exactly that of the minimised objective (envelope theorem: W* is optimal and the penalty does not depend on z).
+    Behind `gradient_reversal` the encoder of z therefore *raises* 1 - R^2, removing linearly readable label
+    information; the standardisation makes it scale-free.
 
-    is the share of the label variance that no linear read-out of z explains (1: the labels are not linearly
-    readable; 0: they all are). As an adversary it has no lag: W* is its best response to the batch at hand. W* is
-    computed from stop_gradient(Z); by the envelope theorem the gradient of the minimised objective with respect to Z
-    is its partial derivative at fixed W* (the penalty does not depend on Z), which is what flows back. Behind
-    `gradient_reversal` the encoder of z therefore *raises* 1 - R^2, removing linearly readable label information;
-    the column standardisation makes the loss scale-free (shrinking z cannot hide the labels behind the penalty).
+    A fit to one batch needs many more real rows than features (with B <= E it interpolates the labels: R^2 = 1 and
+    a zero gradient); a window of moments does not.
 
     Args: z float [B, E]; labels int [B] class ids in [0, num_classes) (anything on padding rows); mask float [B]
-    (0 = padding); ridge > 0 on the standardised features. Returns (loss, {"r2": 1 - loss, "accuracy": share of
-    real rows whose largest of Z W* + class frequency is their label}); the loss is 1 when the real rows hold fewer
-    than two classes (nothing to read).
+    (0 = padding); ridge > 0 on the standardised features; moments: `Moments` of width E and num_classes classes.
+    Returns (loss, {"r2": 1 - loss, "accuracy": share of real rows whose largest fitted value is their label}); the
+    loss is 1 when the batch's real rows hold a single class (nothing to read).
     """
     real = mask > 0
     rows = jnp.maximum(jnp.sum(real.astype(jnp.float32)), 1.0)
-    labels = jnp.where(real, labels, 0)
-    one_hot = jnp.where(real[:, None], jax.nn.one_hot(labels, num_classes, dtype=jnp.float32), 0.0)
-    frequency = jnp.sum(one_hot, axis=0) / rows
-    target = jnp.where(real[:, None], one_hot - frequency, 0.0)
-    features = _standardise(z.astype(jnp.float32), real, rows)
-    fixed = jax.lax.stop_gradient(features)
-    gram = fixed.T @ fixed / rows + ridge * jnp.eye(features.shape[1], dtype=jnp.float32)
-    weights = jax.lax.stop_gradient(jnp.linalg.solve(gram, fixed.T @ target / rows))
+    y = _one_hot(labels, real, num_classes)
+    # a batch's own moments stay differentiable (exact envelope gradient); a window's are constants
+    fit = (_batch_moments(z, labels, mask, num_classes) if moments is None
+           else jax.tree.map(jax.lax.stop_gradient, moments))
+    weight = jnp.maximum(fit.weight, 1e-12)
+    mean_z, mean_y = fit.z / weight, fit.y / weight
+    cov_zz = fit.zz / weight - jnp.outer(mean_z, mean_z)
+    cov_zy = fit.zy / weight - jnp.outer(mean_z, mean_y)
+    scale = jax.lax.rsqrt(jnp.maximum(jnp.diagonal(cov_zz), 1e-12))  # a constant feature is left at 0
+    gram = cov_zz * scale[:, None] * scale[None, :] + ridge * jnp.eye(z.shape[1], dtype=jnp.float32)
+    weights = jax.lax.stop_gradient(jnp.linalg.solve(gram, scale[:, None] * cov_zy))  # [E, C]
+    features = jnp.where(real[:, None], (z.astype(jnp.float32) - mean_z) * scale, 0.0)
+    target = jnp.where(real[:, None], y - mean_y, 0.0)
     residual = jnp.sum(jnp.where(real[:, None], target - features @ weights, 0.0) ** 2)
-    total = jnp.sum(target**2)
-    loss = jnp.where(total > 1e-12, residual / jnp.maximum(total, 1e-12), 1.0)
-    predicted = jnp.argmax(features @ weights + frequency, axis=-1)
-    accuracy = jnp.sum(real & (predicted == labels)) / rows
+    single = jnp.sum(jnp.sum(y, axis=0) > 0) < 2
+    loss = jnp.where(single, 1.0, residual / jnp.maximum(jnp.sum(target**2), 1e-12))
+    predicted = jnp.argmax(features @ weights + mean_y, axis=-1)
+    accuracy = jnp.sum(real & (predicted == jnp.where(real, labels, 0))) / rows
     return loss, {"r2": 1.0 - loss, "accuracy": accuracy}
 
 
