@@ -88,6 +88,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
     """Runs the whole pipeline on the demo corpus into ``workdir``; returns a process exit code."""
     from crescend_jax.cli import evaluate_command, train_command
     from crescend_jax.data.extract import run_extract
+    from crescend_jax.sweep import finished
 
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,9 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
         stage += 1
         _stage(stage, total, f"evaluate {name} on held-out compositions")
         baseline = str(root / config.baseline) if name != config.baseline else None
-        if (code := evaluate_command(str(run_dir), baseline=baseline)) != 0:
+        if finished(run_dir, baseline):
+            print(f"{run_dir}/metrics.json is up to date (newer than its folds and its baseline): kept")
+        elif (code := evaluate_command(str(run_dir), baseline=baseline)) != 0:
             return code
         stage += 1
 
