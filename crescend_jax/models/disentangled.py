@@ -19,20 +19,22 @@ the DANN schedule 2 / (1 + exp(-gamma p)) - 1 over p = step / train.num_steps, o
 
 * "linear" (default): the least-squares linear classifier of the composition, re-fit in closed form at every step
   (`least_squares_adversary_loss`, L_adv = 1 - R^2 on the batch) to running moments of z_style and the composition
-  over about batch / (1 - adversary.decay) recent rows (`RunningMoments`, updated inside the loss). It is always the
-  best linear read-out of recent z_style, so the game has no lag, and it targets exactly what a linear probe of the
-  composition measures. decay 0 fits each batch alone, which fails when a batch holds fewer rows than style_dim (the
-  fit interpolates: R^2 = 1, no gradient; on PercePiano's batches of 32 with style_dim 128 it never moved); a long
-  window fits stale embeddings of an encoder that has moved on and lags again (decay 0.99 left the probe below at 0.63
-  in the set-up there with batches of 96, where 0.9 reached 0.14).
+  over about adversary.window x style_dim recent rows (`RunningMoments`, updated inside the loss, each batch decayed
+  by 1 - batch / window rows). It is always the best linear read-out of recent z_style, so the game has no lag, and
+  it targets exactly what a linear probe of the composition measures. The window is sized by the width: a fit to E
+  features on n rows explains about E / n of the label variance by chance, so each batch alone (window 0) fails when
+  it holds fewer rows than style_dim (the fit interpolates: R^2 = 1, no gradient; on PercePiano's batches of 32 with
+  style_dim 128 the adversary never moved), and a few rows per feature leave a noise floor the encoder cannot push
+  below; a much longer window fits stale embeddings of an encoder that has moved on, and lags again.
 * "mlp": a trained classifier (cross-entropy, an MLP or a linear layer) that learns ``lr_multiplier`` times faster
   than the encoders (`ScaledLinear`).
 
-On the planted data of tests/test_disentangled.py (6 compositions, chance 1/6; batches of 32, style_dim 64), a fresh
-linear probe of the composition on held-out groups read it from z_style with 0.86 accuracy without an adversary,
-0.51 with the trained MLP adversary (the encoder keeps re-encoding the piece faster than the adversary re-learns it,
-the known weakness of adversarial removal, Elazar & Goldberg 2018), 0.64 with the linear adversary fitted to each
-batch alone, 0.22 / 0.15 / 0.13 with windows of decay 0.95 / 0.9 / 0.8.
+On the planted data of tests/test_disentangled.py (6 compositions, chance 1/6; batches of 32), a fresh linear probe
+of the composition on held-out groups read it from z_style with 0.83 accuracy without an adversary, 0.72 with the
+trained MLP adversary (the encoder keeps re-encoding the piece faster than the adversary re-learns it, the known
+weakness of adversarial removal, Elazar & Goldberg 2018), 0.47 with the linear adversary fitted to each batch alone
+and 0.11 with the default window (style_dim 32: 320 rows). With style_dim 64, windows of 320 / 640 rows gave 0.15 /
+0.22 (batches of 96, style_dim 16: 960 rows 0.14, about 9,600 rows 0.63).
 
 The classes are the fold's training compositions, dense ids in the batch's "composition" field; their number must
 be fixed when the model is built, so it is ``model.adversary.num_classes`` and the sampler refuses a fold with more
@@ -90,8 +92,8 @@ def default_model_config() -> ml_collections.ConfigDict:
       "group" = the same-music group, "composition" = any performance of the same composition; piece.temperature,
       piece.block_size (0 = platform default), piece.strategy ("ring"/"allgather" on a multi-device mesh)) or
       "classifier" (a linear classifier of the composition on z_piece, cross-entropy).
-    adversary.kind: "linear" (closed-form least squares re-fit every step to moments of about batch / (1 -
-      adversary.decay) recent rows, 0 = this batch alone; ridge adversary.ridge) or "mlp" (trained;
+    adversary.kind: "linear" (closed-form least squares re-fit every step to moments of about adversary.window x
+      style_dim recent rows, window 0 = each batch alone; ridge adversary.ridge) or "mlp" (trained;
       adversary.hidden_dim, 0 = one linear layer; adversary.lr_multiplier). adversary.num_classes: outputs of the
       composition classifiers (>= the training compositions of every fold). adversary.schedule: "dann" or "constant";
       adversary.scale: lambda's final (dann) or constant value; adversary.gamma: the DANN steepness.
@@ -136,7 +138,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.adversary.kind = "linear"
     config.adversary.num_classes = 64
     config.adversary.ridge = 1e-3
-    config.adversary.decay = 0.9
+    config.adversary.window = 10.0
     config.adversary.hidden_dim = 128
     config.adversary.lr_multiplier = 10.0
     config.adversary.schedule = "dann"
@@ -331,8 +333,10 @@ def objective_from_config(config: ml_collections.ConfigDict) -> _Objective:
     if adversary.num_classes < 2 or adversary.hidden_dim < 0 or adversary.lr_multiplier <= 0 or adversary.ridge <= 0:
         raise ConfigError("model.adversary.num_classes must be >= 2, hidden_dim >= 0, lr_multiplier > 0 and "
                           "ridge > 0")
-    if not 0 <= adversary.decay < 1:
-        raise ConfigError(f"model.adversary.decay={adversary.decay} must be in [0, 1) (0 = fit each batch alone)")
+    if adversary.window < 0:
+        raise ConfigError(f"model.adversary.window={adversary.window} must be >= 0 (0 = fit each batch alone)")
+    window_rows = adversary.window * model.style_dim  # decayed so that the window holds about window_rows rows
+    decay = max(0.0, 1.0 - config.train.batch_size / window_rows) if window_rows > 0 else 0.0
     if adversary.gamma <= 0 or model.style.target_std <= 0:
         raise ConfigError("model.adversary.gamma and model.style.target_std must be > 0")
     orthogonality = _choice(model.orthogonality.kind, ORTHOGONALITY_KINDS, "orthogonality.kind")
@@ -348,7 +352,7 @@ def objective_from_config(config: ml_collections.ConfigDict) -> _Objective:
         temperature=model.piece.temperature, block_size=model.piece.block_size,
         strategy=_choice(model.piece.strategy, STRATEGIES, "piece.strategy"),
         adversary=_choice(adversary.kind, ADVERSARIES, "adversary.kind"), num_classes=adversary.num_classes,
-        ridge=adversary.ridge, decay=adversary.decay,
+        ridge=adversary.ridge, decay=decay,
         schedule=_choice(adversary.schedule, SCHEDULES, "adversary.schedule"),
         scale=adversary.scale, gamma=adversary.gamma,
         style_kind=_choice(model.style.kind, STYLE_TERMS, "style.kind"), target_std=model.style.target_std,
