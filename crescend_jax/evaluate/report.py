@@ -288,7 +288,7 @@ def _disentanglement_section(metrics: dict) -> list[str]:
     if not metrics.get("disentanglement"):
         return []
     return ["## Disentanglement", "",
-            f"Probes on each fold's training rows (mean over {metrics['disentanglement'].get('num_folds', 1)} folds): "
+            f"Probes on the training rows of fold {metrics['disentanglement'].get('fold', 0)}: "
             "the composition probe trains on some same-music groups of the training compositions and names the "
             "composition of held-out groups (a probe cannot name an unseen composition).", "",
             *disentanglement_table(metrics["disentanglement"]), "",
