@@ -44,6 +44,7 @@ GROUP_ROWS, GROUPS_PER_COMPOSITION = 8, 16
 APPROACHES = {
     "baseline": ("configs/baseline.py", [], "rows"),
     "approach_a": ("configs/approach_a.py", [], "pairs"),
+    "approach_b": ("configs/approach_b.py", [], "pairs"),
 }
 
 
