@@ -45,6 +45,8 @@ APPROACHES = {
     "baseline": ("configs/baseline.py", [], "rows"),
     "approach_a": ("configs/approach_a.py", [], "pairs"),
     "approach_b": ("configs/approach_b.py", [], "pairs"),
+    # approach C's composition classifiers need a class per training composition: 16,384 rows hold 128
+    "approach_c": ("configs/approach_c.py", ["--config.model.adversary.num_classes=128"], "rows"),
 }
 
 
