@@ -1,7 +1,8 @@
-"""Approach B: a Siamese comparator, P(a above b) per dimension for two performances of the same music.
+r"""Approach B: a Siamese comparator, P(a above b) per dimension for two performances of the same music.
 
     crescend-jax train --config configs/approach_b.py --workdir runs/approach_b_concat
-    crescend-jax train --config configs/approach_b.py --config.model.comparison=bilinear --workdir runs/approach_b_bilinear
+    crescend-jax train --config configs/approach_b.py --config.model.comparison=bilinear \
+        --workdir runs/approach_b_bilinear
     crescend-jax train --config configs/approach_b.py --config.model.comparison=cross_attention \
         --config.model.input=frames --config.store.root=<a store extracted with --config.store.frames=True> ...
 

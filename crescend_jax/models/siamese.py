@@ -11,7 +11,8 @@ The encoder f is an MLP trunk (num_layers x (Linear, LayerNorm, GELU, Dropout), 
   crops [B, T, F] are pooled over time first (``pooling``: mean, or a learned softmax over time).
 * ``cross_attention``: the encoding is a frame sequence [T', E]: crops [B, T, F] are cut into patches of
   ``frame_stride`` consecutive frames, concatenated ([B, T', frame_stride F], T' = T // frame_stride; a partial patch
-  at the end is dropped), and the trunk runs on every patch; the head lets the two sequences attend to each other. It needs frame inputs (``model.input="frames"``, a store extracted with frames).
+  at the end is dropped), and the trunk runs on every patch; the head lets the two sequences attend to each other.
+  It needs frame inputs (``model.input="frames"``, a store extracted with frames).
 
 Training: a batch is P blocks of K performances of one group (`PairBatchSampler`: over an epoch every pair of every
 group meets in a block); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
@@ -138,7 +139,8 @@ class SiameseModel(nnx.Module):
                 raise ValueError(f"a cross_attention encoder reads frame crops [B, T, F], got shape {x.shape}")
             steps = x.shape[1] // self.frame_stride
             if steps < 1:
-                raise ValueError(f"a crop of {x.shape[1]} frames is shorter than model.frame_stride={self.frame_stride}")
+                raise ValueError(f"a crop of {x.shape[1]} frames is shorter than model.frame_stride="
+                                 f"{self.frame_stride}")
             x = x[:, : steps * self.frame_stride].reshape(x.shape[0], steps, self.frame_stride * x.shape[2])
         elif x.ndim == 3:
             x = self.pool(x)
