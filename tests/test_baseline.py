@@ -67,6 +67,26 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
     assert outputs["hidden"].shape == (5, 32)
 
 
+def test_a_frozen_parameter_group_does_not_move():
+    from crescend_jax.train.optimizer import param_group_config
+
+    config = tiny_config(learning_rate=1e-2)
+    config.train.param_groups = {"first": param_group_config("^hidden/", 0.0, frozen=True)}
+    approach, mesh, table = PointwiseBaseline(), distributed.make_mesh(), synthetic_table()
+    functions = model_functions(approach, config, 16, mesh)
+    state = functions.init(0)
+    before = {k: np.asarray(v) for k, v in (("hidden", state["hidden"]["kernel"].value),
+                                             ("out", state["out"]["kernel"].value))}
+    steps = build_train_step(approach, functions.graphdef, build_optimizer(config.train, state), mesh)
+    opt_state = steps.init_optimizer(state)
+    device_table = place_table(host_table(table, np.zeros(16, np.float32), np.ones(16, np.float32), 0), mesh)
+    plan = place_plan(next(approach.sampler(table, config, 0)), mesh)
+    for step in range(3):
+        state, opt_state, _ = steps.step(state, opt_state, device_table, plan, np.int32(step))
+    np.testing.assert_array_equal(np.asarray(state["hidden"]["kernel"].value), before["hidden"])
+    assert not np.allclose(np.asarray(state["out"]["kernel"].value), before["out"])
+
+
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
                         ("crescend_jax.data.render", "crescend_jax.encoders.features", "crescend_jax.data.store")),
                     reason="render/features default configs have not landed")

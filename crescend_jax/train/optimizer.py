@@ -15,6 +15,7 @@ import re
 import jax
 import ml_collections
 import optax
+from flax import nnx
 
 from crescend_jax.config import ConfigError
 
@@ -57,6 +58,8 @@ def build_optimizer(train: ml_collections.ConfigDict, params) -> optax.GradientT
     groups = train.get("param_groups") or ml_collections.ConfigDict()
     if not groups:
         return default
+    if isinstance(params, nnx.State):  # a whole model state: the optimiser sees its parameters only
+        params = params.filter(nnx.Param)
     labels = param_labels(params, groups)
     used = set(jax.tree.leaves(labels))
     unused = [name for name in groups if name not in used]
