@@ -166,13 +166,15 @@ def test_write_report_without_baseline_or_hypothesis(evaluated, tmp_path):
 
 def _fake_predictions(monkeypatch, tmp_path, table, scores, fold, config):
     """`predict_heldout` stood in for by fixed predictions; workdirs "base" and "run" share data and folds."""
-    heldout = types.SimpleNamespace(table=table, predictions=Predictions(scores=scores), fold=fold, config=config)
+    heldout = types.SimpleNamespace(table=table, predictions=Predictions(scores=scores), fold=fold, config=config,
+                                    train_rows={}, train_embeddings={}, source=table)
     for name in ("base", "run"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(config_to_json(config))
         fingerprint_lib.write_record(tmp_path / name, fingerprint_lib.table_fingerprint(table),
                                      fingerprint_lib.folds_record(table, [fold == k for k in np.unique(fold)]))
 
-    def predict_heldout(workdir):
+    def predict_heldout(workdir, training_embeddings=False):
         if not str(workdir).endswith(("base", "run")):
             raise EvaluationError(f"{workdir} has no config.json: it is not a training workdir")
         return heldout
@@ -202,6 +204,7 @@ def test_evaluate_workdir_with_and_without_baseline(monkeypatch, tmp_path, capsy
     assert "not a training workdir" in capsys.readouterr().err
     # a baseline named in the run's config is used when --baseline is not given
     config.eval.baseline_workdir = str(base_dir)
+    (run_dir / "config.json").write_text(config_to_json(config))
     (run_dir / "report.md").unlink()
     assert evaluate_workdir(str(run_dir)) == 0
     assert "Baseline acc." in (run_dir / "report.md").read_text()
