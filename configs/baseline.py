@@ -10,6 +10,7 @@ import ml_collections
 from crescend_jax.config import config_beside
 from crescend_jax.evaluate.run import default_eval_config
 from crescend_jax.models.baseline import default_model_config
+from crescend_jax.models.trunk import default_trunk_config
 from crescend_jax.train.trainer import default_train_config
 
 
@@ -17,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = config_beside(__file__, "percepiano.py")
     config.model = default_model_config()
     config.train = default_train_config()
+    config.trunk = default_trunk_config()  # "frozen": the stored embeddings; "finetune": MuQ layers K..12 in Flax
     config.eval = default_eval_config()
     config.experiment = ml_collections.ConfigDict()
     config.experiment.name = "baseline"

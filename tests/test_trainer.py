@@ -113,7 +113,7 @@ def test_nan_loss_stops_with_step_and_keys_and_keeps_last_good_checkpoint(tmp_pa
     import crescend_jax.data.store as store
 
     monkeypatch.setattr(store, "load_table", lambda config: table)
-    monkeypatch.setattr(trainer, "get_approach", lambda name: PoisonedBaseline())
+    monkeypatch.setattr(trainer, "approach_for", lambda config: PoisonedBaseline())
     assert cli.train_command(one_fold_config(), str(tmp_path / "cli")) == 1
     assert "step 26" in capsys.readouterr().err
 

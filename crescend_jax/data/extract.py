@@ -121,7 +121,8 @@ class _Extraction:
         return store.StoreInfo(corpus=self.config.corpus, encoder=encoder.name, frame_rate=float(encoder.frame_rate),
                                num_layers=int(encoder.num_layers), dim=int(encoder.dim),
                                frames=bool(self.config.store.frames), render=store_identity["render"],
-                               identity=store_identity, data_root=identity.data_location(self.config))
+                               identity=store_identity, data_root=identity.data_location(self.config),
+                               input_layer=int(getattr(encoder, "store_input_layer", 0) or 0))
 
     def writer(self, store_dir: Path, store_identity: dict) -> store.StoreWriter:
         return store.StoreWriter(store_dir, self.store_info(store_identity), self.writer_id,
@@ -191,7 +192,8 @@ class _Extraction:
                                                  f"encoding failed ({type(err).__name__}: {err}); check {what}"))
                     bar.update(1)
                     continue
-            writer.add(store.item_record(segment, render, item.pooled, item.frames if writer.info.frames else None))
+            writer.add(store.item_record(segment, render, item.pooled, item.frames if writer.info.frames else None,
+                                         getattr(item, "input_frames", None) if writer.info.input_layer else None))
             self.done += 1
             bar.update(1)
 

@@ -122,6 +122,9 @@ class StoreInfo:
     # NaN whatever the version.
     derived_labels: tuple[str, ...] = DERIVED_LABELS
     labels_version: int = LABELS_VERSION
+    # K > 0: every item also holds "input_frames" [T, dim] (bfloat16), the frames entering conformer layer K
+    # (MuQ's hidden_states[K - 1], `MuQEncoder.store_input_layer`); K is also in the encoder's name. 0 = none.
+    input_layer: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "derived_labels", tuple(self.derived_labels))  # a list when read from JSON
@@ -157,11 +160,18 @@ def store_features(info: StoreInfo) -> tfds.features.FeaturesDict:
         features["frames"] = tfds.features.Tensor(
             shape=(info.num_layers, None, info.dim), dtype=ml_dtypes.bfloat16,
             encoding=tfds.features.Encoding.BYTES)
+    if info.input_layer:
+        import ml_dtypes
+
+        features["input_frames"] = tfds.features.Tensor(shape=(None, info.dim), dtype=ml_dtypes.bfloat16,
+                                                        encoding=tfds.features.Encoding.BYTES)
     return tfds.features.FeaturesDict(features)
 
 
-def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.ndarray | None) -> dict[str, Any]:
-    """One store item from a segment and its encoding (``frames`` [layers, T, dim] only when the store keeps them).
+def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.ndarray | None,
+                input_frames: np.ndarray | None = None) -> dict[str, Any]:
+    """One store item from a segment and its encoding (``frames`` [layers, T, dim] only when the store keeps them;
+    ``input_frames`` [T, dim], the frames entering conformer layer K, only when the store's ``input_layer`` is K).
 
     ``performer_factors`` is ``segment.factors`` (float32 [len(FACTOR_NAMES)]), all NaN when the segment has none;
     ``derived`` is ``segment.derived`` (float32 [len(DERIVED_LABELS)]), all NaN when it has none; ``work`` and
@@ -187,6 +197,10 @@ def item_record(segment: Segment, render: str, pooled: np.ndarray, frames: np.nd
         import ml_dtypes
 
         record["frames"] = np.asarray(frames, np.float32).astype(ml_dtypes.bfloat16)
+    if input_frames is not None:
+        import ml_dtypes
+
+        record["input_frames"] = np.asarray(input_frames, np.float32).astype(ml_dtypes.bfloat16)
     return record
 
 
@@ -410,6 +424,11 @@ class StoreWriter:
             record = {k: v for k, v in record.items() if k != "frames"}
         if self.info.frames and "frames" not in record:
             raise StoreError(f"item {record['key']}: this store keeps frames but the item has none")
+        if "input_frames" in record and not self.info.input_layer:
+            record = {k: v for k, v in record.items() if k != "input_frames"}
+        if self.info.input_layer and "input_frames" not in record:
+            raise StoreError(f"item {record['key']}: this store keeps the input frames of layer "
+                             f"{self.info.input_layer} but the item has none")
         self._records.append(self._serializer.serialize_example(self._encode(record)))
         self._keys.append(record["key"])
         if len(self._records) >= self.chunk_size:
@@ -689,7 +708,9 @@ def _read_one(store_dir: Path) -> EmbeddingTable:
             sources=(str(store_dir.resolve()),), data_roots=(info.data_root,) if info.data_root else (),
             **_factor_columns(stack("performer_factors", len(FACTOR_NAMES))),
             works=text("work"), in_percepiano=np.array([bool(item["in_percepiano"]) for item in items], bool),
-            **_derived_columns(stack("derived", len(info.derived_labels)), info.derived_labels))
+            **_derived_columns(stack("derived", len(info.derived_labels)), info.derived_labels),
+            input_frames=[np.asarray(item["input_frames"]) for item in items] if info.input_layer else None,
+            input_layer=info.input_layer)
     except Exception as err:  # noqa: BLE001 - array_record and tfds raise many types for a damaged file
         raise _merged_error(store_dir, err) from None
     # Rows sorted by key: items are stored in the order renders finished, which varies from run to run, and the

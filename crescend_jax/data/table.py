@@ -24,7 +24,7 @@ class EmbeddingTable:
     ratings: list of N float32 arrays [R_i, 19] (individual raters, NaN = missing)
     pooled: float32 [N, D]
     frames: None, or list of N float32 arrays [layers, T_i, dim]
-    encoder: encoder name; frame_rate: frames per second of ``frames``.
+    encoder: encoder name; frame_rate: frames per second of ``frames`` (and of ``input_frames``).
     sources: the store directories the rows were read from, absolute (empty for a table built in memory).
     data_roots: where those stores' items were read from (PercePiano's root, the demo's MIDI cache), each once.
     performer_factors: None (the corpus knows no performer factors), or float32 [N, F]: the latent factors each
@@ -41,6 +41,9 @@ class EmbeddingTable:
     derived_names: the K names of the ``derived`` columns; () when there are none.
     in_percepiano: None (not checked), or bool [N]: the row's composition may also be a PercePiano composition, so
       pre-training on it would leak into a PercePiano test fold (ASAP's `Segment.in_percepiano`).
+    input_frames: None, or list of N arrays [T_i, dim] (bfloat16 as stored): the frames entering conformer layer
+      ``input_layer`` (MuQ's ``hidden_states[input_layer - 1]``), what fine-tuning layers K..depth starts from.
+    input_layer: that layer K; 0 when the rows hold no input frames.
     """
 
     keys: np.ndarray
@@ -65,6 +68,8 @@ class EmbeddingTable:
     derived: np.ndarray | None = None
     derived_names: tuple[str, ...] = ()
     in_percepiano: np.ndarray | None = None
+    input_frames: list[np.ndarray] | None = None
+    input_layer: int = 0
 
     def __post_init__(self) -> None:
         rows = len(self.keys)
@@ -101,6 +106,7 @@ class EmbeddingTable:
             works=None if self.works is None else self.works[index],
             derived=None if self.derived is None else self.derived[index],
             in_percepiano=None if self.in_percepiano is None else self.in_percepiano[index],
+            input_frames=None if self.input_frames is None else [self.input_frames[i] for i in index],
         )
 
     def unrated_keys(self) -> list[str]:
@@ -131,6 +137,8 @@ class EmbeddingTable:
                                    "label_mean", "label_std", "label_truth", "pooled")},
             ratings=[r for t in tables for r in t.ratings],
             frames=None if any(t.frames is None for t in tables) else [f for t in tables for f in t.frames],
+            input_frames=(None if any(t.input_frames is None or t.input_layer != first.input_layer for t in tables)
+                          else [f for t in tables for f in t.input_frames]),
             sources=tuple(s for t in tables for s in t.sources),
             data_roots=_union_roots(tables),
             performer_factors=factors,
@@ -190,7 +198,7 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
     the labels must agree, else `TableFusionError` names what is missing. Performer factors, works, derived labels and
     in_percepiano each come from the first table that has them; any other table's must agree.
 
-    Frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and length and are not
+    Frames and input frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and length and are not
     fused. ``encoder`` is ``fusion(<name>+<name>...)``; ``sources`` lists every table's stores.
     """
     if not tables:
@@ -235,6 +243,8 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
         pooled=np.concatenate([t.pooled[index] for t, index in zip(tables, rows)], axis=1),
         frames=None,
         frame_rate=0.0,
+        input_frames=None,
+        input_layer=0,
         encoder="fusion(" + "+".join(t.encoder for t in tables) + ")",
         sources=tuple(s for t in tables for s in t.sources),
         data_roots=_union_roots(tables),

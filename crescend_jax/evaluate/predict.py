@@ -17,7 +17,8 @@ import numpy as np
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import first_render_mask, kept_rows
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.models import get_approach
+from crescend_jax.models import approach_for
+from crescend_jax.models.trunk import TrunkError, trunk_table
 from crescend_jax.models.contract import Predictions
 from crescend_jax.models.functions import model_functions, predict_rows
 from crescend_jax.runtime import distributed
@@ -98,7 +99,7 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
     """
     workdir = Path(workdir)
     config = read_config(workdir)
-    approach = get_approach(config.model.name)
+    approach = approach_for(config)
     if table is None:
         from crescend_jax.data.store import load_table
 
@@ -107,6 +108,10 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
     fingerprint_lib.check_same_data(workdir, fingerprint_lib.table_fingerprint(table), "evaluate",
                                     "the store read now")
     _, folds = fingerprint_lib.read_record(workdir)
+    try:
+        model_table = trunk_table(table, config)  # a fine-tuned trunk's rows carry their layer-input frames as frames
+    except TrunkError as err:
+        raise EvaluationError(str(err)) from None
     mesh = distributed.make_mesh()
     first = first_render_mask(table.renders)
     fold_of_row = np.full(len(table), -1, np.int32)
@@ -122,13 +127,13 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
             step = selected_step(fold_dir, checkpoints)
             items, _ = checkpoints.restore(step, {"model": functions.init(k)})
         stats = np.load(fold_dir / "input_stats.npz")
-        parts.append((rows, predict_rows(functions, items["model"], table.subset(rows), stats["mean"], stats["std"],
-                                         config)))
+        parts.append((rows, predict_rows(functions, items["model"], model_table.subset(rows), stats["mean"],
+                                         stats["std"], config)))
         fold_of_row[rows] = k
         if training_embeddings:
             own = np.flatnonzero(first & ~test)
             train_rows[k] = own
-            train_embeddings[k] = predict_rows(functions, items["model"], table.subset(own), stats["mean"],
+            train_embeddings[k] = predict_rows(functions, items["model"], model_table.subset(own), stats["mean"],
                                                stats["std"], config).embeddings
     keep = np.flatnonzero(fold_of_row >= 0)
     merged = _merge(parts, len(table)).subset(keep)

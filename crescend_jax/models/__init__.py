@@ -24,4 +24,13 @@ def get_approach(name: str) -> Approach:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["APPROACHES", "Approach", "get_approach"]
+def approach_for(config) -> Approach:
+    """The approach ``config`` trains: ``config.model.name``'s, behind a fine-tuned MuQ trunk when
+    ``config.trunk.kind == "finetune"`` (`crescend_jax.models.trunk`)."""
+    approach = get_approach(config.model.name)
+    from crescend_jax.models import trunk  # noqa: PLC0415 - only a fine-tuned trunk needs the Flax MuQ port
+
+    return trunk.Finetuned(approach) if trunk.is_finetuned(config) else approach
+
+
+__all__ = ["APPROACHES", "Approach", "approach_for", "get_approach"]

@@ -50,18 +50,29 @@ def param_labels(params, groups: ml_collections.ConfigDict) -> object:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
-def build_optimizer(train: ml_collections.ConfigDict, params) -> optax.GradientTransformation:
-    """AdamW(train.learning_rate, train.weight_decay), or a ``multi_transform`` over ``train.param_groups``.
-    ``params`` (the parameter pytree, shapes suffice) is needed to label the groups; a group that matches no
-    parameter is a `ConfigError` (a misspelled pattern would otherwise silently train everything alike)."""
+def build_optimizer(train: ml_collections.ConfigDict, params,
+                    extra_groups: ml_collections.ConfigDict | None = None) -> optax.GradientTransformation:
+    """AdamW(train.learning_rate, train.weight_decay), or a ``multi_transform`` over ``train.param_groups`` then
+    ``extra_groups`` (the groups a model part adds, e.g. `crescend_jax.models.trunk.param_groups`; one that matches
+    no parameter is dropped). ``params`` (the parameter pytree, shapes suffice) is needed to label the groups; a
+    ``train.param_groups`` group that matches no parameter is a `ConfigError` (a misspelled pattern would otherwise
+    silently train everything alike)."""
     default = optax.adamw(train.learning_rate, weight_decay=train.weight_decay)
-    groups = train.get("param_groups") or ml_collections.ConfigDict()
+    own = train.get("param_groups") or ml_collections.ConfigDict()
+    extra = extra_groups or ml_collections.ConfigDict()
+    clash = sorted(set(own) & set(extra))
+    if clash:
+        raise ConfigError(f"train.param_groups {clash}: these names are reserved for the model's own groups; "
+                          "rename them")
+    groups = {name: ml_collections.ConfigDict(section) for name, section in [*own.items(), *extra.items()]}
     if not groups:
         return default
     if isinstance(params, nnx.State):  # a whole model state: the optimiser sees its parameters only
         params = params.filter(nnx.Param)
     labels = param_labels(params, groups)
     used = set(jax.tree.leaves(labels))
+    for name in [name for name in extra if name not in used]:
+        del groups[name]
     unused = [name for name in groups if name not in used]
     if unused:
         raise ConfigError(f"train.param_groups {unused} match no parameter; parameter paths look like "

@@ -6,7 +6,9 @@ Workdir layout::
     fingerprint.json       what it trained on: stores, data root, hashes of keys and labels (`data.fingerprint`)
     folds.json             per fold: held-out compositions and keys
     fold_<k>/checkpoints/  orbax: latest and best-by-validation steps ("model" and "optimizer" items)
-    fold_<k>/metrics.jsonl, fold_<k>/tensorboard/, fold_<k>/input_stats.npz, fold_<k>/done.json
+    fold_<k>/metrics.jsonl, fold_<k>/tensorboard/, fold_<k>/done.json
+    fold_<k>/input_stats.npz   mean, std: the standardisation of the model's inputs; pooled_mean, pooled_std: that
+                           of the pooled vectors (the same for a frozen trunk; a fine-tuned trunk's inputs are raw)
 
 The approach supplies the model, loss, sampler and predictions (`crescend_jax.models.contract`); splitting lives in
 `crescend_jax.data.splits`, the model's jitted functions in `crescend_jax.models.functions`, the step in `step`,
@@ -33,7 +35,8 @@ from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
                                       validation_mask)
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.models import get_approach
+from crescend_jax.models import approach_for
+from crescend_jax.models import trunk as trunk_lib
 from crescend_jax.models.contract import Approach, crop_frames, mean_pairwise_accuracy
 from crescend_jax.models.functions import NON_MODEL_FIELDS, flatten, model_functions, predict_rows
 from crescend_jax.runtime import distributed
@@ -204,9 +207,11 @@ def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.nda
 class _FoldData:
     fit: EmbeddingTable
     val: EmbeddingTable | None
-    mean: np.ndarray
+    mean: np.ndarray  # the model inputs' standardisation
     std: np.ndarray
     selection: str
+    pooled_mean: np.ndarray  # the pooled vectors' (a fine-tuned trunk standardises its pooled output with them)
+    pooled_std: np.ndarray
 
 
 def _fold_data(table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray, config: ml_collections.ConfigDict,
@@ -223,8 +228,10 @@ def _fold_data(table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray, 
         selection = "best validation pairwise accuracy (validation by whole compositions)"
         fit = train_table.subset(~val)
         val_table = train_table.subset(val & first_render_mask(train_table.renders))
-    mean, std = input_stats(fit, config.train.standardize_inputs)
-    return _FoldData(fit=fit, val=val_table, mean=mean, std=std, selection=selection)
+    pooled_mean, pooled_std = input_stats(fit, config.train.standardize_inputs)
+    mean, std = trunk_lib.identity_stats(fit) if trunk_lib.is_finetuned(config) else (pooled_mean, pooled_std)
+    return _FoldData(fit=fit, val=val_table, mean=mean, std=std, selection=selection, pooled_mean=pooled_mean,
+                     pooled_std=pooled_std)
 
 
 def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: EmbeddingTable, units: np.ndarray,
@@ -237,12 +244,15 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     data = _fold_data(table, units, test_mask, config, fold)
     if jax.process_index() == 0:
         fold_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(fold_dir / "input_stats.npz", mean=data.mean, std=data.std)
+        np.savez(fold_dir / "input_stats.npz", mean=data.mean, std=data.std, pooled_mean=data.pooled_mean,
+                 pooled_std=data.pooled_std)
         print(f"fold {fold}: {len(data.fit)} training rows; checkpoint selection: {data.selection}", file=sys.stderr)
 
     functions = model_functions(approach, config, table.pooled.shape[1], mesh)
     model_state = functions.init(fold)
-    tx = build_optimizer(config.train, model_state)
+    if trunk_lib.is_finetuned(config):  # MuQ's converted weights and this fold's pooled statistics
+        model_state = trunk_lib.initial_state(model_state, config, data.pooled_mean, data.pooled_std)
+    tx = build_optimizer(config.train, model_state, trunk_lib.param_groups(config))
     steps = build_train_step(functions.approach, functions.graphdef, tx, mesh)  # the instance that built the model
     opt_state = steps.init_optimizer(model_state)
     sampler = functions.approach.sampler(data.fit, config, [config.train.seed, fold])
@@ -327,14 +337,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
     """
     distributed.initialize_distributed(config.train.get("distributed"))
     workdir = Path(workdir)
-    approach = approach if approach is not None else get_approach(config.model.name)
+    approach = approach if approach is not None else approach_for(config)
     check_config(approach, config)
     if table is None:
         from crescend_jax.data.store import load_table
 
         table = load_table(config)
     table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", ""), table.works))
-    check_table(table, config)
+    try:
+        table = trunk_lib.trunk_table(table, config)  # a fine-tuned trunk reads the stored layer-input frames
+        check_table(table, config)
+        trunk_lib.check_weights(table, config)
+    except trunk_lib.TrunkError as err:
+        raise TrainingError(str(err)) from None
     masks, units = fold_masks(table, config)
     folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
                              fingerprint_lib.folds_record(table, masks))

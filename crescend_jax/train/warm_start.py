@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 
 from crescend_jax.config import ConfigError
 from crescend_jax.data import fingerprint as fingerprint_lib
-from crescend_jax.models import get_approach
+from crescend_jax.models import approach_for
 from crescend_jax.models.functions import model_functions
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
 
@@ -72,8 +72,9 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
     stats = fold_dir / "input_stats.npz"
     if not stats.is_file():
         raise ConfigError(f"model.init_from={source}: fold {k} was never trained ({stats} is missing)")
-    input_dim = int(np.load(stats)["mean"].shape[0])
-    functions = model_functions(get_approach(source_config.model.name), source_config, input_dim, mesh)
+    saved = np.load(stats)
+    input_dim = int(saved["pooled_mean" if "pooled_mean" in saved else "mean"].shape[0])
+    functions = model_functions(approach_for(source_config), source_config, input_dim, mesh)
     with contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")) as checkpoints:
         step = checkpoints.selected_step(fold_dir)
         if step is None:
