@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -92,7 +93,8 @@ def parse_config_flags(argv: Sequence[str], *, config_file: str | None = None,
     full_argv = ["crescend-jax", *argv]
     holder = None
     if config_file is not None:
-        path = Path(config_file.rsplit(":", 1)[0] if ":" in Path(config_file).name else config_file)
+        file_part = re.match(r"^(.*?\.py)(?::|$)", config_file)  # "file.py" or "file.py:arg" (arg may be a path)
+        path = Path(file_part.group(1) if file_part else config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass one of configs/*.py")
         if path.suffix != ".py":

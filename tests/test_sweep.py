@@ -2,6 +2,7 @@
 sweep on tiny data runs end to end, is killed in its second point and resumed; seeds pool by pair outcomes."""
 
 import json
+import sys
 from pathlib import Path
 
 import ml_collections
@@ -70,8 +71,15 @@ def tiny_sweep(tmp_path: Path, **fields) -> ml_collections.ConfigDict:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_every_shipped_sweep_loads_and_expands(path):
-    sweep = load_config(path)
+def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
+    argument = ""
+    if path.stem == "muq_finetune":  # needs a MuQ checkpoint: a tiny random one with MuQ-large's 12 layers
+        pytest.importorskip("torch")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from test_muq import save_tiny_muq
+
+        argument = ":" + str(save_tiny_muq(tmp_path / "muq", depth=12))
+    sweep = load_config(f"{path}{argument}")
     points = sweep_lib.expand_sweep(sweep)  # each approach's own config checks run too
     names = [p.name for p in points]
     assert len(names) == len(set(names)) >= 2
@@ -83,6 +91,13 @@ def test_every_shipped_sweep_loads_and_expands(path):
             assert base.get("store").to_dict() == own.get("store").to_dict()  # baselines share the store
             assert base.encoder.name == own.encoder.name
     approaches = {p.config.model.name for p in points}
+    if path.stem == "muq_finetune":  # fine-tuned minus frozen, paired: same approach, store and folds
+        frozen, tuned = by_name["a-frozen"].config, by_name["a-finetune"].config
+        assert by_name["a-finetune"].baseline == "a-frozen" and approaches == {"contrastive"}
+        assert (frozen.trunk.kind, tuned.trunk.kind, tuned.model.input) == ("frozen", "finetune", "frames")
+        assert frozen.encoder.to_dict() == tuned.encoder.to_dict() and tuned.encoder.muq.store_input_layer == 9
+        assert frozen.data.to_dict() == tuned.data.to_dict()
+        return
     assert {"baseline", "contrastive"} <= approaches
     if path.stem == "ablations":
         assert {"a-no_infonce", "a-no_agreement", "a-no_margin", "a-temperature=0.5", "a-projection_dim=64"} <= set(
