@@ -210,8 +210,6 @@ class FinetunedTrunk(nnx.Module):
         self.dropout_rngs = nnx.Rngs(dropout=rngs.dropout()) if any(rates) else None
 
     def __call__(self, frames: jax.Array) -> jax.Array:
-        if frames.ndim == 2:  # [B, H]: no time axis (cannot happen for crops; kept for a clear error below)
-            frames = frames[:, None]
         hidden = self.layers(frames, rngs=self.dropout_rngs)
         states = {self.first - 1: jnp.asarray(frames, jnp.float32)}
         states.update(zip(self.layers.indices, hidden))
