@@ -98,6 +98,12 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         assert frozen.encoder.to_dict() == tuned.encoder.to_dict() and tuned.encoder.muq.store_input_layer == 9
         assert frozen.data.to_dict() == tuned.data.to_dict()
         return
+    if path.stem == "asap_pretraining":  # pre-trained minus scratch, paired: same approach, store and folds
+        scratch, pretrained = by_name["a-scratch"].config, by_name["a-asap"].config
+        assert by_name["a-asap"].baseline == "a-scratch" and approaches == {"contrastive"}
+        assert scratch.model.init_from == "" and pretrained.model.init_from.endswith("runs/asap_pretrain")
+        assert scratch.data.to_dict() == pretrained.data.to_dict() and pretrained.corpus == "percepiano"
+        return
     assert {"baseline", "contrastive"} <= approaches
     if path.stem == "ablations":
         assert {"a-no_infonce", "a-no_agreement", "a-no_margin", "a-temperature=0.5", "a-projection_dim=64"} <= set(

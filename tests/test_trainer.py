@@ -174,3 +174,24 @@ def test_predict_heldout_names_a_fold_without_checkpoint(tmp_path):
         train(one_fold_config(stop_after_steps=5), tmp_path, table=table)  # killed before the first save (step 10)
     with pytest.raises(EvaluationError, match=r"fold_0 has no checkpoint; train it first"):
         predict_heldout(tmp_path, table=table)
+
+
+def test_label_free_pretraining_learns_the_infonce_and_warm_starts_a_rated_run(tmp_path):
+    """A corpus without ratings (ASAP) trains approach A's InfoNCE alone with train.label_free, and only then; its
+    single fold then starts every fold of a rated run."""
+    unrated = synthetic_table()
+    unrated.label_mean[:] = np.nan
+    unrated.label_std[:] = np.nan
+    with pytest.raises(TrainingError, match=r"holds no label means .* --config\.train\.label_free=True"):
+        train(approach_a_config(), tmp_path / "refused", table=unrated)
+    config = approach_a_config(label_free=True, num_steps=20)
+    config.model.loss.lambda_piece = 1.0
+    (record,) = train(config, tmp_path / "pretrain", table=unrated)
+    assert record["selection"].startswith("last step (label-free") and record["val_rows"] == 0
+    metrics = pd.read_json(tmp_path / "pretrain" / "fold_0" / "metrics.jsonl", lines=True)
+    assert np.isfinite(metrics.loss).all() and (metrics.rank_pairs == 0).all()  # the ranking term never fires
+    assert metrics.piece_loss.iloc[-1] < metrics.piece_loss.iloc[0]  # the InfoNCE learns
+    rated = approach_a_config(num_steps=5)
+    rated.model.init_from = str(tmp_path / "pretrain")
+    (warm,) = train(rated, tmp_path / "rated", table=synthetic_table())
+    assert warm["init_from"]["source_fold"] == 0 and "linears/0/kernel" in warm["init_from"]["copied"]

@@ -74,6 +74,9 @@ def default_train_config() -> ml_collections.ConfigDict:
     for checkpoint selection; with fewer than max(2, round(1/val_fraction)) training compositions there is no
     validation split and the last step is used (said in the log and in done.json).
     standardize_inputs: z-score inputs (pooled vectors and frames alike) with the fold's training-row statistics.
+    label_free: allow a corpus without ratings (every row's 19 label means NaN, e.g. ASAP pre-training): only the
+    loss terms that need no label learn (approach A's InfoNCE; its ranking term sees no qualifying pair). Off: NaN
+    label means are refused as broken rows.
     resume: continue the run in --workdir (its config.json and fingerprint.json must match). stop_after_steps: test
     hook, >0 stops the first unfinished fold abruptly after that many steps (no checkpoint at the stop), like a kill.
     distributed: see `crescend_jax.runtime.distributed.default_distributed_config`.
@@ -89,6 +92,7 @@ def default_train_config() -> ml_collections.ConfigDict:
     config.log_every = 25
     config.val_fraction = 0.15
     config.standardize_inputs = True
+    config.label_free = False
     config.resume = False
     config.stop_after_steps = 0
     config.distributed = distributed.default_distributed_config()
@@ -110,8 +114,15 @@ def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
 
 
 def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict) -> None:
-    """Raises `TrainingError` for NaN/inf embeddings or label means, or a width other than ``model.input_dim``."""
-    for field, values in (("embeddings", table.pooled), ("label means", table.label_mean)):
+    """Raises `TrainingError` for NaN/inf embeddings or label means (a wholly unrated table passes with
+    ``train.label_free``), or a width other than ``model.input_dim``."""
+    unrated = len(table) > 0 and np.isnan(table.label_mean).all()
+    if unrated and not config.train.get("label_free", False):
+        raise TrainingError(f"the store {table.encoder!r} holds no label means (a corpus without ratings, e.g. ASAP): "
+                            "pre-train a label-free objective with --config.train.label_free=True (approach A's "
+                            "InfoNCE) or train on a rated corpus")
+    checked = (("embeddings", table.pooled),) + ((("label means", table.label_mean),) if not unrated else ())
+    for field, values in checked:
         bad = ~np.isfinite(values.reshape(len(table), -1)).all(axis=1)
         if bad.any():
             keys = ", ".join(table.keys[bad][:5])
@@ -217,8 +228,12 @@ class _FoldData:
 def _fold_data(table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray, config: ml_collections.ConfigDict,
                fold: int) -> _FoldData:
     train_table, train_units = table.subset(~test_mask), units[~test_mask]
-    val = validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
-    if val is None:
+    label_free = config.train.get("label_free", False) and np.isnan(train_table.label_mean).all()
+    val = None if label_free else validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
+    if label_free:
+        selection = "last step (label-free training: no labels to validate on)"
+        fit, val_table = train_table, None
+    elif val is None:
         count = len(np.unique(train_units))
         selection = (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
                      f"validation split by whole units needs >= {max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))})")
