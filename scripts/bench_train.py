@@ -141,7 +141,14 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024, help="input width (MuQ layers 9-12: 4096; features: 648)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "bench"))
+    parser.add_argument("--replot", action="store_true", help="only redraw train.png from OUT/train.json")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.replot:
+        saved = json.loads((out / "train.json").read_text())
+        plot(saved["machine"], saved["results"], out / "train.png")
+        print(f"wrote {out / 'train.png'}")
+        return
     rate = matmul_gflops()
     results = []
     for name in args.approaches.split(","):
@@ -156,11 +163,41 @@ def main() -> None:
     machine = {"cpu": platform.processor() or platform.machine(), "backend": jax.default_backend(),
                "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
                "matmul_gflops": rate}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     (out / "train.md").write_text(markdown(machine, results))
-    print(f"wrote {out / 'train.md'}")
+    plot(machine, results, out / "train.png")
+    print(f"wrote {out / 'train.md'} and {out / 'train.png'}")
+
+
+def plot(machine: dict, results: list[dict], path: Path) -> None:
+    """Throughput (units/s, step + input) against the batch, every approach on one log-log plot; the unit (rows or
+    pairs) is in each line's label. Dashed: the fraction of the matmul rate on the right axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, left = plt.subplots(figsize=(7, 4.2))
+    right = left.twinx()
+    for index, name in enumerate(dict.fromkeys(r["approach"] for r in results)):
+        rows = sorted((r for r in results if r["approach"] == name), key=lambda r: r["batch"])
+        color = f"C{index}"
+        batches = [r["batch"] for r in rows]
+        left.plot(batches, [r["units_per_s"] for r in rows], "o-", color=color, label=f"{name} ({rows[0]['unit']}/s)")
+        right.plot(batches, [100 * r["fraction_of_matmul"] for r in rows], "--", color=color, alpha=0.5)
+    left.set_xscale("log", base=2)
+    left.set_yscale("log")
+    left.set_xlabel("batch (rows)")
+    left.set_ylabel("throughput, step + input (units/s)")
+    right.set_ylabel("% of the float32 matmul rate (dashed)")
+    right.set_ylim(0, 100)
+    left.legend(fontsize=8, loc="lower left")
+    left.set_title(f"train step throughput, {machine['backend']} ({machine['device_kind']}), matmul "
+                   f"{machine['matmul_gflops']:.0f} GFLOP/s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def markdown(machine: dict, results: list[dict]) -> str:
