@@ -2,7 +2,8 @@
 
 Layout of one store directory ``<store.root>/<corpus>/<encoder name>/<render id>-<identity digest>/``::
 
-    store.json                      what wrote it: corpus, encoder, frame_rate, layers, dim, frames, render, the full
+    store.json                      what wrote it: corpus, encoder, frame_rate, layers, dim, frames, input_layer
+                                    (MuQ's layer-input frames, 0 = none), render, the full
                                     identity (`crescend_jax.data.identity`), the data root the items came from, and the
                                     names and version of the derived labels (`performance_labels.DERIVED_LABELS`)
     parts/<writer>-<ns>-<id>.keys.json   keys of one committed chunk, in record order (written first)

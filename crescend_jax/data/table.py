@@ -198,8 +198,8 @@ def fuse_tables(tables: Sequence[EmbeddingTable]) -> EmbeddingTable:
     the labels must agree, else `TableFusionError` names what is missing. Performer factors, works, derived labels and
     in_percepiano each come from the first table that has them; any other table's must agree.
 
-    Frames and input frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and length and are not
-    fused. ``encoder`` is ``fusion(<name>+<name>...)``; ``sources`` lists every table's stores.
+    Frames and input frames are dropped (``frames=None``, ``frame_rate=0``): encoders' frames differ in rate and
+    length and are not fused. ``encoder`` is ``fusion(<name>+<name>...)``; ``sources`` lists every table's stores.
     """
     if not tables:
         raise TableFusionError("fuse_tables needs at least one table")
