@@ -103,10 +103,11 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     workdir_path = Path(workdir)
     run_config = config if config is not None else None
     settings = eval_settings(run_config if run_config is not None else read_config(workdir_path))
+    baseline = baseline or settings.baseline_workdir or None
+    # the baseline is checked before the costly prediction: a wrong one fails in a second, not after the run
+    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
     heldout = predict_heldout(workdir, training_embeddings=bool(settings.disentanglement))
     run_config = run_config if run_config is not None else heldout.config
-    baseline = baseline or settings.baseline_workdir or None
-    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
     table, predictions = heldout.table, heldout.predictions
     metrics = evaluate_predictions(table, predictions, heldout.fold, min_gap=float(settings.min_gap),
                                    ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))
