@@ -32,8 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = default_train_config()
     config.train.label_free = True
     config.train.batch_size = 2048  # 512 windows x 4 performances per step
-    config.train.num_steps = 600
-    config.train.eval_every = 200
+    config.train.num_steps = 3000  # 1 min 43 s per 600 steps here; the InfoNCE still falls at 600
+    config.train.eval_every = 500
     config.train.val_fraction = 0.0
     config.trunk = default_trunk_config()
     config.eval = default_eval_config()

@@ -52,6 +52,16 @@ def test_split_and_cache_fields_keep_the_store(tmp_path, field, value):
     assert dirs(config) == before
 
 
+def test_a_store_with_frames_lives_beside_the_one_without(tmp_path):
+    config = demo_config(tmp_path)
+    plain = dirs(config)
+    config.store.frames = True
+    framed = dirs(config)
+    assert framed != plain and framed[0].rsplit("-", 1)[0] == plain[0].rsplit("-", 1)[0]
+    config.store.frames = False
+    assert dirs(config) == plain  # without frames the identity is what it always was (old stores keep their name)
+
+
 def test_split_level_keeps_the_store(tmp_path):
     config = demo_config(tmp_path)
     before = dirs(config)

@@ -92,8 +92,10 @@ def encoder_code_version(encoder_config: ml_collections.ConfigDict) -> int | Non
 def store_identity(config: ml_collections.ConfigDict, encoder_name: str, render_id: str, store_format: int,
                    corpus: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full identity (JSON-able) of the store of ``config.corpus`` encoded by ``encoder_name`` (whose settings
-    are ``config.encoder``) from the render ``render_id``. ``corpus`` is `corpus_identity` when already computed."""
-    return {
+    are ``config.encoder``) from the render ``render_id``. ``corpus`` is `corpus_identity` when already computed.
+    A store that keeps frame-level features (``store.frames``) holds other content than one without: ``"frames":
+    true`` is part of its identity, so the two live side by side (absent when False: older stores keep their name)."""
+    identity = {
         "store_format": store_format,
         "corpus": config.corpus,
         "corpus_content": corpus_identity(config) if corpus is None else corpus,
@@ -101,6 +103,9 @@ def store_identity(config: ml_collections.ConfigDict, encoder_name: str, render_
         "encoder": encoder_name,
         "encoder_version": encoder_code_version(config.encoder),
     }
+    if config.get("store", {}).get("frames", False):
+        identity["frames"] = True
+    return identity
 
 
 def canonical_json(value: Any) -> str:

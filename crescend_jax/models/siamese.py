@@ -47,8 +47,8 @@ HEAD_OPTIONS = {  # config.model.head fields each head reads
     "cross_attention": ("num_heads", "attention_dim", "hidden_dim", "num_layers", "pooling", "dropout"),
 }
 FRAMES_HINT = ("extract a store that keeps frames with `crescend-jax extract --config configs/percepiano.py "
-               "--config.store.frames=True` (a store without frames at the same place is not changed: give the "
-               "frames store its own --config.store.root), then train on it with --config.model.input=frames")
+               "--config.store.frames=True` (a store of its own, beside the one without frames), then train on it "
+               "with --config.model.input=frames")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
