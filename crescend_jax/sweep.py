@@ -460,8 +460,8 @@ def same_config(workdir: str | Path, config: ml_collections.ConfigDict) -> bool:
 def finished(workdir: str | Path, baseline: str | Path | None = None,
              config: ml_collections.ConfigDict | None = None) -> bool:
     """Whether ``workdir`` holds an up-to-date evaluation: metrics.json newer than every fold's done.json (every
-    fold of folds.json done) and, with a ``baseline`` workdir, holding the comparison with it and newer than the
-    baseline's heldout.npz; with ``config``, also trained with that config (a changed sweep point is not finished:
+    fold of folds.json done) and, with a ``baseline`` workdir, holding the comparison with that workdir and newer than
+    the baseline's heldout.npz; with ``config``, also trained with that config (a changed sweep point is not finished:
     its rerun reaches the trainer, which refuses to resume a workdir made by another config)."""
     from crescend_jax.data import fingerprint as fingerprint_lib  # noqa: PLC0415
     from crescend_jax.evaluate.comparison import HELDOUT_FILE  # noqa: PLC0415
@@ -485,10 +485,11 @@ def finished(workdir: str | Path, baseline: str | Path | None = None,
         saved = Path(baseline) / HELDOUT_FILE
         if not saved.is_file() or _mtime(saved) > written:
             return False
-        try:
-            if "versus_baseline" not in json.loads(metrics.read_text()):
-                return False
+        try:  # compared with this very baseline (a sweep whose point changed its baseline evaluates again)
+            versus = json.loads(metrics.read_text()).get("versus_baseline") or {}
         except json.JSONDecodeError:
+            return False
+        if versus.get("baseline") != str(Path(baseline).resolve()):
             return False
     return True
 

@@ -10,9 +10,10 @@
 * InfoNCE temperature 0.05 / 0.1 / 0.2 / 0.5 (A's ``model.loss.temperature``, C's ``model.piece.temperature``);
 * projection width 64 / 128 / 256 / 512 (A's ``model.projection_dim``, C's ``piece_dim`` and ``style_dim`` together).
 
-A setting equal to the approach's default is the approach's own point (not trained twice). Every point is compared
-with the baseline of the same seed. Quick look: ``--config.seeds="(0,)"``, ``--all.train.num_steps=300``, or
-``--config.only="('approach_a','a-no_infonce')"``.
+A setting equal to the approach's default is the approach's own point (not trained twice). The approaches are
+compared with the baseline, every ablation point with its own approach's default point (``approach_a`` /
+``approach_c``) of the same seed: the table's paired Δ then says what switching that one setting changes. Quick
+look: ``--config.seeds="(0,)"``, ``--all.train.num_steps=300``, or ``--config.only="('approach_a','a-no_infonce')"``.
 """
 
 from pathlib import Path
@@ -44,28 +45,30 @@ def get_config() -> ml_collections.ConfigDict:
     if "approach_a" in approaches:
         a = str(approaches["approach_a"])
         loss = load_config(a).model.loss
+        versus_a = {"base": a, "baseline": "approach_a"}
         points += [
-            point("a-no_infonce", base=a, fields={"model.loss.lambda_piece": 0.0}),
-            point("a-no_agreement", base=a, fields={"model.loss.agreement_weighting": False}),
-            point("a-no_margin", base=a, fields={"model.loss.margin": 0.0}),
-            point("a", base=a, grid={"model.loss.temperature": _others(TEMPERATURES, loss.temperature)}),
-            point("a", base=a, grid={"model.projection_dim": _others(WIDTHS, load_config(a).model.projection_dim)}),
+            point("a-no_infonce", **versus_a, fields={"model.loss.lambda_piece": 0.0}),
+            point("a-no_agreement", **versus_a, fields={"model.loss.agreement_weighting": False}),
+            point("a-no_margin", **versus_a, fields={"model.loss.margin": 0.0}),
+            point("a", **versus_a, grid={"model.loss.temperature": _others(TEMPERATURES, loss.temperature)}),
+            point("a", **versus_a, grid={"model.projection_dim": _others(WIDTHS, load_config(a).model.projection_dim)}),
         ]
     if "approach_c" in approaches:
         c = str(approaches["approach_c"])
+        versus_c = {"base": c, "baseline": "approach_c"}
         model = load_config(c).model
         for term, value in model.loss.items():
             if term.startswith("lambda_") and term != "lambda_head":
                 switched = 0.0 if value else 0.1
-                points.append(point(f"c-{'no' if value else 'with'}_{term[len('lambda_'):]}", base=c,
+                points.append(point(f"c-{'no' if value else 'with'}_{term[len('lambda_'):]}", **versus_c,
                                     fields={f"model.loss.{term}": switched}))
         if "piece" in model and "temperature" in model.piece:
-            points.append(point("c", base=c, grid={"model.piece.temperature": _others(TEMPERATURES,
-                                                                                     model.piece.temperature)}))
+            points.append(point("c", **versus_c, grid={"model.piece.temperature": _others(TEMPERATURES,
+                                                                                          model.piece.temperature)}))
         for width in WIDTHS:
             if width != model.piece_dim or width != model.style_dim:
-                points.append(point(f"c-dim={width}", base=c, fields={"model.piece_dim": width,
-                                                                      "model.style_dim": width}))
+                points.append(point(f"c-dim={width}", **versus_c, fields={"model.piece_dim": width,
+                                                                           "model.style_dim": width}))
     else:
         notes.append("approach C has no config yet (configs/approach_c.py): its points are left out")
     if "approach_b" not in approaches:

@@ -126,7 +126,8 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
             "difference": comparison.paired_difference(predictions, reference, table, **boot)})
     if baseline is not None:
         base = comparison.load_heldout(baseline, table)
-        metrics["versus_baseline"] = to_json(comparison.paired_difference(predictions, base, table, **boot))
+        metrics["versus_baseline"] = {**to_json(comparison.paired_difference(predictions, base, table, **boot)),
+                                      "baseline": str(Path(baseline).resolve())}
     if settings.disentanglement:
         metrics["disentanglement"] = to_json(disentanglement(heldout, workdir_path))
     metrics["report"] = str(write_report(workdir, metrics, config_to_json(run_config), baseline_metrics))

@@ -28,8 +28,9 @@ import numpy as np
 
 TABLE_COLUMNS = ("point", "approach", "encoder", "status", "seeds", "accuracy", "accuracy_low", "accuracy_high",
                  "seed_std", "fraction_of_ceiling", "fraction_low", "fraction_high", "kendall_tau_b", "fold_std",
-                 "reference", "reference_low", "reference_high", "vs_baseline", "vs_baseline_low", "vs_baseline_high",
-                 "vs_reference", "vs_reference_low", "vs_reference_high", "learning_rate", "same_as", "error")
+                 "reference", "reference_low", "reference_high", "baseline", "vs_baseline", "vs_baseline_low",
+                 "vs_baseline_high", "vs_reference", "vs_reference_low", "vs_reference_high", "learning_rate",
+                 "same_as", "error")
 RUN_COLUMNS = ("point", "seed", "workdir", "accuracy", "low", "high", "fraction", "tau", "fold_std", "reference",
                "vs_baseline", "vs_baseline_low", "vs_baseline_high", "vs_reference", "vs_reference_low",
                "vs_reference_high")
@@ -97,6 +98,7 @@ def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "reference": _get(reference, "interval.mean.estimate"),
             "reference_low": _get(reference, "interval.mean.low"),
             "reference_high": _get(reference, "interval.mean.high"),
+            "baseline": point.get("baseline") or "",
             "vs_baseline": _get(versus, "mean.estimate"), "vs_baseline_low": _get(versus, "mean.low"),
             "vs_baseline_high": _get(versus, "mean.high"),
             "vs_reference": _get(reference, "difference.mean.estimate"),
@@ -124,8 +126,8 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     rows = table_rows(results)
     swept = list(results.get("swept", []))
     header = ["point", "approach", "encoder", "seeds", "held-out pairwise acc. [95% CI]", "seed sd",
-              "fraction of ceiling [CI]", "tau-b", "fold sd", "ridge reference [CI]", "Δ baseline [CI]",
-              "Δ ridge [CI]"]
+              "fraction of ceiling [CI]", "tau-b", "fold sd", "ridge reference [CI]", "baseline",
+              "Δ baseline [CI]", "Δ ridge [CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     missing = []
     for row in rows:
@@ -139,6 +141,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
                  _with_interval(row["fraction_of_ceiling"], row["fraction_low"], row["fraction_high"]),
                  _fmt(row["kendall_tau_b"]), _fmt(row["fold_std"]),
                  _with_interval(row["reference"], row["reference_low"], row["reference_high"]),
+                 row["baseline"] or "n/a",
                  _with_interval(row["vs_baseline"], row["vs_baseline_low"], row["vs_baseline_high"], signed=True,
                                 mark=True),
                  _with_interval(row["vs_reference"], row["vs_reference_low"], row["vs_reference_high"], signed=True,
