@@ -287,3 +287,20 @@ def get_config():
     assert results["points"]["wide"]["status"] == "failed" and results["points"]["base"]["status"] == "done"
     assert "cannot resume" in results["points"]["wide"]["error"]
     assert cli.main(["analyze", "--runs", str(tmp_path / "nowhere")]) == 1
+
+
+def test_a_point_compared_with_another_baseline_is_not_finished(tmp_path):
+    """`finished` checks which baseline a run was compared with: changing a point's baseline re-evaluates it."""
+    from crescend_jax.data import fingerprint
+
+    run, first, second = tmp_path / "run", tmp_path / "first", tmp_path / "second"
+    for workdir in (run, first, second):
+        workdir.mkdir()
+        (workdir / "heldout.npz").write_bytes(b"")
+    fingerprint.write_record(run, {}, [{"fold": 0, "test_keys": []}])
+    (run / "fold_0").mkdir()
+    (run / "fold_0" / "done.json").write_text("{}")
+    (run / "metrics.json").write_text(json.dumps({"versus_baseline": {"baseline": str(first.resolve())}}))
+    assert sweep_lib.finished(run, first) and not sweep_lib.finished(run, second)
+    (run / "metrics.json").write_text(json.dumps({"versus_baseline": {}}))  # an older evaluation: which is unknown
+    assert not sweep_lib.finished(run, first) and sweep_lib.finished(run)
