@@ -152,8 +152,9 @@ def markdown_table(analysis: DimensionAnalysis) -> str:
     notes = [
         "",
         f"Cells: fraction of the way from chance (0) to the split-half noise ceiling (1) of the held-out pairwise "
-        f"accuracy; {GAIN_MARK} = higher than the baseline on that dimension with a 95% paired bootstrap interval "
-        f"(same-music groups resampled within compositions) above 0, {LOSS_MARK} = below 0. Intervals are not "
+        f"accuracy; {GAIN_MARK} = higher than the run's baseline (a sweep table's baseline column) on that dimension "
+        f"with a 95% paired bootstrap interval (same-music groups resampled within compositions) above 0, "
+        f"{LOSS_MARK} = below 0. Intervals are not "
         "corrected for the many comparisons (about 1 in 20 marks per approach is expected by chance alone).",
     ]
     if np.nanmax(spread, initial=0.0) > 1e-6:
@@ -190,9 +191,9 @@ def plot_heatmap(analysis: DimensionAnalysis, path: str | Path) -> Path:
     ax.set_yticks(range(len(analysis.dimensions)), analysis.dimensions, fontsize=7)
     fig.colorbar(image, ax=ax, label="fraction of the noise ceiling (0 = chance)")
     ax.set_title(f"Held-out pairwise accuracy per dimension, fraction of ceiling\n({GAIN_MARK} / {LOSS_MARK}: "
-                 "real gain / loss vs the baseline, 95% paired interval)", fontsize=9)
+                 "real gain / loss vs its baseline, 95% paired interval)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the colour bar label stays in
     plt.close(fig)
     return path
 
