@@ -446,11 +446,11 @@ def _mtime(path: Path) -> int:
 def same_config(workdir: str | Path, config: ml_collections.ConfigDict) -> bool:
     """Whether ``workdir``'s config.json is ``config`` (up to the fields a resumed run may change)."""
     from crescend_jax.models.functions import flatten  # noqa: PLC0415
-    from crescend_jax.train.trainer import RESUME_IGNORED_FIELDS  # noqa: PLC0415
+    from crescend_jax.train.trainer import RESUME_IGNORED_FIELDS, saved_config_fields  # noqa: PLC0415
 
     path = Path(workdir) / "config.json"
     try:
-        saved = flatten(json.loads(path.read_text()))
+        saved = saved_config_fields(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError):
         return False
     now = flatten(json.loads(config_to_json(config)))

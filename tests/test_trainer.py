@@ -195,3 +195,25 @@ def test_label_free_pretraining_learns_the_infonce_and_warm_starts_a_rated_run(t
     rated.model.init_from = str(tmp_path / "pretrain")
     (warm,) = train(rated, tmp_path / "rated", table=synthetic_table())
     assert warm["init_from"]["source_fold"] == 0 and "linears/0/kernel" in warm["init_from"]["copied"]
+
+
+def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
+    """A config.json without the fields added later (the trunk section, train.label_free) reads as their defaults:
+    the run resumes (and a sweep skips it) instead of looking like another config; another value is refused."""
+    from crescend_jax.models.trunk import default_trunk_config
+    from crescend_jax.sweep import same_config
+
+    config = one_fold_config(num_steps=10)
+    config.trunk = default_trunk_config()
+    train(config, tmp_path, table=synthetic_table())
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["trunk"], saved["train"]["label_free"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    again = one_fold_config(num_steps=10, resume=True)
+    again.trunk = default_trunk_config()
+    assert same_config(tmp_path, again)
+    train(again, tmp_path, table=synthetic_table())
+    again.train.label_free = True
+    assert not same_config(tmp_path, again)
+    with pytest.raises(TrainingError, match=r"train\.label_free: False -> True"):
+        train(again, tmp_path, table=synthetic_table())

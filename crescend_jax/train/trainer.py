@@ -51,6 +51,20 @@ from crescend_jax.train.warm_start import warm_start
 RESUME_IGNORED_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed")
 
 
+def added_field_defaults() -> dict[str, Any]:
+    """Config fields added after runs existed, flattened, with the value that reproduces what those runs did (a run
+    saved without the trunk section trained on the frozen store; one without ``train.label_free`` refused unrated
+    rows). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
+    the runs made before it look like another config (resume, sweeps skipping finished points)."""
+    added = ml_collections.ConfigDict({"trunk": trunk_lib.default_trunk_config(), "train": {"label_free": False}})
+    return flatten(json.loads(config_to_json(added)))
+
+
+def saved_config_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (JSON dict) flattened, with the `added_field_defaults` it predates filled in."""
+    return {**added_field_defaults(), **flatten(saved)}
+
+
 class TrainingError(RuntimeError):
     """Bad input or a failed run; the message names the item and the fix."""
 
@@ -163,7 +177,7 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, fingerpri
         if not config.train.resume:
             raise TrainingError(f"{workdir} already holds a run; pass --config.train.resume=True to continue it or "
                                 "choose a new --workdir")
-        saved, now = flatten(json.loads(saved_path.read_text())), flatten(current)
+        saved, now = saved_config_fields(json.loads(saved_path.read_text())), flatten(current)
         differing = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name)
                            and not name.startswith(RESUME_IGNORED_FIELDS))
         if differing:
