@@ -445,7 +445,6 @@ def _mtime(path: Path) -> int:
 
 def same_config(workdir: str | Path, config: ml_collections.ConfigDict) -> bool:
     """Whether ``workdir``'s config.json is ``config`` (up to the fields a resumed run may change)."""
-    from crescend_jax.models.functions import flatten  # noqa: PLC0415
     from crescend_jax.train.trainer import RESUME_IGNORED_FIELDS, saved_config_fields  # noqa: PLC0415
 
     path = Path(workdir) / "config.json"
@@ -453,7 +452,7 @@ def same_config(workdir: str | Path, config: ml_collections.ConfigDict) -> bool:
         saved = saved_config_fields(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError):
         return False
-    now = flatten(json.loads(config_to_json(config)))
+    now = saved_config_fields(json.loads(config_to_json(config)))
     return all(saved.get(n) == now.get(n) for n in set(saved) | set(now) if not n.startswith(RESUME_IGNORED_FIELDS))
 
 

@@ -61,7 +61,8 @@ def added_field_defaults() -> dict[str, Any]:
 
 
 def saved_config_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config (JSON dict) flattened, with the `added_field_defaults` it predates filled in."""
+    """A config (JSON dict: saved, or a current one that leaves such a section out) flattened, with the
+    `added_field_defaults` it lacks filled in."""
     return {**added_field_defaults(), **flatten(saved)}
 
 
@@ -177,7 +178,7 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, fingerpri
         if not config.train.resume:
             raise TrainingError(f"{workdir} already holds a run; pass --config.train.resume=True to continue it or "
                                 "choose a new --workdir")
-        saved, now = saved_config_fields(json.loads(saved_path.read_text())), flatten(current)
+        saved, now = saved_config_fields(json.loads(saved_path.read_text())), saved_config_fields(current)
         differing = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name)
                            and not name.startswith(RESUME_IGNORED_FIELDS))
         if differing:
