@@ -123,7 +123,6 @@ def library_step(args: argparse.Namespace, conformer, matmul_gflops: float, laye
     """The trainer's own fine-tuning step: approach A behind ``trunk.kind="finetune"`` (layers K..12 from random
     weights of this shape, the pooled layers 9..12, A's head and loss, the trunk's own AdamW group), gathering the
     batch's crops on the device from a stored table of layer-(K-1) frames (`crescend_jax.train.step`)."""
-    import dataclasses
     import tempfile
 
     import jax
@@ -194,7 +193,8 @@ def library_step(args: argparse.Namespace, conformer, matmul_gflops: float, laye
     seconds = statistics.median(times)
     frames_per_step = args.batch * round(args.seconds * FRAME_RATE)
     return {"seconds": seconds, "times": times, "compile_seconds": round(compile_seconds, 2),
-            "frames_per_second": frames_per_step / seconds, "audio_seconds_per_second": args.batch * args.seconds / seconds,
+            "frames_per_second": frames_per_step / seconds,
+            "audio_seconds_per_second": args.batch * args.seconds / seconds,
             "gflops": layer_flops / seconds / 1e9, "fraction_of_matmul": layer_flops / seconds / 1e9 / matmul_gflops,
             "loss_finite": bool(np.isfinite(float(metrics["loss"])))}
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -194,13 +195,26 @@ class Statistic(nnx.Variable):
     """A fixed statistic kept with the model (checkpointed, never trained: not an `nnx.Param`)."""
 
 
+def last_layer(first: int, pooled_layers) -> int:
+    """The last conformer layer the trunk runs: the deepest pooled layer (at least K)."""
+    return max(max(pooled_layers), first)
+
+
+def pool_hidden_states(layers: MuQLayers, frames: jax.Array, pooled_layers, rngs: nnx.Rngs | None = None
+                       ) -> jax.Array:
+    """Layer-(K-1) frames [B, T, H] through ``layers`` -> per-layer time means of ``pooled_layers`` (layer K-1 is
+    the input itself), concatenated layer-major [B, len(pooled_layers) * H]: the store's pooled vector."""
+    states = {layers.first - 1: jnp.asarray(frames, jnp.float32)}
+    states.update(zip(layers.indices, layers(frames, rngs=rngs)))
+    return jnp.concatenate([states[layer].mean(axis=1) for layer in pooled_layers], axis=-1)
+
+
 class FinetunedTrunk(nnx.Module):
     """Layer-(K-1) frames [B, T, H] -> standardised pooled vector [B, len(pooled) * H] (module doc)."""
 
     def __init__(self, conformer: ConformerConfig, first: int, pooled_layers: tuple[int, ...], *, remat: bool,
                  rngs: nnx.Rngs) -> None:
-        self.layers = MuQLayers(conformer, first, max(max(pooled_layers), first), remat=remat, rngs=rngs)
-        self.first = first
+        self.layers = MuQLayers(conformer, first, last_layer(first, pooled_layers), remat=remat, rngs=rngs)
         self.pooled_layers = tuple(pooled_layers)
         width = len(pooled_layers) * conformer.hidden_size
         self.mean = Statistic(jnp.zeros(width, jnp.float32))
@@ -210,10 +224,7 @@ class FinetunedTrunk(nnx.Module):
         self.dropout_rngs = nnx.Rngs(dropout=rngs.dropout()) if any(rates) else None
 
     def __call__(self, frames: jax.Array) -> jax.Array:
-        hidden = self.layers(frames, rngs=self.dropout_rngs)
-        states = {self.first - 1: jnp.asarray(frames, jnp.float32)}
-        states.update(zip(self.layers.indices, hidden))
-        pooled = jnp.concatenate([states[layer].mean(axis=1) for layer in self.pooled_layers], axis=-1)
+        pooled = pool_hidden_states(self.layers, frames, self.pooled_layers, self.dropout_rngs)
         return (pooled - self.mean.get_value()) / self.std.get_value()
 
 
@@ -265,15 +276,21 @@ class Finetuned:
 
 
 def load_layers(config: ml_collections.ConfigDict) -> MuQLayers:
-    """MuQ layers K..(last pooled layer) from ``trunk.weights`` (or the encoder's checkpoint), converted."""
+    """MuQ layers K..(last pooled layer) from ``trunk.weights`` (or the encoder's checkpoint), converted; read and
+    converted once per process (the weight check and every fold's initial state share them; never mutated)."""
+    k = config.trunk.first_layer
+    return _converted_layers(weights_source(config), k, last_layer(k, config.encoder.muq.layers),
+                             conformer_config(config))
+
+
+@functools.lru_cache(maxsize=1)
+def _converted_layers(source: str, first: int, last: int, conformer: ConformerConfig) -> MuQLayers:
     from crescend_jax.encoders.muq_convert import ConversionError, load_muq_layers
 
-    k = config.trunk.first_layer
-    last = max(max(config.encoder.muq.layers), k)
     try:
-        return load_muq_layers(weights_source(config), k, last, conformer_config(config))
+        return load_muq_layers(source, first, last, conformer)
     except ConversionError as err:
-        raise TrunkError(f"trunk.weights={weights_source(config)!r}: {err}") from None
+        raise TrunkError(f"trunk.weights={source!r}: {err}") from None
 
 
 def check_weights(table: EmbeddingTable, config: ml_collections.ConfigDict) -> float:
@@ -286,9 +303,7 @@ def check_weights(table: EmbeddingTable, config: ml_collections.ConfigDict) -> f
     lengths = [frames.shape[1] for frames in table.frames]
     row = int(np.argmin(lengths))
     frames = jnp.asarray(np.asarray(table.frames[row][0], np.float32))[None]
-    hidden = dict(zip(layers.indices, layers(frames)))
-    hidden[config.trunk.first_layer - 1] = frames
-    pooled = np.concatenate([np.asarray(hidden[layer][0].mean(axis=0)) for layer in config.encoder.muq.layers])
+    pooled = np.asarray(pool_hidden_states(layers, frames, tuple(config.encoder.muq.layers)))[0]
     stored = table.pooled[row]
     error = float(np.linalg.norm(pooled - stored) / max(np.linalg.norm(stored), 1e-12))
     if not error <= WEIGHTS_TOLERANCE:
@@ -309,7 +324,8 @@ def initial_state(model_state: nnx.State, config: ml_collections.ConfigDict, poo
     layers = nnx.state(load_layers(config))
     state = nnx.to_pure_dict(model_state)
     fresh = nnx.to_pure_dict(layers)
-    replaced = jax.tree.map(lambda old, new: jax.device_put(jnp.asarray(new, old.dtype), old.sharding),
+    # through host memory: new device buffers, so the train step's donation never deletes the cached layers' arrays
+    replaced = jax.tree.map(lambda old, new: jax.device_put(np.asarray(new, old.dtype), old.sharding),
                             state["trunk"]["layers"], fresh)
     state["trunk"]["layers"] = replaced
     for name, value in (("mean", pooled_mean), ("std", pooled_std)):
