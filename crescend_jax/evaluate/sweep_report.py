@@ -32,7 +32,8 @@ import numpy as np
 from crescend_jax.evaluate import bootstrap
 
 TABLE_COLUMNS = ("point", "approach", "encoder", "status", "seeds", "accuracy", "accuracy_low", "accuracy_high",
-                 "accuracy_no_score", "no_score_low", "no_score_high", "seed_std", "fraction_of_ceiling", "fraction_low", "fraction_high", "kendall_tau_b", "fold_std",
+                 "accuracy_no_score", "no_score_low", "no_score_high", "seed_std", "fraction_of_ceiling",
+                 "fraction_low", "fraction_high", "kendall_tau_b", "fold_std",
                  "reference", "reference_low", "reference_high", "baseline", "vs_baseline", "vs_baseline_low",
                  "vs_baseline_high", "vs_baseline_real", "vs_reference", "vs_reference_low", "vs_reference_high",
                  "vs_reference_real", "bootstrap", "units", "learning_rate", "same_as", "warnings", "error")
@@ -69,18 +70,33 @@ def _with_interval(estimate: Any, low: Any, high: Any, signed: bool = False, rea
     return text
 
 
+def interval_cell(interval: Mapping[str, Any] | None, *, difference: bool = False) -> str:
+    """A table cell from an interval dict ({"mean": {estimate, low, high}, "warnings", ...}, e.g. a pooled
+    "interval" or "versus_baseline"): "0.578 [0.561, 0.595]"; a difference is signed and marked " *" when real;
+    a degenerate interval is marked " (!)"; "n/a" when missing."""
+    if not interval or not interval.get("mean"):
+        return "n/a"
+    mean = interval["mean"]
+    return _with_interval(mean.get("estimate"), mean.get("low"), mean.get("high"), signed=difference,
+                          real=difference and bootstrap.called_real(interval),
+                          degenerate=bool(interval.get("warnings")))
+
+
 def interval_warnings(results: Mapping[str, Any]) -> list[str]:
     """Every degenerate-interval reason of the sweep's pooled results, once per reason, with the points and the
     intervals it concerns ("accuracy", "Δ baseline", "Δ ridge")."""
     found: dict[str, list[str]] = {}
+    total = 0
     for name, point in results["points"].items():
         pooled = point.get("pooled") or {}
         sources = (("accuracy", pooled.get("interval")), ("Δ baseline", pooled.get("versus_baseline")),
                    ("Δ ridge", _get(pooled, "reference.difference")))
         for label, interval in sources:
+            total += bool(interval)
             for reason in (interval or {}).get("warnings") or []:
                 found.setdefault(reason, []).append(f"{name} ({label})")
-    return [f"{reason}: {', '.join(where)}" for reason, where in found.items()]
+    return [f"{reason}: " + ("every interval of the table" if len(where) == total > 1 else ", ".join(where))
+            for reason, where in found.items()]
 
 
 def interval_sentence(results: Mapping[str, Any]) -> str:
