@@ -332,7 +332,8 @@ def console_summary(metrics: dict) -> tuple[list[str], list[str]]:
                    ("baseline", metrics.get("versus_baseline"))]
     for name, difference in comparisons:
         if difference:
-            lines.append(f"this run − {name}: {interval_text(difference['mean'], signed=True)}: {verdict(difference)}")
+            lines.append(f"this run − {name}: {interval_text(difference['mean'], signed=True)}: "
+                         f"{verdict(difference)}")
     if any(difference for _, difference in comparisons) and _seeds(interval) == 1:
         lines.append("one seed: seed-to-seed variation is not in these intervals")
     return lines, collect_warnings(metrics)
