@@ -9,7 +9,8 @@ from pathlib import Path
 
 import ml_collections
 
-from crescend_jax.evaluate.report import format_value, interval_text  # NaN is null in metrics.json: "n/a"
+from crescend_jax.evaluate.bootstrap import called_real
+from crescend_jax.evaluate.report import format_value, interval_text, seed_note  # NaN is null in metrics.json: "n/a"
 
 SHARED_SECTIONS = ("corpus", "data", "render", "encoder", "store")
 
@@ -44,7 +45,7 @@ def _summary_rows(workdir: Path, names: list[str]) -> list[str]:
         fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
         versus = metrics.get("versus_baseline")
         versus_text = "" if not versus else interval_text(versus["mean"], signed=True) + (
-            " (real)" if versus.get("excludes_zero") else "")
+            " (real)" if called_real(versus) else " (degenerate)" if versus.get("warnings") else "")
         cells = [interval_text(metrics.get("interval", {}).get("mean")) if metrics.get("interval") else
                  format_value(pooled["pairwise_accuracy"]["mean"]), format_value(truth), versus_text,
                  format_value(fraction, 2), format_value(pooled["kendall_tau_b"]["mean"]),
@@ -140,6 +141,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
         *table,
         "",
         _ceiling_line(root, names[0]),
+        "",
+        seed_note(json.loads((root / names[0] / "metrics.json").read_text()).get("interval")),
         "",
         *_probe_rows(root, names),
         "",

@@ -50,10 +50,10 @@ and ``results.md`` (one row per point, see `crescend_jax.evaluate.sweep_report`)
 ``plot_<field>.png`` (accuracy against each swept numeric field) and ``dimensions.md/.png/.json``
 (`crescend_jax.evaluate.per_dimension`). **Seeds are pooled** by averaging each pair's outcome over the seeds
 (`crescend_jax.evaluate.seed_pooling`): the table's accuracy is the mean over seeds of each seed's held-out pairwise
-accuracy, its interval a bootstrap over same-music groups (stratified by composition) of those seed-averaged
-outcomes, and the seed-to-seed standard deviation is a separate column; the paired differences to the baseline
-(its seeds averaged the same way) and to the ridge reference are bootstraps of the seed-averaged outcomes with
-shared replicate weights. ``runs.csv`` keeps each seed's own interval.
+accuracy, its interval a bootstrap that resamples the held-out music (``eval.bootstrap``, two-stage by default)
+and the seeds, and the seed-to-seed standard deviation is a separate column; the paired differences to the baseline
+(its seeds averaged the same way) and to the ridge reference share the replicate draws. ``runs.csv`` keeps each
+seed's own interval.
 """
 
 from __future__ import annotations
@@ -710,12 +710,12 @@ def pooled_metrics(item: SweepPoint, runs: list[tuple[int, Path, dict]], baselin
     from crescend_jax.data.dimensions import DIMENSIONS  # noqa: PLC0415
     from crescend_jax.evaluate import ceiling as ceiling_lib  # noqa: PLC0415
     from crescend_jax.evaluate import seed_pooling  # noqa: PLC0415
-    from crescend_jax.evaluate.comparison import load_heldout  # noqa: PLC0415
+    from crescend_jax.evaluate.comparison import bootstrap_options, load_heldout  # noqa: PLC0415
     from crescend_jax.evaluate.run import eval_settings  # noqa: PLC0415
     from crescend_jax.evaluate.summary import to_json  # noqa: PLC0415
 
     settings = eval_settings(item.config)
-    boot = {"seed": int(settings.bootstrap_seed), "num_replicates": int(settings.bootstrap_replicates)}
+    boot = bootstrap_options(item.config, settings)
     heldout = tables.heldout(item.config, runs[0][1])
     predictions = [load_heldout(workdir, heldout) for _, workdir, _ in runs]
     interval = seed_pooling.pooled_interval(predictions, heldout, **boot)
@@ -825,6 +825,8 @@ def write_results(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint]
     sweep_report.plot_fields(results, root)
     preamble = _preamble(results, points, sweep)
     sweep_report.write_tables(results, root, preamble)
+    for warning in sweep_report.interval_warnings(results):
+        print(f"[sweep] warning: {warning}", file=sys.stderr)
     pooled = {name: p["pooled"] for name, p in results["points"].items() if p.get("pooled")}
     if pooled:
         per_dimension.write_analysis(per_dimension.analyze_dimensions(pooled), root, title=results["name"])
@@ -832,17 +834,17 @@ def write_results(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint]
 
 
 def _preamble(results: Mapping[str, Any], points: Sequence[SweepPoint], sweep: ml_collections.ConfigDict) -> str:
+    from crescend_jax.evaluate import sweep_report  # noqa: PLC0415
+
     encoders = sorted({encoder_label(p.config) for p in points})
     lines = [f"# Sweep {results['name']}", ""]
     if results.get("command"):
         lines += [f"Regenerate: `{results['command']}`", ""]
     lines += [f"{len(points)} points x seeds {list(results['seeds'])}; encoder(s): {', '.join(encoders)}; "
               f"baseline point: {sweep.get('baseline') or '(per point)'}. Accuracy: mean over seeds of the held-out "
-              "pairwise accuracy (within same-music groups, compositions never seen in training), 95% interval from "
-              "a bootstrap over same-music groups stratified by composition of the seed-averaged pair outcomes; "
-              "'seed sd': standard deviation over seeds; 'fold sd': spread over folds (mean over seeds); Δ columns: "
-              "paired bootstrap differences (* = interval excludes 0). Per-dimension analysis: "
-              "[dimensions.md](dimensions.md).", ""]
+              "pairwise accuracy (within same-music groups, compositions never seen in training); "
+              f"{sweep_report.interval_sentence(results)} 'seed sd': standard deviation over seeds; 'fold sd': "
+              "spread over folds (mean over seeds). Per-dimension analysis: [dimensions.md](dimensions.md).", ""]
     lines += [f"Note: {note}" for note in results.get("notes", [])]
     return "\n".join(lines) + ("\n\n" if results.get("notes") else "\n")
 

@@ -26,6 +26,7 @@ import numpy as np
 from crescend_jax.config import load_config
 from crescend_jax.data.store import load_table
 from crescend_jax.evaluate import comparison
+from crescend_jax.evaluate.bootstrap import called_real
 from crescend_jax.evaluate.reference import reference_predictions
 from crescend_jax.evaluate.summary import evaluate_predictions, to_json
 from crescend_jax.models.contract import Predictions
@@ -137,10 +138,10 @@ def markdown(result: dict, compositions: list[str]) -> str:
               f"- chosen recipes: {_ci(result['selected'])}",
               f"- default recipe: {_ci(result['default'])}; chosen − default: "
               f"{_ci(result['selected_minus_default'], signed=True)}"
-              + (" (real)" if result["selected_minus_default"]["excludes_zero"] else " (not a real difference)"),
+              + (" (real)" if called_real(result["selected_minus_default"]) else " (not a real difference)"),
               f"- ridge reference: {_ci(result['reference'])}; chosen − reference: "
               f"{_ci(result['selected_minus_reference'], signed=True)}"
-              + (" (real)" if result["selected_minus_reference"]["excludes_zero"] else " (not a real difference)")]
+              + (" (real)" if called_real(result["selected_minus_reference"]) else " (not a real difference)")]
     return "\n".join(lines) + "\n"
 
 

@@ -264,6 +264,14 @@ def get_config():
         np.mean([m["reference"]["difference"]["mean"]["estimate"] for m in seeds]))
     markdown = (out / "results.md").read_text()
     assert "| wide | baseline |" in markdown and "Regenerate: `crescend-jax sweep" in markdown
+    # one held-out composition: every interval is degenerate, said in the table and on the console, never real
+    assert "no Score [95% CI]" in markdown and "eval.bootstrap='two_stage'" in markdown
+    assert "Degenerate intervals (no difference on them is called real):" in markdown
+    assert "- 1 held-out composition: this interval cannot speak for new music" in markdown
+    printed = capsys.readouterr().err
+    assert "[sweep] warning: 1 held-out composition: this interval cannot speak for new music" in printed
+    assert "(!)" in markdown and wide["pooled"]["interval"]["num_seeds"] == 2
+    assert wide["pooled"]["versus_baseline"]["real"] is False
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["point", "approach", "encoder", "model.hidden_dim"]
     assert (out / "plot_model_hidden_dim.png").is_file()  # base (32) and wide (48) on one line

@@ -8,7 +8,8 @@ seed-pooled entry in ``results.json``, which has the same keys). Read per dimens
   1 at the split-half noise ceiling (NaN where the ceiling is at or below chance);
 * ``pooled.pairwise_accuracy.per_dimension`` acc_k and ``ceiling.per_dimension`` ceiling_k;
 * ``versus_baseline.per_dimension`` {estimate, low, high}: the paired bootstrap difference acc_k - baseline_k on
-  the same pairs (`comparison.paired_difference`). A dimension is a **real gain** when low_k > 0 and a **real loss**
+  the same pairs (`comparison.paired_difference`); a degenerate one (``warnings``, e.g. fewer than 5 held-out
+  compositions) gives no verdict on any dimension. A dimension is a **real gain** when low_k > 0 and a **real loss**
   when high_k < 0 (the 95% interval excludes 0). A run without ``versus_baseline`` (the baseline itself, or a run
   evaluated without ``--baseline``) has fractions but no marks.
 
@@ -113,8 +114,10 @@ def analyze_dimensions(runs: Mapping[str, Mapping[str, Any]]) -> DimensionAnalys
         versus = _get(metrics, "versus_baseline.per_dimension")
         compared.append(versus is not None)
         baselines.append(metrics.get("baseline_name") if versus is not None else None)
+        degenerate = bool(_get(metrics, "versus_baseline.warnings"))  # e.g. too few compositions: no verdict
         for key, field in (("gain", "estimate"), ("low", "low"), ("high", "high")):
-            rows[key].append(_vector(None if versus is None else versus.get(field), f"{name}: versus_baseline"))
+            kept = versus is not None and (key == "gain" or not degenerate)
+            rows[key].append(_vector(versus.get(field) if kept else None, f"{name}: versus_baseline"))
     stack = {k: np.stack(v) for k, v in rows.items()}
     return DimensionAnalysis(names=tuple(runs), dimensions=DIMENSIONS, fraction=stack["fraction"],
                              accuracy=stack["accuracy"], ceiling=stack["ceiling"], gain=stack["gain"],

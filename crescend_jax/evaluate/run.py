@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,14 @@ import numpy as np
 
 from crescend_jax.config import config_to_json
 from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.evaluate import bootstrap
 from crescend_jax.evaluate import ceiling as ceiling_lib
 from crescend_jax.evaluate import comparison
 from crescend_jax.evaluate import disentanglement as disentanglement_lib
 from crescend_jax.evaluate import metrics as metrics_lib
 from crescend_jax.evaluate.predict import EvaluationError, HeldoutPredictions, predict_heldout, read_config
 from crescend_jax.evaluate.reference import reference_predictions
-from crescend_jax.evaluate.report import write_report
+from crescend_jax.evaluate.report import console_summary, write_report
 from crescend_jax.evaluate.summary import evaluate_predictions, to_json
 
 
@@ -30,7 +32,10 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.ceiling_seed = 0
     config.reference = True  # the linear (ridge) reference on the same inputs and folds, in every report
     config.disentanglement = True  # probes of each named embedding (and the input) on the folds' training rows
-    config.bootstrap_replicates = 2000
+    # intervals: "two_stage" resamples held-out compositions (works with data.split_level="work"), then same-music
+    # groups inside them (new music); "within_composition" keeps the compositions (the fixed-set question)
+    config.bootstrap = bootstrap.DEFAULT_SCHEME
+    config.bootstrap_replicates = bootstrap.DEFAULT_REPLICATES
     config.bootstrap_seed = 0
     return config
 
@@ -94,7 +99,8 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     (e.g. of ``eval``); None = the saved one.
 
     Beside the metrics of `evaluate_predictions`, the dict holds: "interval" (95% bootstrap interval of the mean
-    pairwise accuracy over same-music groups, stratified by composition), "reference" (the ridge reference on the
+    pairwise accuracy, `comparison.bootstrap_options`: by default compositions then same-music groups resampled;
+    its no-Score twin under "no_score"; ``warnings`` when degenerate), "reference" (the ridge reference on the
     same inputs and folds, its accuracy, interval and the paired difference run - reference), "versus_baseline"
     (the paired difference run - baseline) and "disentanglement" (probes).
     Writes metrics.json, heldout.npz, report.md and PNG plots into ``workdir``; returns the metrics dict (with
@@ -102,7 +108,9 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     """
     workdir_path = Path(workdir)
     run_config = config if config is not None else None
-    settings = eval_settings(run_config if run_config is not None else read_config(workdir_path))
+    saved_config = run_config if run_config is not None else read_config(workdir_path)
+    settings = eval_settings(saved_config)
+    boot = comparison.bootstrap_options(saved_config, settings)  # an unknown scheme fails here, before predicting
     baseline = baseline or settings.baseline_workdir or None
     # the baseline is checked before the costly prediction: a wrong one fails in a second, not after the run
     baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
@@ -111,7 +119,6 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     table, predictions = heldout.table, heldout.predictions
     metrics = evaluate_predictions(table, predictions, heldout.fold, min_gap=float(settings.min_gap),
                                    ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))
-    boot = {"seed": int(settings.bootstrap_seed), "num_replicates": int(settings.bootstrap_replicates)}
     metrics["interval"] = to_json(comparison.accuracy_interval(predictions, table, **boot))
     comparison.save_heldout(workdir_path, table, predictions, heldout.fold)
     if settings.reference:
@@ -131,4 +138,8 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     if settings.disentanglement:
         metrics["disentanglement"] = to_json(disentanglement(heldout, workdir_path))
     metrics["report"] = str(write_report(workdir, metrics, config_to_json(run_config), baseline_metrics))
+    lines, warned = console_summary(metrics)
+    print("\n".join(lines))
+    for line in warned:
+        print(f"warning: {line}", file=sys.stderr)
     return metrics
