@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 APPROACHES = ("baseline", "approach_a", "approach_b", "approach_c")
-ENCODERS = {"features": "audio features (librosa)", "midi": "MIDI features", "fused": "audio + MIDI (fusion)"}
+ENCODERS = {"features": "audio features (librosa)", "midi": "MIDI features", "fused": "audio + MIDI (fusion)",
+            "aligned": "score-aligned (beat frames, pooled)", "aligned_group_relative": "score-aligned, group-relative"}
 
 
 def cell(accuracy: float, low: float, high: float, mark: str = "") -> str:

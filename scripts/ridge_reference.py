@@ -2,8 +2,10 @@
 
     python scripts/ridge_reference.py [--config configs/baseline.py] [--out ridge.json] [NAME ...] [--config.X=V ...]
 
-NAME: entries of ``ENCODERS`` in configs/sweeps/percepiano_table.py (default: midi aligned aligned_group_relative);
-``--config.*`` overrides apply to every one (e.g. ``--config.data.root=...``). For each, the table a run of that config
+NAME: entries of ``ENCODERS`` in configs/sweeps/percepiano_table.py (default: midi aligned aligned_group_relative),
+or of ``EXTRA_INPUTS`` here (inputs not in the table, e.g. ``midi_aligned``: the MIDI features and the aligned pooled
+vector side by side, which needs the aligned store without frames: ``crescend-jax extract --config
+configs/percepiano.py --config.encoder.name=aligned``); ``--config.*`` overrides apply to every one (e.g. ``--config.data.root=...``). For each, the table a run of that config
 trains on (`crescend_jax.data.store.load_table`: group-relative when the entry says so) and the run's folds
 (`crescend_jax.train.trainer.fold_masks`, leave-one-composition-out by default) feed
 `crescend_jax.evaluate.reference.reference_predictions`, the same ridge every run's evaluation reports (alpha by inner
@@ -35,6 +37,7 @@ from crescend_jax.evaluate.reference import reference_predictions  # noqa: E402
 from crescend_jax.train.trainer import fold_masks  # noqa: E402
 
 DEFAULT_NAMES = ("midi", "aligned", "aligned_group_relative")
+EXTRA_INPUTS = {"midi_aligned": {"encoder.name": "midi", "store.fuse": ("midi", "aligned")}}
 
 
 def table_encoders() -> dict[str, dict]:
@@ -43,7 +46,7 @@ def table_encoders() -> dict[str, dict]:
     spec = importlib.util.spec_from_file_location("percepiano_table", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.ENCODERS
+    return {**module.ENCODERS, **EXTRA_INPUTS}
 
 
 def ridge_of(config_path: str, overrides: list[str], fields: dict):
@@ -93,9 +96,9 @@ def main(argv: list[str]) -> int:
         print(line, flush=True)
         results[name] = result
     print("per dimension (held-out pairwise accuracy of the ridge):")
-    print(f"{'dimension':28s}" + "".join(f"{name[:14]:>15s}" for name in results))
+    print(f"{'dimension':50s}" + "".join(f"{name[:22]:>23s}" for name in results))
     for k, dimension in enumerate(DIMENSIONS):
-        print(f"{dimension:28s}" + "".join(f"{r['accuracy']['per_dimension']['estimate'][k]:15.3f}"
+        print(f"{dimension:50s}" + "".join(f"{r['accuracy']['per_dimension']['estimate'][k]:23.3f}"
                                            for r in results.values()))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1, default=lambda v: np.asarray(v).tolist()))
