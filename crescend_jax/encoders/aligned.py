@@ -276,19 +276,19 @@ class _PositionFeatures:
             self.anchor_score, self.anchor_played = anchor_score[kept], anchor_played[kept]
             self.anchor_chords = chord_ids[kept]
         self.anchor_set = set(self.anchor_chords.tolist())
-        self.anchor_position = self.position_of(self.anchor_score, last=None)  # the closing beat: position J
+        self.anchor_position = self.position_of(self.anchor_score, beyond=True)
         self.chord_onset = dict(zip(chord_ids.tolist(), anchor_played.tolist()))  # q_c of every matched chord
         self.partner = np.full(len(score), -1, np.int64)  # performance note of each score note (-1: missed)
         self.partner[alignment.score] = alignment.performance
         self.velocity_mean = float(notes.velocity[alignment.performance].mean())
 
-    def position_of(self, times: np.ndarray, last: int | None = -1) -> np.ndarray:
-        """Position index of score times (5 ms early counts; before the first position -> 0; at or after the end of the
-        last position -> the last one, or, with ``last=None``, J when at or after its end)."""
-        index = np.maximum(np.searchsorted(self.starts, times + self.encoder.score_chord_tolerance_s, side="right") - 1,
-                           0)
-        if last is None:
-            return np.where(times + self.encoder.score_chord_tolerance_s >= self.ends[-1], len(self.starts), index)
+    def position_of(self, times: np.ndarray, beyond: bool = False) -> np.ndarray:
+        """Position index of score times (5 ms early counts; before the first position -> 0). At or after the end of
+        the last position: the last one, or J with ``beyond`` (an ASAP window's closing beat is no position of it)."""
+        early = times + self.encoder.score_chord_tolerance_s
+        index = np.maximum(np.searchsorted(self.starts, early, side="right") - 1, 0)
+        if beyond:
+            return np.where(early >= self.ends[-1], len(self.starts), index)
         return np.minimum(index, len(self.starts) - 1)
 
     def tempo(self, j: int) -> tuple[float, float, float]:
@@ -315,7 +315,8 @@ class _PositionFeatures:
         return (float(ratio) if ratio > 0 else np.nan), s_f, q_f
 
     def frames(self) -> np.ndarray:
-        notes, score, alignment = self.notes, self.score, self.alignment
+        """float64 [J, len(FEATURE_NAMES)]: every position's features, NaN where masked or undefined."""
+        notes, alignment = self.notes, self.alignment
         count = len(self.starts)
         out = np.full((count, len(FEATURE_NAMES)), np.nan)
         chords_at = [np.flatnonzero(self.chord_position == j) for j in range(count)]
