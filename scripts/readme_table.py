@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 APPROACHES = ("baseline", "approach_a", "approach_b", "approach_c")
-ENCODERS = {"features": "audio features (librosa)", "midi": "MIDI features", "fused": "audio + MIDI (fusion)",
-            "aligned": "score-aligned (beat frames, pooled)", "aligned_group_relative": "score-aligned, group-relative"}
+ENCODERS = {"features": "audio features (librosa)", "midi": "MIDI features", "fused": "audio + MIDI (fusion)"}
 
 
 def cell(accuracy: float, low: float, high: float, mark: str = "") -> str:
