@@ -4,9 +4,7 @@ compared with the baseline on the same encoder, with the ridge reference on the 
     crescend-jax sweep --config=configs/sweeps/percepiano_table.py --workdir=runs/percepiano_table
 
 Encoders: ``features`` (librosa, rendered audio), ``midi`` (symbolic features of the performance MIDI) and
-``features+midi`` (both stores' pooled vectors side by side, ``store.fuse=("features", "midi")``), ``aligned`` (the
-score-position encoder's store, pooled = the mean over score positions) and ``aligned_group_relative`` (the same
-inputs minus each same-music group's mean, ``data.group_relative``; transductive over the group's inputs). Approaches:
+``features+midi`` (both stores' pooled vectors side by side, ``store.fuse=("features", "midi")``). Approaches:
 baseline, A, B, C (each one whose config file exists in configs/). Points are named ``<approach>-<encoder>``; the
 sweep extracts every store first (a no-op once stored). More seeds: ``--config.seeds="(0,1,2)"``.
 """
@@ -22,6 +20,8 @@ ENCODERS = {
     "features": {"encoder.name": "features"},
     "midi": {"encoder.name": "midi"},
     "fused": {"encoder.name": "features", "store.fuse": ("features", "midi")},
+    # the score-position encoder's store (pooled = the mean over score beats; its frames kept for frame models) and
+    # the same inputs minus each same-music group's mean (transductive over the group's inputs, crescend_jax.data.table)
     "aligned": {"encoder.name": "aligned", "store.frames": True},
     "aligned_group_relative": {"encoder.name": "aligned", "store.frames": True, "data.group_relative": True},
 }
