@@ -10,7 +10,8 @@ trains on (`crescend_jax.data.store.load_table`: group-relative when the entry s
 (`crescend_jax.train.trainer.fold_masks`, leave-one-composition-out by default) feed
 `crescend_jax.evaluate.reference.reference_predictions`, the same ridge every run's evaluation reports (alpha by inner
 cross-validation over training compositions only). Printed: held-out pairwise accuracy with its bootstrap interval
-(`crescend_jax.evaluate.comparison`), and the paired difference of every entry to the first one on the same pairs.
+(`crescend_jax.evaluate.comparison`), and the paired difference of every entry to the first one on the same pairs
+(* = real: the interval excludes 0 and is not degenerate; (!) = degenerate, with the bootstrap's warnings below).
 No model is trained: a few seconds per entry. Every store must be extracted first.
 """
 
@@ -77,12 +78,14 @@ def main(argv: list[str]) -> int:
     unknown = [name for name in args.names if name not in encoders]
     if unknown:
         parser.error(f"unknown inputs {unknown}; known: {sorted(encoders)}")
-    results, first = {}, None
+    results, first, warnings = {}, None, set()
     for name in args.names:
         heldout, predictions, summary = ridge_of(args.config, overrides, encoders[name])
         interval = comparison.accuracy_interval(predictions, heldout)
         mean = interval["mean"]
-        line = f"{name:24s} ridge {mean['estimate']:.3f} [{mean['low']:.3f}, {mean['high']:.3f}]"
+        line = (f"{name:24s} ridge {mean['estimate']:.3f} [{mean['low']:.3f}, {mean['high']:.3f}]"
+                f"{' (!)' if interval.get('degenerate') else ''}")
+        warnings.update(interval.get("warnings", ()))
         result = {"fields": encoders[name], "rows": len(heldout), "input_dim": summary["input_dim"],
                   "accuracy": interval}
         if first is None:
@@ -90,11 +93,15 @@ def main(argv: list[str]) -> int:
         elif np.array_equal(first[1].keys, heldout.keys):
             difference = comparison.paired_difference(predictions, first[2], heldout)
             gap = difference["mean"]
+            real = difference.get("real", difference["excludes_zero"])  # "real": not excluding 0 on a degenerate one
             line += (f"   minus {first[0]}: {gap['estimate']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}]"
-                     f"{' *' if difference['excludes_zero'] else ''}")
+                     f"{' *' if real else ''}{' (!)' if difference.get('degenerate') else ''}")
+            warnings.update(difference.get("warnings", ()))
             result["difference_to_" + first[0]] = difference
         print(line, flush=True)
         results[name] = result
+    for warning in sorted(warnings):
+        print(f"(!) {warning}")
     print("per dimension (held-out pairwise accuracy of the ridge):")
     print(f"{'dimension':50s}" + "".join(f"{name[:22]:>23s}" for name in results))
     for k, dimension in enumerate(DIMENSIONS):
