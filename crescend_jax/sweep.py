@@ -636,11 +636,12 @@ def _value(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 
 def encoder_label(config: ml_collections.ConfigDict) -> str:
-    """"features", "midi", or "features+midi" for a fusion."""
+    """"features", "midi", or "features+midi" for a fusion; ", group-relative" added when the inputs are
+    (``data.group_relative``): the same stores, other inputs, so their rows and ridge references stay apart."""
     fuse = tuple(config.store.get("fuse", ()) or ()) if "store" in config else ()
-    if fuse:
-        return "+".join(fuse)
-    return str(config.encoder.name) if "encoder" in config else "?"
+    label = "+".join(fuse) if fuse else (str(config.encoder.name) if "encoder" in config else "?")
+    relative = "data" in config and bool(config.data.get("group_relative", False))
+    return label + (", group-relative" if relative else "")
 
 
 class _Tables:

@@ -123,7 +123,9 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         assert item.config.model.embedding_dim == by_name["approach_a"].config.model.projection_dim
     if path.stem == "percepiano_table":
         encoders = {sweep_lib.encoder_label(p.config) for p in points}
-        assert encoders == {"features", "midi", "features+midi"}
+        assert encoders == {"features", "midi", "features+midi", "aligned", "aligned, group-relative"}
+        relative = {p.name for p in points if p.config.data.get("group_relative", False)}
+        assert relative == {p.name for p in points if p.name.endswith("-aligned_group_relative")} and relative
         for item in points:
             assert item.baseline == (None if item.name.startswith("baseline-") else
                                      "baseline-" + item.name.split("-", 1)[1])

@@ -23,6 +23,10 @@ ENCODERS = {
     "features": {"encoder.name": "features"},
     "midi": {"encoder.name": "midi"},
     "fused": {"encoder.name": "features", "store.fuse": ("features", "midi")},
+    # the score-position encoder's store (pooled = the mean over score beats; its frames kept for frame models) and
+    # the same inputs minus each same-music group's mean (transductive over the group's inputs, crescend_jax.data.table)
+    "aligned": {"encoder.name": "aligned", "store.frames": True},
+    "aligned_group_relative": {"encoder.name": "aligned", "store.frames": True, "data.group_relative": True},
 }
 
 

@@ -131,8 +131,10 @@ class _Extraction:
     def extract_symbolic(self, store_dir: Path, store_identity: dict, pending: list[Segment]) -> None:
         """Encodes and stores ``pending`` from their MIDI files (and score MIDI files) with a symbolic encoder."""
         encoder = self.build_encoder()
+        windows = getattr(encoder, "reads_windows", False)  # ASAP windows' annotated beats (`SymbolicEncoder`)
         encode = lambda segments: encoder.encode_midi([s.midi_path for s in segments],
-                                                      [s.score_midi_path for s in segments])
+                                                      [s.score_midi_path for s in segments],
+                                                      *([[s.window for s in segments]] if windows else []))
         batch_size = max(1, int(self.config.store.encode_batch))
         with self.writer(store_dir, store_identity) as writer, \
                 tqdm(total=len(pending), unit="seg", desc="encode+store MIDI", dynamic_ncols=True) as bar:

@@ -45,7 +45,7 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.performance_labels import DERIVED_LABELS, LABELS_VERSION
 from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
-from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables
+from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables, input_view
 from crescend_jax.encoders import SYMBOLIC_RENDER, active_encoder_config, is_symbolic
 
 if TYPE_CHECKING:
@@ -801,8 +801,19 @@ def load_table(config: ml_collections.ConfigDict) -> EmbeddingTable:
 
     The table's ``sources`` and ``data_roots`` say which stores it came from and where their items were read
     (`crescend_jax.data.fingerprint` records them; `store_id` names a source independently of ``store.root``).
-    Errors are `StoreError` with the way out (e.g. the extract command for a missing store).
+    ``data.group_relative`` makes every row relative to its same-music group (`crescend_jax.data.table.input_view`),
+    here, so that training, its standardisation and the ridge reference read the same inputs. Errors are
+    `StoreError` with the way out (e.g. the extract command for a missing store).
     """
+    table = _stored_table(config)
+    try:
+        return input_view(table, config.get("data"))
+    except ValueError as err:  # inputs that cannot be made group-relative
+        raise StoreError(f"cannot make the inputs group-relative (data.group_relative): {err}") from None
+
+
+def _stored_table(config: ml_collections.ConfigDict) -> EmbeddingTable:
+    """`load_table` before `input_view`: the stores as stored (fused when ``store.fuse`` says so)."""
     fuse = tuple(config.store.get("fuse", ()) or ())
     if not fuse:
         return read_store(encoder_store_dirs(config))

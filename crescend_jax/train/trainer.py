@@ -34,7 +34,7 @@ from crescend_jax.config import ConfigError, config_to_json
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
                                       validation_mask)
-from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.data.table import EmbeddingTable, default_input_config
 from crescend_jax.models import approach_for
 from crescend_jax.models import trunk as trunk_lib
 from crescend_jax.models.contract import Approach, crop_frames, mean_pairwise_accuracy
@@ -54,9 +54,10 @@ RESUME_IGNORED_FIELDS = ("train.resume", "train.stop_after_steps", "train.distri
 def added_field_defaults() -> dict[str, Any]:
     """Config fields added after runs existed, flattened, with the value that reproduces what those runs did (a run
     saved without the trunk section trained on the frozen store; one without ``train.label_free`` refused unrated
-    rows). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
+    rows; one without ``data.group_relative`` read the inputs as stored). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
     the runs made before it look like another config (resume, sweeps skipping finished points)."""
-    added = ml_collections.ConfigDict({"trunk": trunk_lib.default_trunk_config(), "train": {"label_free": False}})
+    added = ml_collections.ConfigDict({"trunk": trunk_lib.default_trunk_config(), "train": {"label_free": False},
+                                       "data": default_input_config()})
     return flatten(json.loads(config_to_json(added)))
 
 
