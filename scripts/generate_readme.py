@@ -34,7 +34,8 @@ from crescend_jax.evaluate.sweep_report import interval_cell, interval_sentence,
 APPROACHES = {"baseline": "baseline", "approach_a": "A: contrastive", "approach_b": "B: Siamese",
               "approach_c": "C: dual encoder"}
 ENCODERS = {"features": "audio features (librosa)", "midi": "MIDI features",
-            "features+midi": "audio + MIDI (fusion)"}
+            "features+midi": "audio + MIDI (fusion)", "aligned": "score-aligned beats (pooled)",
+            "aligned, group-relative": "score-aligned beats, group-relative (pooled)"}
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 
 
