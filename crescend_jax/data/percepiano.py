@@ -29,6 +29,7 @@ import pandas as pd
 
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import Corpus, Problem, Segment
+from crescend_jax.errors import DataError
 
 RATING_SCALE = 7.0  # raters answered on 1..7; labels are rating / 7
 READER_VERSION = 2  # bump by hand when this reader changes what it returns for the same files (part of store ids)
@@ -44,7 +45,7 @@ class KeyFormatError(ValueError):
     """A PercePiano key that is not ``<composition>_<N>bars_<performer>_<segment>``."""
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A problem with the whole PercePiano checkout (missing or malformed label/rating files)."""
 
 

@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from crescend_jax.config import ConfigError, config_to_json
+from crescend_jax.errors import DataError
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
                                       validation_mask)
@@ -66,7 +67,7 @@ def saved_config_fields(saved: dict[str, Any]) -> dict[str, Any]:
     return {**added_field_defaults(), **flatten(saved)}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DataError):
     """Bad input or a failed run; the message names the item and the fix."""
 
 
@@ -74,8 +75,9 @@ class NonFiniteLossError(TrainingError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
-class TrainingStopped(TrainingError):
-    """``train.stop_after_steps`` stopped the run abruptly (a simulated kill, for tests)."""
+class TrainingStopped(BaseException):
+    """``train.stop_after_steps`` stopped the run abruptly (a simulated kill, for tests): like KeyboardInterrupt, not
+    a failure any command reports (it is neither a `ConfigError` nor a `DataError`)."""
 
 
 def default_train_config() -> ml_collections.ConfigDict:
