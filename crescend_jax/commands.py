@@ -19,7 +19,7 @@ from crescend_jax.console import EXIT_OK, guarded
 NEEDS = {
     "extract": (("corpus", "data", "render", "encoder", "store"), "configs/percepiano.py, configs/asap.py"),
     "merge": (("corpus", "data", "render", "encoder", "store"), "configs/percepiano.py, configs/asap.py"),
-    "train": (("corpus", "data", "encoder", "store", "model", "train"),
+    "train": (("data", "model", "train"),
               "configs/baseline.py, configs/approach_a.py, configs/approach_b.py, configs/approach_c.py"),
     "demo": (("corpus", "data", "render", "encoder", "store", "approaches", "baseline"), "configs/demo.py"),
 }

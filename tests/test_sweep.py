@@ -298,7 +298,7 @@ def test_a_point_compared_with_another_baseline_is_not_finished(tmp_path):
     run, first, second = tmp_path / "run", tmp_path / "first", tmp_path / "second"
     for workdir in (run, first, second):
         workdir.mkdir()
-        (workdir / "heldout.npz").write_bytes(b"")
+        (workdir / "heldout.npz").write_bytes(b"saved")
     fingerprint.write_record(run, {}, [{"fold": 0, "test_keys": []}])
     (run / "fold_0").mkdir()
     (run / "fold_0" / "done.json").write_text("{}")
@@ -306,3 +306,8 @@ def test_a_point_compared_with_another_baseline_is_not_finished(tmp_path):
     assert finished_lib.finished(run, first) and not finished_lib.finished(run, second)
     (run / "metrics.json").write_text(json.dumps({"versus_baseline": {}}))  # an older evaluation: which is unknown
     assert not finished_lib.finished(run, first) and finished_lib.finished(run)
+    (run / "heldout.npz").write_bytes(b"")  # an empty file (a full disk, before writes were atomic): not finished
+    assert not finished_lib.finished(run)
+    (run / "heldout.npz").write_bytes(b"saved")
+    (run / "metrics.json").write_text('{"versus_baseline": {"bas')  # half-written
+    assert not finished_lib.finished(run)

@@ -138,8 +138,11 @@ def expand_sweep(sweep: ml_collections.ConfigDict, all_overrides: Sequence[str] 
                     set_field(config, field, value, f"sweep point {name!r}")
             lr = lr_settings(sweep, {k: v for k, v in every.items() if sweep_field(k)}, f"sweep point {name!r}")
             given_rate = float(config.train.learning_rate)
-            config.train.learning_rate = scaled_learning_rate(given_rate, int(config.train.batch_size), lr["rule"],
-                                                              int(lr["reference_batch"]))
+            try:
+                config.train.learning_rate = scaled_learning_rate(given_rate, int(config.train.batch_size),
+                                                                  lr["rule"], int(lr["reference_batch"]))
+            except ConfigError as err:
+                raise ConfigError(f"sweep point {name!r}: {err}") from None
             references = {f: v[len(REFERENCE_PREFIX):] for f, v in train_fields.items()
                           if isinstance(v, str) and v.startswith(REFERENCE_PREFIX)}
             baseline = entry.get("baseline", None)

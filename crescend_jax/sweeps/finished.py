@@ -30,8 +30,8 @@ def same_config(workdir: str | Path, config: ml_collections.ConfigDict) -> bool:
 
 def finished(workdir: str | Path, baseline: str | Path | None = None,
              config: ml_collections.ConfigDict | None = None) -> bool:
-    """Whether ``workdir`` holds an up-to-date evaluation: metrics.json newer than every fold's done.json (every
-    fold of folds.json done) and, with a ``baseline`` workdir, holding the comparison with that workdir and newer than
+    """Whether ``workdir`` holds an up-to-date evaluation: a readable metrics.json and a non-empty heldout.npz,
+    metrics.json newer than every fold's done.json (every fold of folds.json done) and, with a ``baseline`` workdir, holding the comparison with that workdir and newer than
     the baseline's heldout.npz; with ``config``, also trained with that config (a changed sweep point is not finished:
     its rerun reaches the trainer, which refuses to resume a workdir made by another config)."""
     from crescend_jax.data import fingerprint as fingerprint_lib
@@ -39,7 +39,12 @@ def finished(workdir: str | Path, baseline: str | Path | None = None,
 
     workdir = Path(workdir)
     metrics = workdir / "metrics.json"
-    if not metrics.is_file():
+    own = workdir / HELDOUT_FILE
+    if not metrics.is_file() or not own.is_file() or own.stat().st_size == 0:
+        return False
+    try:
+        written_metrics = json.loads(metrics.read_text())
+    except (OSError, json.JSONDecodeError):  # half-written (a kill or a full disk): evaluate again
         return False
     if config is not None and not same_config(workdir, config):
         return False
@@ -56,10 +61,8 @@ def finished(workdir: str | Path, baseline: str | Path | None = None,
         saved = Path(baseline) / HELDOUT_FILE
         if not saved.is_file() or _mtime(saved) > written:
             return False
-        try:  # compared with this very baseline (a sweep whose point changed its baseline evaluates again)
-            versus = json.loads(metrics.read_text()).get("versus_baseline") or {}
-        except json.JSONDecodeError:
-            return False
+        # compared with this very baseline (a sweep whose point changed its baseline evaluates again)
+        versus = (written_metrics.get("versus_baseline") if isinstance(written_metrics, dict) else None) or {}
         if versus.get("baseline") != str(Path(baseline).resolve()):
             return False
     return True

@@ -32,7 +32,9 @@ def lr_settings(sweep: ml_collections.ConfigDict, fields: dict[str, Any], where:
 
 def scaled_learning_rate(learning_rate: float, batch_size: int, rule: str, reference_batch: int) -> float:
     """The learning rate at ``batch_size`` under ``rule`` given ``learning_rate`` at ``reference_batch``:
-    none: lr; linear: lr * B / B_ref; sqrt: lr * sqrt(B / B_ref)."""
+    none: lr; linear: lr * B / B_ref; sqrt: lr * sqrt(B / B_ref). A batch size below 1 is a `ConfigError`."""
+    if batch_size < 1:
+        raise ConfigError(f"train.batch_size={batch_size} must be >= 1")
     ratio = batch_size / reference_batch
     factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
     return float(learning_rate) * factor

@@ -122,6 +122,12 @@ def default_train_config() -> ml_collections.ConfigDict:
 def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
     """Config mistakes, refused before a workdir is created: `ConfigError`."""
     approach.check_config(config)
+    for field in ("batch_size", "num_steps", "eval_every", "log_every"):
+        if int(config.train[field]) < 1:
+            raise ConfigError(f"train.{field}={config.train[field]} must be >= 1; change --config.train.{field}")
+    if not float(config.train.learning_rate) > 0:  # a negative rate climbs the loss; 0 trains nothing
+        raise ConfigError(f"train.learning_rate={config.train.learning_rate} must be > 0; change "
+                          "--config.train.learning_rate")
     devices = jax.device_count()
     if config.train.batch_size % devices:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is not a multiple of the {devices} devices; "
@@ -292,7 +298,8 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     device_table = place_table(host_table(data.fit, data.mean, data.std, crop), mesh)
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
     with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
-        checkpoints = cleanup.enter_context(contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")))
+        checkpoints = cleanup.enter_context(contextlib.closing(
+            FoldCheckpoints(fold_dir / "checkpoints", by_validation=data.val is not None)))
         step, warm = 0, None
         if (latest := checkpoints.latest_step()) is None and config.model.get("init_from", ""):
             model_state, warm = warm_start(model_state, config, fold, target_folds, mesh)
