@@ -20,7 +20,8 @@ NEEDS = {
     "extract": (("corpus", "data", "render", "encoder", "store"), "configs/percepiano.py, configs/asap.py"),
     "merge": (("corpus", "data", "render", "encoder", "store"), "configs/percepiano.py, configs/asap.py"),
     "train": (("data", "model", "train"),
-              "configs/baseline.py, configs/approach_a.py, configs/approach_b.py, configs/approach_c.py"),
+              "configs/baseline.py, configs/approach_a.py, configs/approach_b.py, configs/approach_c.py, "
+              "configs/asap_pretrain.py"),
     "demo": (("corpus", "data", "render", "encoder", "store", "approaches", "baseline"), "configs/demo.py"),
 }
 

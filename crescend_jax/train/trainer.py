@@ -13,7 +13,7 @@ Workdir layout::
 The approach supplies the model, loss, sampler and predictions (`crescend_jax.models.contract`); splitting lives in
 `crescend_jax.data.splits`, the model's jitted functions in `crescend_jax.models.functions`, the step in `step`,
 the optimiser in `optimizer`, the on-device input path in `input_pipeline`, held-out prediction in
-`crescend_jax.evaluate.predict`, exit codes in `crescend_jax.cli`.
+`crescend_jax.evaluate.predict`, error kinds and exit codes in `crescend_jax.errors`.
 """
 
 from __future__ import annotations
