@@ -235,6 +235,7 @@ def extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = N
     config mistake, `NothingStoredError` when nothing at all is stored (every item bad input), another `DataError`
     (`StoreError`, `CorpusError`, ...) when the run fails on its data or disk."""
     run = _Extraction(config, shard)
+    store.render_ids(config)  # an unknown or absent soundfont is a config mistake: refused before any work
     corpus = load_corpus(config)
     segments, problems = corpus.segments, corpus.problems
     if shard is not None:
@@ -242,7 +243,6 @@ def extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = N
         problems = [p for p in problems if shard_of(p.item, shard[1]) == shard[0]]
     run.bad_input.extend(problems)
 
-    store.render_ids(config)  # an absent soundfont fails the run before any work
     encoder_name = store.known_encoder_name(config) or run.build_encoder().name
     plan = _plan(config, encoder_name)
     if any(store.pending_segments(segments, d) for _, d, _ in plan) and run.build_encoder().name != encoder_name:
