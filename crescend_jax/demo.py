@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import ml_collections
 
+from crescend_jax.commands import evaluate_command, train_command
+from crescend_jax.config import ConfigError
+from crescend_jax.console import EXIT_OK
 from crescend_jax.evaluate.bootstrap import called_real
 from crescend_jax.evaluate.report import format_value, interval_text, seed_note  # NaN is null in metrics.json: "n/a"
+from crescend_jax.sweeps.finished import finished
 
 SHARED_SECTIONS = ("corpus", "data", "render", "encoder", "store")
 
@@ -86,17 +89,15 @@ def _ceiling_line(workdir: Path, name: str) -> str:
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """Runs the whole pipeline on the demo corpus into ``workdir``; returns a process exit code."""
-    from crescend_jax.cli import evaluate_command, train_command
+    """Runs the whole pipeline on the demo corpus into ``workdir``; returns a process exit code (a config mistake
+    raises `ConfigError` before anything runs)."""
     from crescend_jax.data.extract import run_extract
-    from crescend_jax.sweep import finished
 
+    if config.baseline not in config.approaches:
+        raise ConfigError(f"config.baseline={config.baseline!r} is not one of config.approaches "
+                          f"{list(config.approaches)}")
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    if config.baseline not in config.approaches:
-        print(f"error: config.baseline={config.baseline!r} is not one of config.approaches {list(config.approaches)}",
-              file=sys.stderr)
-        return 2
     names = [config.baseline] + sorted(name for name in config.approaches if name != config.baseline)
     total = 2 + 2 * len(names)
     started = time.perf_counter()
@@ -153,4 +154,4 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
     report.write_text("\n".join(lines) + "\n")
     print("\n".join(table))
     print(f"\ndemo report: {report}")
-    return 0
+    return EXIT_OK

@@ -11,7 +11,7 @@ A block in README.md is delimited by two marker lines::
     <!-- /generated -->
 
 and ``BLOCKS[NAME](runs)`` renders its markdown from the result files under ``--runs`` (default ``runs/``):
-``percepiano_table`` and ``ablations`` from the sweeps' ``results.json`` (seed-pooled, `crescend_jax.sweep`),
+``percepiano_table`` and ``ablations`` from the sweeps' ``results.json`` (seed-pooled, `crescend_jax.sweeps`),
 ``demo`` from ``demo/<approach>/metrics.json`` (`crescend-jax demo`). To add a block: write a function
 ``runs -> markdown`` and add it to `BLOCKS`. Every interval is the one the result files hold (by default the
 two-stage bootstrap over held-out compositions and same-music groups, seeds resampled in pooled results); a

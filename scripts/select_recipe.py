@@ -9,7 +9,7 @@ composition), compared (paired) with the default recipe's outer scores and with 
 sees the composition it is scored on.
 
 Writes ``<workdir>/recipe.md`` and ``recipe.json`` (the README's recipe table comes from here). Inner and outer
-runs are ordinary sweep points (``crescend_jax.sweep``), so an interrupted selection resumes where it stopped.
+runs are ordinary sweep points (``crescend_jax.sweeps``), so an interrupted selection resumes where it stopped.
 
     python scripts/select_recipe.py --workdir=runs/recipe [--base=configs/approach_a.py] [--root=DATA_ROOT]
 """
@@ -30,7 +30,8 @@ from crescend_jax.evaluate.bootstrap import called_real
 from crescend_jax.evaluate.reference import reference_predictions
 from crescend_jax.evaluate.summary import evaluate_predictions, to_json
 from crescend_jax.models.contract import Predictions
-from crescend_jax.sweep import default_sweep_config, point, run_sweep
+from crescend_jax.sweeps import default_sweep_config, point
+from crescend_jax.sweeps.run import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 # Candidate recipes: name -> config fields. "default" is the approach's own config.

@@ -2,7 +2,6 @@
 
 import json
 import re
-import sys
 import types
 
 import ml_collections
@@ -13,7 +12,7 @@ from crescend_jax.config import config_to_json
 from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.evaluate import metrics as metrics_lib
-from crescend_jax import cli
+from crescend_jax import commands
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.evaluate import run as run_lib
 from crescend_jax.evaluate.predict import EvaluationError
@@ -24,7 +23,7 @@ from crescend_jax.models.contract import Predictions
 
 def evaluate_workdir(workdir, baseline=None):
     """The CLI's evaluate (exit code, messages on stdout/stderr)."""
-    return cli.evaluate_command(workdir, baseline=baseline)
+    return commands.evaluate_command(workdir, baseline=baseline)
 
 
 def simulated_table(num_compositions=6, groups_per_composition=4, performers=5, raters=6, seed=0, truth=True):
@@ -269,12 +268,12 @@ def test_evaluate_says_degenerate_intervals_and_seeds_in_the_report_and_on_the_c
 
     # the fixed-set question on the same run: labelled, no few-compositions warning, and the difference is real there
     (tmp_path / "run" / "report.md").unlink()
-    assert cli.evaluate_command(str(tmp_path / "run"), baseline=str(tmp_path / "base"),
+    assert commands.evaluate_command(str(tmp_path / "run"), baseline=str(tmp_path / "base"),
                                 overrides=["--config.eval.bootstrap=within_composition"]) == 0
     printed = capsys.readouterr()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "fixed set of compositions" in report and "> **Warning:**" not in report and "warning:" not in printed.err
     assert "this run is really higher (for these runs: seed variation is not in the interval)" in report
     assert "this run − baseline" in printed.out and "really higher" in printed.out
-    assert cli.evaluate_command(str(tmp_path / "run"), overrides=["--config.eval.bootstrap=pairs"]) == 1
+    assert commands.evaluate_command(str(tmp_path / "run"), overrides=["--config.eval.bootstrap=pairs"]) == 2
     assert "eval.bootstrap='pairs' is not one of" in capsys.readouterr().err

@@ -201,7 +201,7 @@ def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
     """A config.json without the fields added later (the trunk section, train.label_free) reads as their defaults:
     the run resumes (and a sweep skips it) instead of looking like another config; another value is refused."""
     from crescend_jax.models.trunk import default_trunk_config
-    from crescend_jax.sweep import same_config
+    from crescend_jax.sweeps.finished import same_config
 
     config = one_fold_config(num_steps=10)
     config.trunk = default_trunk_config()

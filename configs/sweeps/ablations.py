@@ -23,7 +23,7 @@ from pathlib import Path
 import ml_collections
 
 from crescend_jax.config import load_config
-from crescend_jax.sweep import default_sweep_config, existing_approaches, point
+from crescend_jax.sweeps import default_sweep_config, existing_approaches, point
 
 CONFIGS = Path(__file__).resolve().parents[1]
 TEMPERATURES = (0.05, 0.1, 0.2, 0.5)

@@ -70,6 +70,7 @@ from crescend_jax.data import midi_events, performance_labels
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.midi_events import MidiError, MidiPerformance
 from crescend_jax.data.segments import Corpus, Problem, Segment, Window
+from crescend_jax.errors import DataError
 
 # Bump when what the reader yields for the same files and settings changes (windows, keys, problems).
 # 2: a window in which no note starts is dropped (a problem), not handed to the encoders.
@@ -82,7 +83,7 @@ BEAT_KINDS = ("b", "db", "bR")  # beat, downbeat, beat whose exact position the 
 _PARSED_VERSION = 1  # of the cached note arrays
 
 
-class AsapError(ValueError):
+class AsapError(DataError):
     """A problem with the whole ASAP checkout or the config (no metadata, unknown composition, ...)."""
 
 

@@ -46,6 +46,7 @@ from crescend_jax.data.performance_labels import DERIVED_LABELS, LABELS_VERSION
 from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
 from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables, input_view
+from crescend_jax.errors import ConfigError, DataError
 from crescend_jax.encoders import SYMBOLIC_RENDER, active_encoder_config, is_symbolic
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ _TEXT_FIELDS = ("key", "composition", "piece", "performer", "group", "render")
 _LABEL_FIELDS = ("label_mean", "label_std", "label_truth")
 
 
-class StoreError(RuntimeError):
+class StoreError(DataError):
     """A store that is missing, unreadable, inconsistent, unwritable, or was written with different settings."""
 
 
@@ -273,7 +274,9 @@ def render_ids(config: ml_collections.ConfigDict) -> list[str]:
 def _corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     try:
         return identity_lib.corpus_identity(config)
-    except (OSError, ValueError) as err:  # CorpusError, DemoCorpusError, an unreadable file
+    except ConfigError:  # e.g. a demo corpus setting out of range: the config's mistake, not the store's
+        raise
+    except (OSError, ValueError, DataError) as err:  # CorpusError, AsapError, an unreadable file
         raise StoreError(f"cannot tell which {config.corpus} store to use: {err}") from None
 
 
@@ -565,6 +568,35 @@ def _merged_count(store_dir: Path) -> int:
         return sum(tfds.builder_from_directory(_merged_dir(store_dir)).info.splits[SPLIT].shard_lengths)
     except Exception as err:  # noqa: BLE001 - tfds raises many types for a damaged dataset_info/features file
         raise _merged_error(store_dir, err) from None
+
+
+def merged_problem(store_dir: Path, batch: int = 256) -> str | None:
+    """None when the merged dataset of ``store_dir`` reads back whole -- its metadata, one shard file per listed
+    shard, each shard's index listing the metadata's record count, and every record decompressed (streamed,
+    ``batch`` records at a time) -- else a line saying what is wrong."""
+    import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    merged = _merged_dir(store_dir)
+    try:
+        lengths = list(tfds.builder_from_directory(merged).info.splits[SPLIT].shard_lengths)
+        shards = sorted(merged.glob(f"{DATASET_NAME}-{SPLIT}.array_record-*"))
+        if len(shards) != len(lengths):
+            return f"{len(shards)} shard files but its metadata lists {len(lengths)}"
+        for path, expected in zip(shards, lengths):
+            reader = ArrayRecordReader(os.fspath(path))
+            try:
+                if not reader.ok() or reader.num_records() != expected:
+                    return f"{path.name} does not hold the {expected} records its metadata lists"
+                for start in range(0, expected, batch):
+                    stop = min(expected, start + batch)
+                    if len(reader.read(start, stop)) != stop - start:
+                        return f"{path.name}: records {start}-{stop - 1} cannot be read"
+            finally:
+                reader.close()
+    except Exception as err:  # noqa: BLE001 - array_record and tfds raise many types for a damaged file
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return None
 
 
 def _merged_error(store_dir: Path, err: BaseException) -> StoreError:

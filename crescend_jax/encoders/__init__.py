@@ -14,6 +14,7 @@ from typing import Protocol, Sequence
 import ml_collections
 
 from crescend_jax.encoders.base import Encoded, Encoder
+from crescend_jax.errors import ConfigError
 
 SYMBOLIC_ENCODERS = ("midi", "aligned")  # encoder names that read MIDI instead of audio
 SYMBOLIC_RENDER = "symbolic"  # the render id (store sub-directory) of a symbolic encoder's one store
@@ -63,7 +64,7 @@ def active_encoder_config(config: ml_collections.ConfigDict) -> ml_collections.C
     """The settings of the encoder ``config.name`` names (what identifies its store)."""
     if config.name not in config:
         known = [name for name, value in config.items() if isinstance(value, ml_collections.ConfigDict)]
-        raise ValueError(f"config.encoder.name is {config.name!r} but config.encoder has no such section; "
+        raise ConfigError(f"config.encoder.name is {config.name!r} but config.encoder has no such section; "
                          f"known encoders: {known}")
     return config[config.name]
 

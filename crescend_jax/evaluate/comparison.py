@@ -22,6 +22,7 @@ import numpy as np
 from crescend_jax.data.segments import DEADPAN_PERFORMERS
 from crescend_jax.data.splits import SPLIT_LEVELS, split_units
 from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.errors import ConfigError
 from crescend_jax.evaluate import bootstrap
 from crescend_jax.evaluate import metrics as metrics_lib
 from crescend_jax.models.contract import Predictions
@@ -33,15 +34,15 @@ DEFAULT_SEED = 0
 def bootstrap_options(config: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of this module's and `seed_pooling`'s intervals for a run: ``scheme``
     (``eval.bootstrap``), ``num_replicates``, ``seed``, ``split_level`` (``data.split_level``: what the first stage
-    draws) and ``corpus``, from the run's ``config`` and its completed ``eval`` ``settings``. Raises ValueError for
+    draws) and ``corpus``, from the run's ``config`` and its completed ``eval`` ``settings``. Raises ConfigError for
     an unknown scheme or split level (before any costly work)."""
     scheme = str(settings.get("bootstrap", bootstrap.DEFAULT_SCHEME))
     if scheme not in bootstrap.SCHEMES:
-        raise ValueError(f"eval.bootstrap={scheme!r} is not one of {bootstrap.SCHEMES}")
+        raise ConfigError(f"eval.bootstrap={scheme!r} is not one of {bootstrap.SCHEMES}")
     data = config.get("data") or {}
     level = str(data.get("split_level", "composition") or "composition")
     if level not in SPLIT_LEVELS:
-        raise ValueError(f"data.split_level={level!r} is not one of {SPLIT_LEVELS}")
+        raise ConfigError(f"data.split_level={level!r} is not one of {SPLIT_LEVELS}")
     return {"scheme": scheme, "num_replicates": int(settings.get("bootstrap_replicates",
                                                                    bootstrap.DEFAULT_REPLICATES)),
             "seed": int(settings.get("bootstrap_seed", DEFAULT_SEED)), "split_level": level,

@@ -17,6 +17,7 @@ import numpy as np
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import first_render_mask, kept_rows
 from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.errors import DataError
 from crescend_jax.models import approach_for
 from crescend_jax.models.trunk import TrunkError, trunk_table
 from crescend_jax.models.contract import Predictions
@@ -25,7 +26,7 @@ from crescend_jax.runtime import distributed
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(DataError):
     """A workdir that cannot be evaluated; the message names the fix."""
 
 

@@ -1,7 +1,7 @@
 """A sweep's results as one table (``results.csv``, ``results.md``), one row per run (``runs.csv``) and plots of the
 held-out accuracy against each swept numeric field (``plot_<field>.png``).
 
-Input: the ``results`` dict `crescend_jax.sweep` writes as ``results.json``::
+Input: the ``results`` dict `crescend_jax.sweeps` writes as ``results.json``::
 
     {"name", "command", "seeds", "swept": [dotted fields], "notes": [...],
      "points": {name: {"approach", "encoder", "base", "values": {swept field: resolved value}, "baseline",

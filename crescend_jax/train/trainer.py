@@ -13,7 +13,7 @@ Workdir layout::
 The approach supplies the model, loss, sampler and predictions (`crescend_jax.models.contract`); splitting lives in
 `crescend_jax.data.splits`, the model's jitted functions in `crescend_jax.models.functions`, the step in `step`,
 the optimiser in `optimizer`, the on-device input path in `input_pipeline`, held-out prediction in
-`crescend_jax.evaluate.predict`, exit codes in `crescend_jax.cli`.
+`crescend_jax.evaluate.predict`, error kinds and exit codes in `crescend_jax.errors`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from crescend_jax.config import ConfigError, config_to_json
+from crescend_jax.errors import DataError
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
                                       validation_mask)
@@ -67,7 +68,7 @@ def saved_config_fields(saved: dict[str, Any]) -> dict[str, Any]:
     return {**added_field_defaults(), **flatten(saved)}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DataError):
     """Bad input or a failed run; the message names the item and the fix."""
 
 
@@ -75,8 +76,9 @@ class NonFiniteLossError(TrainingError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
-class TrainingStopped(TrainingError):
-    """``train.stop_after_steps`` stopped the run abruptly (a simulated kill, for tests)."""
+class TrainingStopped(BaseException):
+    """``train.stop_after_steps`` stopped the run abruptly (a simulated kill, for tests): like KeyboardInterrupt, not
+    a failure any command reports (it is neither a `ConfigError` nor a `DataError`)."""
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -121,6 +123,12 @@ def default_train_config() -> ml_collections.ConfigDict:
 def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
     """Config mistakes, refused before a workdir is created: `ConfigError`."""
     approach.check_config(config)
+    for field in ("batch_size", "num_steps", "eval_every", "log_every"):
+        if int(config.train[field]) < 1:
+            raise ConfigError(f"train.{field}={config.train[field]} must be >= 1; change --config.train.{field}")
+    if not float(config.train.learning_rate) > 0:  # a negative rate climbs the loss; 0 trains nothing
+        raise ConfigError(f"train.learning_rate={config.train.learning_rate} must be > 0; change "
+                          "--config.train.learning_rate")
     devices = jax.device_count()
     if config.train.batch_size % devices:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is not a multiple of the {devices} devices; "
@@ -291,7 +299,8 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     device_table = place_table(host_table(data.fit, data.mean, data.std, crop), mesh)
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
     with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
-        checkpoints = cleanup.enter_context(contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")))
+        checkpoints = cleanup.enter_context(contextlib.closing(
+            FoldCheckpoints(fold_dir / "checkpoints", by_validation=data.val is not None)))
         step, warm = 0, None
         if (latest := checkpoints.latest_step()) is None and config.model.get("init_from", ""):
             model_state, warm = warm_start(model_state, config, fold, target_folds, mesh)
