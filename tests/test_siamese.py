@@ -90,15 +90,17 @@ def test_compare_is_antisymmetric_through_the_approach(comparison):
     model = perturbed(approach.build_model(config, 6, nnx.Rngs(params=0, dropout=1)), seed=2)
     model.eval()
     graphdef, state = nnx.split(model)
+    objective = approach.objective(config)
 
     @jax.jit
     def run(state, xa, xb):
         model = nnx.merge(graphdef, state)
-        a, b = approach.encode(model, xa)["encoding"], approach.encode(model, xb)["encoding"]
+        a, b = approach.encode(objective, model, xa)["encoding"], approach.encode(objective, model, xb)["encoding"]
         rest = a.shape[1:]
         tile = model.block_logits(a[:4].reshape(1, 4, *rest))  # the tile the loss reads = explicit pairs
-        explicit = approach.compare(model, jnp.repeat(a[:4], 4, axis=0), jnp.tile(a[:4], (4,) + (1,) * len(rest)))
-        return a, approach.compare(model, a, b), approach.compare(model, b, a), tile, explicit
+        explicit = approach.compare(objective, model, jnp.repeat(a[:4], 4, axis=0),
+                                    jnp.tile(a[:4], (4,) + (1,) * len(rest)))
+        return a, approach.compare(objective, model, a, b), approach.compare(objective, model, b, a), tile, explicit
 
     a, forward, backward, tile, explicit = map(np.asarray, run(state, inputs(comparison, 7, seed=3),
                                                               inputs(comparison, 7, seed=4)))
@@ -127,7 +129,8 @@ def test_each_head_learns_a_planted_ordering(comparison):
              "mask": jnp.ones(24), "group": jnp.repeat(jnp.arange(4), 6), "composition": jnp.zeros(24, jnp.int32)}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-2)
-    loss = lambda params: approach.loss(nnx.merge(graphdef, params, rest), batch, 0, None)[0]
+    objective = approach.objective(config)
+    loss = lambda params: approach.loss(objective, nnx.merge(graphdef, params, rest), batch, 0, None)[0]
 
     @jax.jit
     def fit(params):  # 300 Adam steps in one compiled loop
@@ -140,9 +143,9 @@ def test_each_head_learns_a_planted_ordering(comparison):
 
     model = nnx.merge(graphdef, fit(params), rest)
     model.eval()
-    encoding = approach.encode(model, x)["encoding"]
+    encoding = approach.encode(objective, model, x)["encoding"]
     i, j = within_group_pairs(np.repeat(np.arange(4), 6))
-    logits = np.asarray(approach.compare(model, encoding[i], encoding[j]))
+    logits = np.asarray(approach.compare(objective, model, encoding[i], encoding[j]))
     gap = labels[i] - labels[j]
     assert ((logits > 0) == (gap > 0)).mean() == 1.0
 
@@ -195,7 +198,8 @@ def test_sharded_step_matches_one_device():
 
         @jax.jit
         def step(state, batch):
-            return nnx.value_and_grad(lambda m: approach.loss(m, batch, 0, mesh), has_aux=True)(
+            return nnx.value_and_grad(lambda m: approach.loss(approach.objective(config), m, batch, 0, mesh),
+                                      has_aux=True)(
                 nnx.merge(graphdef, state))
 
         (loss, _), grads = step(distributed.replicate(state, mesh), distributed.shard_batch(batch, mesh))
