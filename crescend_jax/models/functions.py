@@ -16,7 +16,9 @@ different crops are not aligned in time, so their mean means nothing. Such pairs
 instead: for rows a and b with C_a and C_b crops, C = min(C_a, C_b) comparisons pair crop
 floor((c + 1/2) C_a / C) of a with crop floor((c + 1/2) C_b / C) of b (c = 0..C-1: proportional positions, the
 same passages when two performances differ only in tempo), and the pair's logits are the mean of the C logits.
-The alignment does not depend on the order of a and b, so an antisymmetric comparator stays antisymmetric.
+The alignment does not depend on the order of a and b, so an antisymmetric comparator stays antisymmetric. Training
+draws the crops of such a head the same way: the members of a block are cut around one fraction of their tracks
+(`models.sampler.aligned_crop_starts`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ so either warm-starts it (``model.init_from``, with ``model.init_from_prefix="st
   It needs frame inputs (``model.input="frames"``, a store extracted with frames).
 
 Training: a batch is P blocks of K performances of one group (`PairBatchSampler`: over an epoch every pair of every
-group meets in a block); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
+group meets in a block; for the cross_attention head the crops of a block's members are centred at one fraction of
+their tracks, the passages the evaluation compares); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
 each block on the encodings ([P, K, K, 19], exactly antisymmetric), and `block_comparison_loss` scores the tile
 (BCE / logistic-margin / hinge on which is higher; ties and gaps <= min_label_gap skipped; label smoothing;
 optional rater-agreement weights). Evaluation reads P(a above b) from ``compare`` on the encodings
@@ -241,6 +242,8 @@ class Siamese(Approach):
             label_smoothing=objective.label_smoothing)
 
     def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: Any) -> PairBatchSampler:
+        """`PairBatchSampler` blocks; a sequence head's crops are aligned within each block (centred at one fraction
+        of every member's track), as the evaluation aligns the crops it compares."""
         model = config.model
         crop = crop_frames(config, table.frame_rate)
         if crop > 0 and table.frames is None:
@@ -251,7 +254,8 @@ class Siamese(Approach):
                               "raise the crop or lower the stride")
         return PairBatchSampler(table, config.train.batch_size, model.sampler.group_size, seed, crop_frames=crop,
                                 hard_pair_weight=model.sampler.hard_pair_weight, hard_gap=model.sampler.hard_gap,
-                                min_label_gap=model.loss.min_label_gap)
+                                min_label_gap=model.loss.min_label_gap,
+                                aligned_crops=model.comparison in SEQUENCE_HEADS)
 
     def encode(self, objective: SiameseObjective, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
         encoding, hidden = model.encode(x)
