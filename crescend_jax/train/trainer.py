@@ -4,7 +4,7 @@ Workdir layout::
 
     config.json            the config of the run (a resume must match it)
     fingerprint.json       what it trained on: stores, data root, hashes of keys and labels (`data.fingerprint`)
-    folds.json             per fold: held-out compositions and keys
+    folds.json             per fold: held-out compositions, works and keys; training and validation compositions
     fold_<k>/checkpoints/  orbax: latest and best-by-validation steps ("model" and "optimizer" items)
     fold_<k>/metrics.jsonl, fold_<k>/tensorboard/, fold_<k>/done.json
     fold_<k>/input_stats.npz   mean, std: the standardisation of the model's inputs; pooled_mean, pooled_std: that
@@ -230,25 +230,50 @@ class _FoldData:
     selection: str
 
 
+def _validation(train_table: EmbeddingTable, train_units: np.ndarray, config: ml_collections.ConfigDict,
+                fold: int) -> tuple[np.ndarray | None, str]:
+    """(bool [M] validation rows of a fold's training rows, or None; how the checkpoint is selected)."""
+    if config.train.get("label_free", False) and np.isnan(train_table.label_mean).all():
+        return None, "last step (label-free training: no labels to validate on)"
+    val = validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
+    if val is None:
+        count, needed = len(np.unique(train_units)), max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))
+        return None, (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
+                      f"validation split by whole units needs >= {needed})")
+    return val, "best validation pairwise accuracy (validation by whole compositions)"
+
+
 def _fold_data(approach: Approach, table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray,
                config: ml_collections.ConfigDict, fold: int) -> _FoldData:
     train_table, train_units = table.subset(~test_mask), units[~test_mask]
-    label_free = config.train.get("label_free", False) and np.isnan(train_table.label_mean).all()
-    val = None if label_free else validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
-    if label_free:
-        selection = "last step (label-free training: no labels to validate on)"
-        fit, val_table = train_table, None
-    elif val is None:
-        count = len(np.unique(train_units))
-        selection = (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
-                     f"validation split by whole units needs >= {max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))})")
+    val, selection = _validation(train_table, train_units, config, fold)
+    if val is None:
         fit, val_table = train_table, None
     else:
         check_split(train_table.groups, train_table.performers, val, name=f"fold {fold} validation split")
-        selection = "best validation pairwise accuracy (validation by whole compositions)"
         fit = train_table.subset(~val)
         val_table = train_table.subset(val & first_render_mask(train_table.renders))
     return _FoldData(fit=fit, val=val_table, stats=approach.input_stats(fit, config), selection=selection)
+
+
+def folds_record(table: EmbeddingTable, masks: list[np.ndarray], units: np.ndarray,
+                 config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """What ``folds.json`` holds per fold: its test compositions and keys (`fingerprint.folds_record`), its test
+    works, and what the fold trains on: its training compositions and works, and the validation compositions the
+    network never fits (its checkpoint is chosen on them). The ridge reference fits on exactly the rows the network
+    fits (`evaluate.reference`), and a warm start refuses a source that trained on the music a fold tests
+    (`train.warm_start`)."""
+    works = split_units(table.compositions, "work", config.get("corpus", ""), table.works)
+    records = fingerprint_lib.folds_record(table, masks)
+    for k, (record, mask) in enumerate(zip(records, masks)):
+        train_table = table.subset(~mask)
+        val, _ = _validation(train_table, units[~mask], config, k)
+        record.update(
+            test_works=sorted(set(works[mask].tolist())),
+            train_compositions=sorted(set(train_table.compositions.tolist())),
+            train_works=sorted(set(works[~mask].tolist())),
+            validation_compositions=[] if val is None else sorted(set(train_table.compositions[val].tolist())))
+    return records
 
 
 def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: EmbeddingTable, units: np.ndarray,
@@ -367,7 +392,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
     check_table(table, config)
     masks, units = fold_masks(table, config)
     folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
-                             fingerprint_lib.folds_record(table, masks))
+                             folds_record(table, masks, units, config))
     mesh = distributed.make_mesh()
     records = []
     for entry in folds:
