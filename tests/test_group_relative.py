@@ -103,7 +103,7 @@ def test_store_round_trip_and_load_table_applies_it(tmp_path, monkeypatch):
     from crescend_jax.data.render import default_render_config
     from crescend_jax.data.segments import Corpus, Segment
     from crescend_jax.data.table import default_input_config
-    from crescend_jax.train.trainer import input_stats
+    from crescend_jax.models.contract import standardisation
     from tests.test_aligned_encoder import played, score_notes, write_midi
 
     score = write_midi(tmp_path / "score.mid", score_notes(4))
@@ -138,6 +138,6 @@ def test_store_round_trip_and_load_table_applies_it(tmp_path, monkeypatch):
     expected = group_relative(stored)
     np.testing.assert_array_equal(relative.pooled, expected.pooled)
     np.testing.assert_allclose(relative.pooled.sum(axis=0), 0.0, atol=1e-3)
-    mean, _ = input_stats(relative, True)  # the fold's statistics are those of the transformed inputs
+    mean, _ = standardisation(relative.pooled, True)  # the fold's statistics are those of the transformed inputs
     np.testing.assert_allclose(mean, 0.0, atol=1e-3)
     assert relative.encoder.endswith(GROUP_RELATIVE_SUFFIX)  # the run's fingerprint tells the inputs apart

@@ -119,10 +119,16 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         assert by_name["a-batch_size=1024-rule=sqrt"].config.train.learning_rate == pytest.approx(4e-4)
         assert by_name["a-batch_size=4096-rule=none"].config.model.input == "frames"
         assert all(p.config.store.frames for p in points)
-    if path.stem == "combined" and "a_then_b" in by_name:
+    if path.stem == "combined":  # every point, none silently dropped
+        assert names == ["baseline", "approach_a", "approach_b", "a_then_b", "approach_c", "b_on_c_style"]
+        assert not sweep.notes
         item = by_name["a_then_b"]
         assert item.references == {"model.init_from": "approach_a"} and "approach_a" in item.depends
         assert item.config.model.embedding_dim == by_name["approach_a"].config.model.projection_dim
+        item, c = by_name["b_on_c_style"], by_name["approach_c"].config.model
+        assert item.references == {"model.init_from": "approach_c"} and "approach_c" in item.depends
+        assert item.config.model.init_from_prefix == "style/" and item.config.model.name == "siamese"
+        assert (item.config.model.embedding_dim, item.config.model.hidden_dim) == (c.style_dim, c.hidden_dim)
     if path.stem == "percepiano_table":
         encoders = {language.encoder_label(p.config) for p in points}
         assert encoders == {"features", "midi", "features+midi", "aligned", "aligned, group-relative"}

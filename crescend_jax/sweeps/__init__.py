@@ -60,6 +60,6 @@ seed's own interval.
 after another), `results` (seeds pooled into the tables), `main` (the two commands' flags, absl).
 """
 
-from crescend_jax.sweeps.language import default_sweep_config, existing_approaches, point
+from crescend_jax.sweeps.language import APPROACH_FILES, default_sweep_config, existing_approaches, point
 
-__all__ = ["default_sweep_config", "existing_approaches", "point"]
+__all__ = ["APPROACH_FILES", "default_sweep_config", "existing_approaches", "point"]
