@@ -194,7 +194,7 @@ def test_label_free_pretraining_learns_the_infonce_and_warm_starts_a_rated_run(t
     rated = approach_a_config(num_steps=5)
     rated.model.init_from = str(tmp_path / "pretrain")
     (warm,) = train(rated, tmp_path / "rated", table=synthetic_table())
-    assert warm["init_from"]["source_fold"] == 0 and "trunk/linears/0/kernel" in warm["init_from"]["copied"]
+    assert warm["init_from"]["source_fold"] == 0 and "mlp/linears/0/kernel" in warm["init_from"]["copied"]
 
 
 def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):

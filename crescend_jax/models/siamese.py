@@ -42,7 +42,7 @@ from crescend_jax.losses.comparison import KINDS, block_comparison_loss
 from crescend_jax.models.comparators import COMPARATORS, make_comparator
 from crescend_jax.models.contract import (COMPARATOR, Approach, Objective, check_batch_config, choice, crop_frames,
                                           model_input)
-from crescend_jax.models.layers import POOLINGS, Encoder, check_trunk_options
+from crescend_jax.models.layers import POOLINGS, Encoder, check_encoder_options
 from crescend_jax.models.pair_sampler import PairBatchSampler
 
 SEQUENCE_HEADS = ("cross_attention",)  # heads whose encoding is a frame sequence
@@ -181,7 +181,7 @@ def check_model_config(config: ml_collections.ConfigDict) -> SiameseObjective:
                           f"model.input='frames': {FRAMES_HINT}")
     for name in ("hidden_dim", "num_layers", "embedding_dim", "frame_stride"):
         _positive(model[name], name)
-    check_trunk_options(model, min_layers=1)
+    check_encoder_options(model, min_layers=1)
     if not 0 <= model.head.dropout < 1:
         raise ConfigError("model.head.dropout must be in [0, 1)")
     choice(model.head.pooling, POOLINGS, "head.pooling")
