@@ -35,7 +35,7 @@ from crescend_jax.runtime.checkpoint import FoldCheckpoints
 
 
 def _path(path) -> str:
-    """"linears/0/kernel" from a pytree key path (the trailing ".value" of a variable dropped)."""
+    """"mlp/linears/0/kernel" from a pytree key path (the trailing ".value" of a variable dropped)."""
     names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
     return "/".join(names[:-1] if names and names[-1] == "value" else names)
 
