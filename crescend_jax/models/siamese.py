@@ -18,8 +18,9 @@ so either warm-starts it (``model.init_from``, with ``model.init_from_prefix="st
 
 Training: a batch is P blocks of K performances of one group (`PairBatchSampler`: over an epoch every pair of every
 group meets in a block; for the cross_attention head the crops of a block's members are centred at one fraction of
-their tracks, the passages the evaluation compares); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
-each block on the encodings ([P, K, K, 19], exactly antisymmetric), and `block_comparison_loss` scores the tile
+their tracks, the passages the evaluation compares); the B = P K rows are encoded once, the head's ``block_logits``
+forms every ordered pair of each block on the encodings ([P, K, K, 19], exactly antisymmetric), and
+`block_comparison_loss` scores the tile
 (BCE / logistic-margin / hinge on which is higher; ties and gaps <= min_label_gap skipped; label smoothing;
 optional rater-agreement weights). Evaluation reads P(a above b) from ``compare`` on the encodings
 (`crescend_jax.models.functions.predict_rows`; sequence encodings are compared crop by crop, aligned).
