@@ -91,6 +91,10 @@ def test_resume_with_another_config_names_the_fields(tmp_path):
         train(one_fold_config(num_steps=10), tmp_path, table=table)
     with pytest.raises(TrainingError, match=r"another config \(train.learning_rate: 0.01 -> 0.5\)"):
         train(one_fold_config(num_steps=10, learning_rate=0.5, resume=True), tmp_path, table=table)
+    other_notes = one_fold_config(num_steps=10, resume=True)  # fields that do not change the model: one list
+    other_notes.experiment = {"name": "renamed"}
+    assert all(name.startswith(trainer.NON_MODEL_FIELDS) for name in ("experiment.name", "eval.min_gap"))
+    assert train(other_notes, tmp_path, table=table)[0]["steps"] == 10
 
 
 class PoisonedBaseline(PointwiseBaseline):
