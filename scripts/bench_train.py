@@ -1,4 +1,4 @@
-"""Training-step throughput of every approach, in both units and at both input widths: ``python scripts/bench_train.py``.
+"""Training-step throughput of every approach in both units at both input widths: ``python scripts/bench_train.py``.
 
 For each approach, input width (``--dims``: 4,096 = MuQ layers 9-12 as the PyTorch reference reads them, 1,024 = one
 MuQ layer) and global batch (rows = performances encoded per step), on this machine's default JAX backend:
@@ -75,7 +75,7 @@ def synthetic_table(rows: int, dim: int, seed: int = 0) -> EmbeddingTable:
         performers=np.array([str(i % GROUP_ROWS) for i in index]), groups=groups, renders=np.array(["r"] * rows),
         label_mean=labels, label_std=np.full((rows, 19), 0.1, np.float32),
         label_truth=np.full((rows, 19), np.nan, np.float32), ratings=[np.zeros((0, 19), np.float32)] * rows,
-        pooled=rng.normal(size=(rows, dim)).astype(np.float32), frames=None, encoder="synthetic", frame_rate=0.0)
+        pooled=rng.standard_normal((rows, dim), dtype=np.float32), frames=None, encoder="synthetic", frame_rate=0.0)
 
 
 def distinct_pairs(rows: np.ndarray, group_size: int) -> int:
@@ -92,7 +92,8 @@ def distinct_pairs(rows: np.ndarray, group_size: int) -> int:
 @dataclasses.dataclass
 class Step:
     """One approach's jitted step, set up and compiled: ``alone()`` and ``with_input()`` each run one update and
-    return its loss (the state is carried between calls, as in training)."""
+    return its loss (the state is carried between calls, as in training); ``lower()`` lowers the update on the
+    current state (for HLO dumps and cost analysis)."""
 
     name: str
     batch: int
@@ -104,18 +105,19 @@ class Step:
     with_input: Callable[[], Any]
     host_sampling_seconds: float
     compile_seconds: float
-    extra: dict = dataclasses.field(default_factory=dict)
+    lower: Callable[[], Any]
 
 
-def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = ()) -> Step:
-    """Set up ``name``'s train step at ``batch`` rows and input width ``dim`` on the default mesh, compile both
-    variants (one warm-up call each) and count its FLOPs and supervised pairs."""
+def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (), table_rows: int = 0) -> Step:
+    """Set up ``name``'s train step at ``batch`` rows and input width ``dim`` on the default mesh (config
+    ``overrides`` appended; a synthetic table of ``table_rows`` rows, default 2 x batch), compile both variants (one
+    warm-up call each) and count its FLOPs and supervised pairs."""
     path, own = APPROACHES[name]
     config = load_config(ROOT / path, [*own, *overrides, f"--config.train.batch_size={batch}"])
     approach = get_approach(config.model.name)
     approach.check_config(config)
     mesh = distributed.make_mesh()
-    table = synthetic_table(max(2 * batch, GROUP_ROWS * 32), dim)
+    table = synthetic_table(max(table_rows or 2 * batch, GROUP_ROWS * 32), dim)
     functions = model_functions(approach, config, dim, mesh)
     model_state = functions.init(0)
     steps = build_train_step(functions.approach, functions.graphdef, build_optimizer(config.train, model_state), mesh)
@@ -150,8 +152,10 @@ def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = ())
         timed(fn, 1)
     compile_seconds = time.perf_counter() - start
     host = median(timed(lambda: next(sampler).rows, 5))
+    lower = lambda: steps.update.lower(state["model"], state["opt"], fixed, np.int32(state["step"]))
     return Step(name=name, batch=batch, dim=dim, group_size=group_size, pairs_per_step=pairs, flops=flops,
-                alone=alone, with_input=with_input, host_sampling_seconds=host, compile_seconds=compile_seconds)
+                alone=alone, with_input=with_input, host_sampling_seconds=host, compile_seconds=compile_seconds,
+                lower=lower)
 
 
 def measure(step: Step, repeats: int) -> tuple[list[float], list[float]]:
