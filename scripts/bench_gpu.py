@@ -167,7 +167,8 @@ def bench_infonce(sizes: list[int], repeats: int, budget: Budget, peak: dict | N
             continue
         seconds = median(times)
         result = {"n": n, "dim": INFONCE_DIM, "seconds": seconds, "compile_seconds": compile_seconds,
-                  "matmul_flops": flops.dot, "exp_count": flops.transcendental, "matmul_tflops": flops.dot / seconds / 1e12,
+                  "matmul_flops": flops.dot, "exp_count": flops.transcendental,
+                  "matmul_tflops": flops.dot / seconds / 1e12,
                   "of_measured_matmul": flops.dot / seconds / rates["fp32"]}
         if peak:
             result["mfu"] = flops.dot / seconds / (peak["fp32"] * 1e12)
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> Path:
     kind = jax.devices()[0].device_kind
     peak, source = device_peak(kind)
     if info["backend"] == "cpu" and not args.dry_run:
-        print("no accelerator: the default backend is cpu (use --dry-run for a CPU smoke run)")
+        raise SystemExit("no accelerator: the default backend is cpu; run this on a GPU machine, or --dry-run for "
+                         "the CPU smoke run (tiny sizes)")
     dtypes = ["fp32"] + (["bf16"] if bf16_supported() else [])
     bf16_note = ("" if "bf16" in dtypes else "bf16 skipped: the config has no `train.compute_dtype` field yet "
                  "(issue 22 phase 2 adds it); rerun this script once it exists.")

@@ -458,6 +458,32 @@ def solves(dim: int, classes: int, repeats: int) -> dict:
     return out
 
 
+def pair_features(rows: int, group_size: int, dim: int, repeats: int) -> dict:
+    """Milliseconds of forming approach B's pair products x_i * x_j for the K(K-1)/2 pairs i < j of each block of
+    x [rows / K, K, dim], value and gradient, as `ConcatComparator.block_logits` does now (static-index gathers
+    ``x[:, i]``, whose gradient is a scatter-add) and with K - 1 static slices (pair (s, s + t) for t >= 1)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    blocks, k = rows // group_size, group_size
+    i, j = np.triu_indices(k, k=1)
+    x = jax.random.normal(jax.random.key(0), (blocks, k, dim), jnp.float32)
+
+    def slices(x):
+        left = jnp.concatenate([jnp.broadcast_to(x[:, s:s + 1], (blocks, k - 1 - s, dim)) for s in range(k - 1)], 1)
+        right = jnp.concatenate([x[:, s + 1:] for s in range(k - 1)], 1)
+        return left * right
+
+    cases = {"static-index gathers (now)": lambda x: x[:, i] * x[:, j], "static slices": slices}
+    out = {}
+    for label, pairs in cases.items():
+        fn = jax.jit(jax.value_and_grad(lambda x: jnp.sum(pairs(x) ** 2)))
+        jax.block_until_ready(fn(x))
+        out[label] = 1e3 * median(timed(lambda: fn(x), repeats))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------- main
 
 
@@ -477,6 +503,7 @@ def main() -> None:
                         help="a Python with torch for the matmul comparison (default: the reference harness's, "
                              "else this one)")
     parser.add_argument("--quick", action="store_true", help="1,024 rows, fewer repeats and flag sets")
+    parser.add_argument("--merge", action="store_true", help="keep the other parts of OUT/profile.json (rerun some)")
     parser.add_argument("--flags-child", action="store_true", help=argparse.SUPPRESS)
     add_output_args(parser)
     args = parser.parse_args()
@@ -491,6 +518,10 @@ def main() -> None:
     parts = args.parts.split(",")
     info = machine()
     result: dict = {"machine": info, "dim": args.dim, "rows": rows, "repeats": repeats}
+    if args.merge and (out / "profile.json").is_file():
+        result = json.loads((out / "profile.json").read_text())
+        result.setdefault("merged_runs", []).append({"parts": parts, **info})
+        info = result["machine"]
     if "ops" in parts:
         result["ops"] = []
         for n in rows:
@@ -511,11 +542,15 @@ def main() -> None:
         print(json.dumps(result["matmul"]), flush=True)
     if "solve" in parts:
         result["solve"] = solves(128, 128, 30)
-        print(json.dumps(result["solve"]), flush=True)
+        result["pair_features"] = {n: pair_features(n, 8, 256, max(repeats, 5)) for n in rows}
+        print(json.dumps([result["solve"], result["pair_features"]]), flush=True)
     if "flags" in parts:
         sets = QUICK_FLAG_SETS if args.quick else tuple(FLAG_SETS)
         result["flags"] = profile_flags(list(sets), rows[0], args.dim, repeats, approaches)
-    info["load_average_end"] = load_average()
+    if args.merge:
+        result["merged_runs"][-1]["load_average_end"] = load_average()
+    else:
+        info["load_average_end"] = load_average()
     (out / "profile.json").write_text(json.dumps(result, indent=1))
     (out / "profile.md").write_text(markdown(result))
     print(f"wrote {out / 'profile.md'} and profile.json")
@@ -539,6 +574,12 @@ def _category_ms(result: dict, name: str, prefix: str) -> list[tuple[int, float,
         seconds = sum(v for k, v in r["categories"].items() if k.startswith(prefix))
         out.append((r["rows"], 1e3 * seconds, seconds / max(r["thunk_seconds"], 1e-12)))
     return out
+
+
+def _share(result: dict, names: tuple[str, ...], *prefixes: str) -> float:
+    """The largest share of a traced step (over ``names`` and sizes) spent in the categories of ``prefixes``."""
+    return max((share for name in names for prefix in prefixes for _, _, share in _category_ms(result, name, prefix)),
+               default=0.0)
 
 
 def _evidence(result: dict, name: str, prefix: str) -> str:
@@ -565,8 +606,9 @@ def _changes(change: dict[str, float]) -> str:
 
 
 def work_order(result: dict) -> list[str]:
-    """The phase-2 list: what to change where, with the time it can take back (computed from ``result``)."""
-    items = []
+    """The phase-2 list: what to change where, with the time it can take back (computed from ``result``); the code
+    changes first, largest measured share of a step first, then flags, donation and the products themselves."""
+    items, ranked = [], []
     solve = result.get("solve", {})
     if solve:
         now = solve["jnp.linalg.solve (now)"]
@@ -575,18 +617,25 @@ def work_order(result: dict) -> list[str]:
         in_step = ", ".join(
             f"{1e3 * sum(v for k, v in r.get('custom_calls', {}).items() if 'adversarial.py' in k):.1f} ms at "
             f"{r['rows']:,} rows" for r in _ops_for(result, "approach_c"))
+        faster = best["ms"] < 0.5 * now["ms"]
+        ranked.append(_share(result, ("approach_c",), "adversary refit"))
         items.append(
             f"**C: the adversary's solve.** `crescend_jax/losses/adversarial.py`, `least_squares_adversary_loss`: "
             f"`jnp.linalg.solve(gram, ...)` of the [128, 128] ridge system runs as LU and triangular-solve custom "
             f"calls; in C's traced step they took {in_step or 'not profiled'} (the whole refit: "
-            f"{_evidence(result, 'approach_c', 'adversary refit')}). Alone it took {now['ms']:.2f} ms median, "
-            f"{now['min_ms']:.2f}-{now['max_ms']:.2f} ms, against {best['ms']:.2f} ms "
-            f"({best['min_ms']:.2f}-{best['max_ms']:.2f}) for {best_label} (relative error "
-            f"{best['relative_error']:.0e}; the gram is symmetric positive definite with the ridge). Use the form "
-            "with the smaller worst case and check the adversary tests (tests/test_adversarial.py). Expected gain: "
-            "the custom calls' time in the step less the alternative's.")
+            f"{_evidence(result, 'approach_c', 'adversary refit')}). Alone it took {now['ms']:.2f} ms median "
+            f"({now['min_ms']:.2f}-{now['max_ms']:.2f}), {best_label} {best['ms']:.2f} ms "
+            f"({best['min_ms']:.2f}-{best['max_ms']:.2f}; relative error {best['relative_error']:.0e}). "
+            + (f"Replace the solve by {best_label} (the gram is symmetric positive definite with the ridge) and "
+               "check tests/test_adversarial.py; expected gain: the custom calls' time in the step less the "
+               "alternative's." if faster else
+               "The forms cost the same alone: a [128, 128] system is microseconds of arithmetic, and what the step "
+               "pays is the hand-off of a tiny operation to XLA's thread pool, which on a loaded machine waits "
+               "for a time slice (all three forms alike). Rerun quiet before changing it; if it persists, fit "
+               "the adversary every few steps (the moments change slowly) rather than change the solver."))
     rbg = next((label for label in result.get("flags", {}) if label.startswith("PRNG")), None)
     change = _flag_change(result, rbg) if rbg else {}
+    ranked.append(_share(result, APPROACHES, "dropout"))
     items.append(
         "**Dropout bits.** `crescend_jax/models/functions.py`, `model_functions.create`: the dropout stream is a "
         "threefry key, and generating a [B, 512] mask costs ~20 integer operations per 32 bits on CPU. Key the "
@@ -597,6 +646,7 @@ def work_order(result: dict) -> list[str]:
         + (". Whole-step change with JAX_DEFAULT_PRNG_IMPL=unsafe_rbg (flags table): "
            + _changes(change) if change else "")
         + ". Check that a seed still reproduces a run bit for bit (tests/test_trainer.py).")
+    ranked.append(_share(result, APPROACHES, "InfoNCE", "matmul in a loss (infonce"))
     items.append(
         "**InfoNCE tiles.** `crescend_jax/losses/infonce.py`: (a) `_forward_tile` reduces a [bq, bk] boolean "
         "positive mask to float per tile for `pos_count` and `pos_sum`; both follow from the group ids alone "
@@ -605,12 +655,15 @@ def work_order(result: dict) -> list[str]:
         "(b) `_backward_tile` recomputes s = q k^T and two exponentials per tile: when the batch is one tile "
         "(B <= block_size: every A and C step up to 2,048 rows on CPU) save exp(s - lse) as a residual of "
         "`_infonce_fwd` and skip the second product; (c) H_ij = G_ij + G_ji is symmetric: on one device visit only "
-        "tiles j >= i in `_backward_pass` and add H^T k for the mirror (half the backward tiles). InfoNCE "
+        "tiles j >= i in `_backward_pass` and add H^T k for the mirror (half the backward tiles); (d) the rows are "
+        "unit vectors, so s <= 1/T: for T >= 0.05 the tiles' log-sum-exp can use the fixed shift 1/T (no running "
+        "max and rescaling: one pass over each tile instead of two). InfoNCE "
         f"non-matmul time: A {_evidence(result, 'approach_a', 'InfoNCE')}; C "
         f"{_evidence(result, 'approach_c', 'InfoNCE')}; its products: A "
         f"{_evidence(result, 'approach_a', 'matmul in a loss (infonce')}. (a)+(b) can take back most of the "
         "non-matmul time and half the loss products at <= 2,048 rows.")
     if _ops_for(result, "approach_b"):
+        ranked.append(_share(result, ("approach_b",), "comparison head", "matmul: comparison head"))
         items.append(
             "**B: pair features by gathers.** `crescend_jax/models/comparators.py`, `ConcatComparator.block_logits` "
             "and `PairMLP.antisymmetric` index z, W_a z and W_b z with static pair indices (`z[:, i]`: gathers of "
@@ -619,7 +672,13 @@ def work_order(result: dict) -> list[str]:
             "pairs, no gather), take logits = finish(...) - its transpose over (i, j), or split the pairs into "
             "K - 1 static slices (i, i + s); measure both. Pair-head elementwise time (gathers, pair features, "
             f"tile): {_evidence(result, 'approach_b', 'comparison head')}; head products: "
-            f"{_evidence(result, 'approach_b', 'matmul: comparison head')}.")
+            f"{_evidence(result, 'approach_b', 'matmul: comparison head')}"
+            + "".join(f"; the product features x_i * x_j alone, value and gradient at {int(n):,} rows: "
+                      f"{v['static-index gathers (now)']:.1f} ms by gathers, {v['static slices']:.1f} ms by slices"
+                      for n, v in result.get("pair_features", {}).items())
+            + ". The head's two products W_p (xa * xb) and W_d |xa - xb| can be one product of the concatenated "
+              "[P * 28, 2 E] features with [W_p; W_d].")
+    ranked.append(_share(result, APPROACHES, "optimizer"))
     items.append(
         "**Optimizer.** `crescend_jax/train/optimizer.py`, `build_optimizer`: AdamW runs leaf by leaf (a few "
         "fusions per parameter, ~20 leaves per model, plus the gradient norm in `train/step.py`); wrapping the "
@@ -628,6 +687,7 @@ def work_order(result: dict) -> list[str]:
                     if _ops_for(result, n)) + ". Gain: part of that (the concatenation copies all parameters).")
     copies = [(r["approach"], r["rows"], op) for r in result.get("ops", []) for op in r["top_ops"]
               if op["category"].startswith("layout")]
+    ranked.append(_share(result, APPROACHES, "layout"))
     items.append(
         "**Layout copies and transposes.** "
         + ("; ".join(f"{_short(a)} {rows:,}: `{op['op']}` {_ms(op['seconds'])} ms "
@@ -638,6 +698,7 @@ def work_order(result: dict) -> list[str]:
                     if _ops_for(result, n))
         + ". Where a copy transposes a kernel for the backward product, store the kernel as the product reads it "
           "or let dot_general contract the other dimension (no explicit `.T`).")
+    items = [item for _, item in sorted(zip(ranked, items), key=lambda pair: -pair[0])]
     flags = result.get("flags", {})
     helpful = []
     for label in flags:
@@ -670,17 +731,18 @@ def work_order(result: dict) -> list[str]:
     if shared:
         ratio = {k: jax_rates[k] / torch_rates[k] for k in shared}
         key = "forward + dW + dX, N=4096"
+        level = all(v >= 0.9 for k, v in ratio.items() if "forward + dW + dX" in k)
         items.append(
             "**The products themselves.** On the first layer's shapes XLA's dot (YNNPACK) runs at "
             + ", ".join(f"{ratio[k]:.0%}" for k in shared if "forward + dW + dX" in k)
             + " of torch's (MKL) rate for forward + dW + dX at N = "
             + " / ".join(k.split("N=")[1] for k in shared if "forward + dW + dX" in k)
-            + f" rows (square 4096^2: {ratio.get('square 4096^2', float('nan')):.0%}). "
-            + ("The reference's eager steps therefore start with faster products: at equal FLOPs per encoded "
-               "performance B and C can only pass it by removing work outside the products (items above) and by "
-               "bf16, or with a faster dot (oneDNN row of the flags table). "
-               if ratio.get(key, 1.0) < 0.95 else
-               "The products are not slower than torch's: the gap to the reference is work outside them. ")
+            + f" rows (the square 4096^2: {ratio.get('square 4096^2', float('nan')):.0%}). "
+            + ("About level on the step's own shapes: the gap to the reference at equal FLOPs per encoded "
+               "performance is the work outside the products (items above). " if level else
+               "The reference's eager steps start with faster products on these shapes: B and C can pass it only "
+               "by removing work outside the products (items above), by bf16, or with a faster dot (the flags "
+               "table's oneDNN row). ")
             + "Targets read against JAX's own rate (% matmul in train.md).")
     return items
 
@@ -745,6 +807,11 @@ def markdown(result: dict) -> str:
                          + (f"{other:.0f} | {value / other:.0%} |" if isinstance(other, float) else "- | - |"))
         if "error" in torch_rates:
             lines.append(f"\ntorch failed: {torch_rates['error']}")
+    if result.get("pair_features"):
+        lines += ["", "## B's pair features alone (x_i * x_j for the 28 pairs of each block of 8, value and gradient)",
+                  "", "| rows | static-index gathers (now) ms | static slices ms |", "|---|---|---|"]
+        lines += [f"| {int(n):,} | {v['static-index gathers (now)']:.1f} | {v['static slices']:.1f} |"
+                  for n, v in result["pair_features"].items()]
     if result.get("solve"):
         lines += ["", "## C's ridge solve alone ([128, 128] system, 128 right-hand sides)", "",
                   "30 calls each; a wide spread is the load (the solvers' threads wait for each other).", "",
@@ -755,6 +822,8 @@ def markdown(result: dict) -> str:
     if flags:
         names = sorted({n for f in flags.values() for n in f.get("steps", {})})
         lines += ["", f"## XLA CPU flags (a child process each; step alone at {result['rows'][0]:,} rows)", "",
+                  "Each setting is compared with the median of the two default children (first and last); their own "
+                  "gap (the default rows' change column) is this run's noise.", "",
                   "| setting | environment | matmul GFLOP/s | " + " | ".join(f"{n} ms" for n in names)
                   + " | change vs default | load |", "|---|---|---|" + "---|" * len(names) + "---|---|"]
         for label, f in flags.items():
@@ -766,7 +835,9 @@ def markdown(result: dict) -> str:
                          f"{f['matmul_gflops']:.0f} | " + " | ".join(_ms(f["steps"].get(n, float("nan")))
                                                               for n in names)
                          + " | " + ", ".join(f"{v:+.0%}" for v in change.values()) + f" | {f['load_average'][0]} |")
-    lines += ["", "## Work order for phase 2 (each gain is bounded by the measured time of what it removes)", ""]
+    lines += ["", "## Work order for phase 2 (each gain is bounded by the measured time of what it removes)", "",
+              "Code changes first, the largest measured share of a traced step first; then flags, donation and the "
+              "products themselves.", ""]
     lines += [f"{i}. {item}" for i, item in enumerate(work_order(result), 1)]
     return "\n".join(lines) + "\n"
 

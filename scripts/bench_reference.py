@@ -216,6 +216,12 @@ def markdown(info: dict, results: list[dict]) -> str:
                 f"{r['ours_mflop_per_encoded']:.1f} / {r['reference_mflop_per_encoded']:.1f} | "
                 f"{r['ours_fraction_of_matmul']:.0%} / {r['reference_fraction_of_matmul']:.0%} | "
                 f"{r['load_average'][0]} |")
+    loads = [info["load_average_start"][0], info["load_average_end"][0]] + [r["load_average"][0] for r in results]
+    if max(loads) > (info.get("cores") or 1):
+        lines += ["", f"**Not a like-for-like comparison**: the 1-minute load average reached {max(loads)} on "
+                      f"{info['cores']} cores. torch's OpenMP threads wait for each other at every operation, so an "
+                      "oversubscribed machine slows the reference's eager steps far more than XLA's compiled ones "
+                      "(the reference's own matmul rate above says how much). Rerun on a quiet machine."]
     failed = [r for r in results if any(s != "ok" for s in r["reference_status"])]
     if failed:
         lines += ["", "Reference measurements that did not finish: " + "; ".join(

@@ -16,6 +16,9 @@ MuQ layer) and global batch (rows = performances encoded per step), on this mach
   operations. "% of matmul" = matmul FLOPs / step-alone seconds / the float32 rate of a [4096, 4096]^2 product measured
   in the same process (at the start and the end; their median), i.e. like-for-like matmul work.
 
+Full run: batches 256, 1,024 and 4,096 at both widths and 16,384 at the narrower (about 8 minutes idle); ``--quick``:
+256 and 1,024 (about 3 minutes).
+
 The table is synthetic (random pooled vectors, same-music groups of 8 performances, 128 compositions; 2 x batch rows so
 that a batch draws each group about once): throughput does not depend on the values. Writes train.md, train.json
 and train.png into bench/tmp/ (``--publish``: bench/). The load average is recorded with every measurement.
@@ -57,8 +60,8 @@ APPROACHES = {
     # approach C's composition classifiers need a class per training composition
     "approach_c": ("configs/approach_c.py", [f"--config.model.adversary.num_classes={COMPOSITIONS}"]),
 }
-QUICK = {"batches": "256,1024", "repeats": 3}
-FULL = {"batches": "256,1024,4096,16384", "repeats": 5}
+QUICK = {"batches": "256,1024", "large": "", "repeats": 3}
+FULL = {"batches": "256,1024,4096", "large": "16384", "repeats": 5}
 
 
 def synthetic_table(rows: int, dim: int, seed: int = 0) -> EmbeddingTable:
@@ -193,6 +196,8 @@ def main() -> None:
     parser.add_argument("--dims", default="4096,1024", help="input widths (MuQ layers 9-12: 4096; one layer: 1024)")
     parser.add_argument("--batches", default=None, help=f"rows per step (default {FULL['batches']}; "
                                                          f"--quick {QUICK['batches']})")
+    parser.add_argument("--large", default=None, help=f"batches run at the narrowest width only (default "
+                                                       f"{FULL['large']}; --quick none)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="fewer batches and repeats (a few minutes)")
     parser.add_argument("--replot", action="store_true", help="only redraw train.png from OUT/train.json")
@@ -200,6 +205,8 @@ def main() -> None:
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     batches = [int(b) for b in (args.batches or mode["batches"]).split(",")]
+    large = [int(b) for b in (mode["large"] if args.large is None else args.large).split(",") if b]
+    dims = [int(d) for d in args.dims.split(",")]
     repeats = args.repeats or mode["repeats"]
     out = output_dir(args)
     if args.replot:
@@ -210,9 +217,9 @@ def main() -> None:
     info = machine()
     rates = [matmul_rate()]
     results = []
-    for dim in (int(d) for d in args.dims.split(",")):
+    for dim in dims:
         for name in args.approaches.split(","):
-            for batch in batches:
+            for batch in batches + (large if dim == min(dims) else []):
                 load = load_average()
                 step = build_step(name, batch, dim)
                 alone, with_input = measure(step, repeats)
