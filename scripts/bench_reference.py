@@ -20,7 +20,11 @@ so that both sides see the same load; ``--rounds`` repeats the sandwich. Like fo
 * **FLOPs**: matrix-product FLOPs per step counted exactly on both sides (ours from the jaxpr, scans times trips;
   the reference's with torch's FlopCounterMode, `bench_reference_flops.py`), and each side's share of its own
   framework's float32 matmul rate ([4096, 4096]^2 at the start and end of the run: JAX in this process, torch on
-  the harness's 2 threads).
+  the reference's threads, ``--reference-threads``, the harness's 2 by default).
+
+Read it only from a quiet machine: torch's OpenMP threads meet at a barrier after every eager operation, and on an
+oversubscribed machine each barrier waits for a descheduled thread, so its 2-thread steps slow down many times more
+than one large product or XLA's compiled step (compare ``--reference-threads 1``); the report flags a loaded run.
 
 Medians over all timed steps of a cell. Writes reference.md and reference.json into bench/tmp/ (``--publish``:
 bench/). ``--quick`` (about 6 minutes): batches 256 and 1,024, fewer steps. The full run (about 20 minutes on an
@@ -61,12 +65,12 @@ def peer_python(peer: Path) -> Path:
     return peer / "venv" / "bin" / "python"
 
 
-def run_reference(peer: Path, approach: str, n: int, dim: int, steps: int, warmup: int) -> dict:
+def run_reference(peer: Path, approach: str, n: int, dim: int, steps: int, warmup: int, threads: int = 2) -> dict:
     """One measurement of the reference harness (its own child process, memory- and time-capped): the JSON result
     with ``step_times_s`` and ``status``."""
     command = [str(peer_python(peer)), str(peer / "bench_train.py"), "--approaches", approach, "--batch-sizes",
                str(n), "--input-dim", str(dim), "--steps", str(steps), "--warmup", str(warmup), "--no-progress",
-               "--time-cap", "900"]
+               "--time-cap", "900", "--threads", str(threads)]
     if approach == "A":
         command += ["--infonce", "vectorized"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=peer)
@@ -78,12 +82,13 @@ def run_reference(peer: Path, approach: str, n: int, dim: int, steps: int, warmu
     return {"status": f"no result (rc {done.returncode}): {done.stderr[-300:]}"}
 
 
-def reference_flops(peer: Path, cells: list[tuple[str, int, int]]) -> tuple[dict, float]:
+def reference_flops(peer: Path, cells: list[tuple[str, int, int]], threads: int = 2) -> tuple[dict, float]:
     """({(approach, n, dim): matmul FLOPs per step}, torch's float32 matmul FLOP/s) from `bench_reference_flops.py`
     run with the harness's Python."""
     spec = ",".join(f"{a}:{n}:{d}" for a, n, d in cells)
     done = subprocess.run([str(peer_python(peer)), str(Path(__file__).parent / "bench_reference_flops.py"),
-                           "--peer", str(peer), "--cells", spec], capture_output=True, text=True, check=True)
+                           "--peer", str(peer), "--cells", spec, "--threads", str(threads)], capture_output=True,
+                          text=True, check=True)
     flops, rate = {}, float("nan")
     for line in done.stdout.splitlines():
         record = json.loads(line)
@@ -103,6 +108,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per side and round")
     parser.add_argument("--warmup", type=int, default=None, help="the reference's untimed steps per child")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--reference-threads", type=int, default=2,
+                        help="torch threads of the reference (the harness's 2; JAX uses its own pool on all cores)")
     parser.add_argument("--quick", action="store_true")
     add_output_args(parser)
     args = parser.parse_args()
@@ -121,7 +128,7 @@ def main() -> None:
 
     info = machine()
     cells = [(a, reference_n(a, b), d) for d in dims for b in batches for a in approaches]
-    ref_flops, torch_rates = reference_flops(peer, cells)
+    ref_flops, torch_rates = reference_flops(peer, cells, args.reference_threads)
     torch_rates, jax_rates = [torch_rates], [matmul_rate()]
     results = []
     for dim in dims:
@@ -134,7 +141,7 @@ def main() -> None:
                 ours, reference, statuses = [], [], []
                 for _ in range(args.rounds):
                     ours += timed(step.alone, steps - steps // 2)
-                    peer_result = run_reference(peer, approach, n, dim, steps, warmup)
+                    peer_result = run_reference(peer, approach, n, dim, steps, warmup, args.reference_threads)
                     statuses.append(peer_result.get("status"))
                     reference += peer_result.get("step_times_s", [])
                     ours += timed(step.alone, steps // 2)
@@ -145,7 +152,7 @@ def main() -> None:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()
                                   if not k.endswith("_times")}), flush=True)
     jax_rates.append(matmul_rate())
-    torch_rates.append(reference_flops(peer, [])[1])
+    torch_rates.append(reference_flops(peer, [], args.reference_threads)[1])
     jax_rate, torch_rate = median(jax_rates), median(torch_rates)
     for result in results:
         result["ours_fraction_of_matmul"] = result["ours_matmul_flops"] / result["ours_seconds"] / jax_rate
@@ -155,6 +162,7 @@ def main() -> None:
                 jax_matmul_gflops_runs=[r / 1e9 for r in jax_rates],
                 torch_matmul_gflops_runs=[r / 1e9 for r in torch_rates], steps=steps, warmup=warmup,
                 rounds=args.rounds, peer=str(peer), load_average_end=load_average(),
+                reference_threads=args.reference_threads,
                 mode="quick" if args.quick else "full")
     (out / "reference.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
     (out / "reference.md").write_text(markdown(info, results))
@@ -184,8 +192,9 @@ def markdown(info: dict, results: list[dict]) -> str:
         "# Back to back with the PyTorch reference (`scripts/bench_reference.py`)",
         "",
         f"{info['date']}, {info['cpu']}, {info['cores']} cores; jax {info['jax']} (XLA_FLAGS "
-        f"`{info['xla_flags'] or '(none)'}`) against the reference's steps in torch on 2 threads (harness "
-        f"{info['peer']}). Float32 matmul rate [4096, 4096]^2 in this run: JAX {info['jax_matmul_gflops']:.0f} "
+        f"`{info['xla_flags'] or '(none)'}`) against the reference's steps in torch on "
+        f"{info['reference_threads']} thread(s) (harness {info['peer']}). Float32 matmul rate [4096, 4096]^2 in "
+        f"this run: JAX {info['jax_matmul_gflops']:.0f} "
         f"GFLOP/s, torch {info['torch_matmul_gflops']:.0f} GFLOP/s (medians of the start and end). "
         f"{load_note(info)}",
         "",
@@ -219,9 +228,10 @@ def markdown(info: dict, results: list[dict]) -> str:
     loads = [info["load_average_start"][0], info["load_average_end"][0]] + [r["load_average"][0] for r in results]
     if max(loads) > (info.get("cores") or 1):
         lines += ["", f"**Not a like-for-like comparison**: the 1-minute load average reached {max(loads)} on "
-                      f"{info['cores']} cores. torch's OpenMP threads wait for each other at every operation, so an "
-                      "oversubscribed machine slows the reference's eager steps far more than XLA's compiled ones "
-                      "(the reference's own matmul rate above says how much). Rerun on a quiet machine."]
+                      f"{info['cores']} cores. torch's OpenMP threads meet at a barrier after every operation of an "
+                      "eager step; on an oversubscribed machine each barrier waits for a descheduled thread, which "
+                      "slows the reference's many small operations far more than one large product or XLA's compiled "
+                      "step. Rerun on a quiet machine (`--reference-threads 1` shows the effect)."]
     failed = [r for r in results if any(s != "ok" for s in r["reference_status"])]
     if failed:
         lines += ["", "Reference measurements that did not finish: " + "; ".join(
