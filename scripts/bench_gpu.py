@@ -48,7 +48,7 @@ PEAKS = [
 APPROACHES = ("baseline", "approach_a", "approach_b", "approach_c")
 FULL = {"rows": "1024,8192,65536", "infonce": "16384,65536,262144,1048576", "dim": 4096, "repeats": 10,
         "matmul": 8192, "budget": 480.0}
-DRY = {"rows": "64", "infonce": "256", "dim": 64, "repeats": 2, "matmul": 256, "budget": 120.0}
+DRY = {"rows": "64", "infonce": "256", "dim": 64, "repeats": 2, "matmul": 256, "budget": 900.0}  # never binds
 INFONCE_DIM, INFONCE_GROUP = 256, 4
 
 
@@ -103,8 +103,8 @@ def bench_steps(rows: list[int], dim: int, repeats: int, dtypes: list[str], budg
     for n in rows:
         for dtype in dtypes:
             for name in approaches:
-                previous = last.get((name, dtype))
-                predicted = 0.0 if previous is None else previous[1] * n / previous[0]
+                previous = last.get((name, dtype))  # (rows, compile s, the rest s) of the last size measured
+                predicted = 0.0 if previous is None else previous[1] + previous[2] * n / previous[0]
                 label = f"{name} {dtype} {n:,} rows"
                 if not budget.fits(predicted):
                     skipped.append(f"{label} (predicted {predicted:.0f} s, {budget.left():.0f} s left)")
@@ -131,7 +131,7 @@ def bench_steps(rows: list[int], dim: int, repeats: int, dtypes: list[str], budg
                     if key == "fp32":
                         result["mfu_tf32"] = achieved / (peak["tf32"] * 1e12)
                 results.append(result)
-                last[(name, dtype)] = (n, time.perf_counter() - start)
+                last[(name, dtype)] = (n, step.compile_seconds, time.perf_counter() - start - step.compile_seconds)
                 print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in result.items()}),
                       flush=True)
     return results, skipped
