@@ -284,7 +284,6 @@ def profile_donation(name: str, rows: int, dim: int, repeats: int) -> dict:
     from crescend_jax.runtime import distributed
     from crescend_jax.train.input_pipeline import gather, host_table, place_plan, place_table
     from crescend_jax.train.optimizer import build_optimizer
-    from crescend_jax.train.step import build_train_step
     from crescend_jax.config import load_config
 
     path, own = bench_train.APPROACHES[name]
@@ -295,7 +294,7 @@ def profile_donation(name: str, rows: int, dim: int, repeats: int) -> dict:
     table = bench_train.synthetic_table(2 * rows, dim)
     functions = model_functions(approach, config, dim, mesh)
     state = functions.init(0)
-    steps = build_train_step(functions.approach, functions.graphdef, build_optimizer(config.train, state), mesh)
+    steps = bench_train.train_step(functions, build_optimizer(config.train, state), mesh)
     opt = steps.init_optimizer(state)
     device_table = place_table(host_table(table, np.zeros(dim, np.float32), np.ones(dim, np.float32), 0), mesh)
     batch = jax.jit(gather)(device_table, place_plan(next(functions.approach.sampler(table, config, 0)), mesh))
@@ -637,8 +636,8 @@ def work_order(result: dict) -> list[str]:
     change = _flag_change(result, rbg) if rbg else {}
     ranked.append(_share(result, APPROACHES, "dropout"))
     items.append(
-        "**Dropout bits.** `crescend_jax/models/functions.py`, `model_functions.create`: the dropout stream is a "
-        "threefry key, and generating a [B, 512] mask costs ~20 integer operations per 32 bits on CPU. Key the "
+        "**Dropout bits.** `crescend_jax/models/functions.py`, the `create` closure that builds "
+        "`nnx.Rngs(params=key, dropout=...)`: the dropout stream is a threefry key, and generating a [B, 512] mask costs ~20 integer operations per 32 bits on CPU. Key the "
         "dropout stream with `jax.random.key(seed, impl=\"unsafe_rbg\")` (or \"rbg\") -- the parameters can keep "
         "threefry. Dropout time (RNG and masks): "
         + "; ".join(f"{_short(n)} {_evidence(result, n, 'dropout')}" for n in APPROACHES

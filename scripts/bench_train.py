@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import inspect
 import json
 import sys
 import time
@@ -95,6 +96,14 @@ def distinct_pairs(rows: np.ndarray, group_size: int) -> int:
     return len(np.unique(lo.astype(np.int64) * (int(rows.max()) + 1) + hi))
 
 
+def train_step(functions, tx, mesh):
+    """`build_train_step` of ``functions``' model, whichever of its two signatures this library has: (functions, tx,
+    mesh) since the pure-objective contract, (approach, graphdef, tx, mesh) before it."""
+    if "functions" in inspect.signature(build_train_step).parameters:
+        return build_train_step(functions, tx, mesh)
+    return build_train_step(functions.approach, functions.graphdef, tx, mesh)
+
+
 @dataclasses.dataclass
 class Step:
     """One approach's jitted step, set up and compiled: ``alone()`` and ``with_input()`` each run one update and
@@ -126,7 +135,7 @@ def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (),
     table = synthetic_table(max(table_rows or 2 * batch, GROUP_ROWS * 32), dim)
     functions = model_functions(approach, config, dim, mesh)
     model_state = functions.init(0)
-    steps = build_train_step(functions.approach, functions.graphdef, build_optimizer(config.train, model_state), mesh)
+    steps = train_step(functions, build_optimizer(config.train, model_state), mesh)
     opt_state = steps.init_optimizer(model_state)
     device_table = place_table(host_table(table, np.zeros(dim, np.float32), np.ones(dim, np.float32), 0), mesh)
     sampler = functions.approach.sampler(table, config, 0)
