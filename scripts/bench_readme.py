@@ -5,7 +5,8 @@ Reads DIR/train.json (`bench_train.py`), DIR/reference.json (`bench_reference.py
 width, performances encoded per second and distinct same-music pairs supervised per second at the largest batch
 measured at both widths, with the share of the matmul rate; the back-to-back ratios to the reference; the share of
 each profiled step spent outside the matrix products; and whether an accelerator figure exists. Every figure comes
-with the machine, date and load average of its run.
+with the machine, date and load average of its run. The README holds its output between the markers
+``<!-- bench summary: ... -->`` and ``<!-- /bench summary -->``; `render` is what a README generator calls.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def gpu_lines(gpu: dict | None) -> list[str]:
             if best else f"On {info['device_kind']}: no step measured (`bench/gpu.md`)."]
 
 
-def main(directory: str) -> None:
+def render(directory: Path) -> str:
+    """The passage (markdown) from the result files in ``directory``."""
     root = Path(directory)
     lines = []
     for name, render in (("train.json", train_lines), ("reference.json", reference_lines),
@@ -91,8 +93,8 @@ def main(directory: str) -> None:
         if data is not None:
             lines += render(data) + [""]
     lines += gpu_lines(_load(root / "gpu.json"))
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "bench"))
+    print(render(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench"))
