@@ -127,8 +127,10 @@ def _backward_tile(
 ) -> jax.Array:
     """dq [bq, D] += H_tile @ k with H_ij = G_ij + G_ji recomputed from the tile (q is pre-scaled by 1/T)."""
     s, valid, positive = _tile(q, q_rows, k, k_rows)
-    p_row = jnp.where(valid & (q_grad.weight != 0)[:, None], jnp.exp(s - q_grad.lse[:, None]), 0.0)
-    p_col = jnp.where(valid & (k_grad.weight != 0)[None, :], jnp.exp(s - k_grad.lse[None, :]), 0.0)
+    # p = exp(s - lse) <= 1 exactly; the clamp absorbs rounding (s_ij stands in for s_ji in the column term, and the
+    # two round differently), which overflows exp once |s| reaches about 1e6
+    p_row = jnp.where(valid & (q_grad.weight != 0)[:, None], jnp.exp(jnp.minimum(s - q_grad.lse[:, None], 0.0)), 0.0)
+    p_col = jnp.where(valid & (k_grad.weight != 0)[None, :], jnp.exp(jnp.minimum(s - k_grad.lse[None, :], 0.0)), 0.0)
     h = q_grad.weight[:, None] * p_row + k_grad.weight[None, :] * p_col - jnp.where(
         positive, q_grad.weight_per_pos[:, None] + k_grad.weight_per_pos[None, :], 0.0
     )
