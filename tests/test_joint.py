@@ -171,3 +171,31 @@ def test_asap_held_out_works_on_the_real_metadata(asap_root):
     assert (np.sum(folds, axis=0) == 1).all()
     for mask in folds:
         assert not set(row_works[mask]) & set(row_works[~mask])
+
+
+def test_run_table_and_folds_of_a_joint_and_a_single_corpus_config():
+    from crescend_jax.data.run_table import run_folds, run_table, run_validation_mask
+
+    joined = joint_table({"percepiano": percepiano_like(), "asap": asap_like()})
+    config = ml_collections.ConfigDict({"corpus": "joint", "data": joint_data()})
+    config.data.asap.exclude_compositions = ("Chopin/E1",)  # a work, by ASAP's own split level
+    config.data.percepiano.exclude_compositions = ("Schubert_D1_mv1",)
+    table = run_table(config, joined)
+    assert set(table.compositions) == {"Beethoven_WoO8_var1", "Beethoven_WoO8_var2", "Beethoven/17-1",
+                                       "Beethoven/17-1_no_repeat", "Bach/bwv_848"}
+    assert table.label_names[19:] == DERIVED_LABELS
+    masks, units = run_folds(table, config)
+    assert len(masks) == 2 and all(m[table.works == "Beethoven/Sonata_17-1"].all() for m in masks)
+    train = ~masks[0]  # one PercePiano composition and one ASAP work left to fit: no validation split
+    assert run_validation_mask(table.subset(train), units[train], 0.5, seed=0) is None
+    assert run_validation_mask(table, units, 0.5, seed=0)[table.corpora == "asap"].any()
+    # one corpus: ASAP alone ranking its derived targets, a held-out share of whole works
+    single = ml_collections.ConfigDict({"corpus": "asap", "data": joint_data().asap})
+    single.data.update({"test_compositions": (), "test_fraction": 0.3, "targets": "derived",
+                        "target_transform": "pooled", "derived_labels": ()})
+    alone = run_table(single, asap_like())
+    assert alone.label_names == DERIVED_LABELS and alone.corpora is None
+    (held,), units = run_folds(alone, single)
+    assert held.any() and not held.all() and not set(alone.works[held]) & set(alone.works[~held])
+    with pytest.raises(JointTableError, match="needs a joint table"):
+        run_table(config, asap_like())

@@ -139,6 +139,7 @@ def test_targets_the_table_cannot_serve_are_refused():
     with pytest.raises(TargetError, match="unknown data.targets 'all'"):
         target_names(data("all"))
     twice = with_targets(table(derived), data("both"))
+    assert with_targets(twice, data("both")) is twice
     with pytest.raises(TargetError, match="apply data.targets once"):
         with_targets(twice, data("derived"))
     with pytest.raises(ValueError, match=r"label_mean must be \[4, 3\]"):

@@ -182,11 +182,12 @@ def derived_columns(names: Sequence[str]) -> np.ndarray:
 
 def with_targets(table: EmbeddingTable, data_config) -> EmbeddingTable:
     """``table`` whose label columns are the targets of ``data_config`` (module doc): ``label_mean``, ``label_std``,
-    ``label_truth`` [N, T], ``ratings`` [R_i, T] and ``label_names`` (T names, `target_names`). "ratings" returns
-    ``table`` itself. Raises `TargetError` when the table cannot serve the setting."""
+    ``label_truth`` [N, T], ``ratings`` [R_i, T] and ``label_names`` (T names, `target_names`). "ratings", and a table
+    whose columns already are these targets, return ``table`` itself. Raises `TargetError` when the table cannot
+    serve the setting."""
     targets = data_config.get("targets", "ratings")
     names = target_names(data_config)
-    if targets == "ratings":
+    if targets == "ratings" or table.label_names == names:
         return table
     if table.label_mean.shape[1] != NUM_DIMENSIONS or (table.label_names and table.label_names != DIMENSIONS):
         raise TargetError(f"the table's label columns are already targets {list(table.label_names)}; apply "
