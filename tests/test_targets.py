@@ -26,10 +26,24 @@ def test_within_group_zscore_by_hand():
     assert z.dtype == np.float32
 
 
-def test_pooled_scale_is_the_within_group_sd_over_every_usable_group():
+def test_pooled_scale_is_the_robust_within_group_sd_over_every_usable_group():
     y = group_relative(VALUES, GROUPS, "pooled")
-    scale = np.sqrt((2 + 8) / (2 + 1))  # squares: A (1 + 0 + 1), D (4 + 4); degrees of freedom: A 2, D 1
+    # residuals x sqrt(n / (n - 1)): A (n = 3) -1.22, 0, 1.22; D (n = 2) -2.83, 2.83; median |r| = sqrt(3 / 2)
+    scale = 1.482602218505602 * np.sqrt(3 / 2)
     np.testing.assert_allclose(y, [-1 / scale, 0, 1 / scale, NAN, NAN, NAN, -2 / scale, NAN, 2 / scale], rtol=1e-6)
+
+
+def test_the_pooled_scale_estimates_the_within_group_sd_and_ignores_outliers():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(2000), 3)
+    values = rng.normal(size=len(groups)) * 2.0 + np.repeat(rng.normal(size=2000) * 50, 3)  # sigma 2, piece offsets
+    y = group_relative(values, groups, "pooled")
+    centred = values - np.repeat(values.reshape(-1, 3).mean(axis=1), 3)
+    implied = centred / y  # the scale used
+    assert abs(np.median(implied) - 2.0) < 0.1  # the within-group SD, not the piece offsets' 50
+    values[:20] *= 1000  # a few wild windows barely move it
+    moved = np.median((values - np.repeat(values.reshape(-1, 3).mean(axis=1), 3)) / group_relative(values, groups))
+    assert abs(moved - np.median(implied)) < 0.05
 
 
 def test_rank_shares_ties_and_spans_zero_to_one():
@@ -61,8 +75,9 @@ def test_every_transform_orders_each_group_as_the_raw_label(transform):
 def test_a_performance_with_several_renders_counts_once():
     values, groups, keys = np.array([1.0, 1.0, 3.0, 3.0]), np.array(["g"] * 4), np.array(["a", "a", "b", "b"])
     by_key = group_relative(values, groups, "pooled", units=keys)
-    np.testing.assert_allclose(by_key, [-1 / np.sqrt(2), -1 / np.sqrt(2), 1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-6)
-    by_row = group_relative(values, groups, "pooled")  # rows as units: 4 values, 3 degrees of freedom
+    half = 1 / (1.482602218505602 * np.sqrt(2))  # residuals +-1 of n = 2: scaled by sqrt(2)
+    np.testing.assert_allclose(by_key, [-half, -half, half, half], rtol=1e-6)
+    by_row = group_relative(values, groups, "pooled")  # rows as units: 4 values, n = 4
     assert not np.allclose(by_row, by_key)
     np.testing.assert_allclose(group_relative(values, groups, "zscore", units=keys), [-1, -1, 1, 1])
 
@@ -101,7 +116,7 @@ def test_tempo_is_relative_as_a_ratio():
     derived[:, 3] = [7, 7, 1, 2]  # g0 has no spread of velocity range
     y = derived_targets(table(derived), ("tempo_bpm", "velocity_mean", "velocity_range"))
     np.testing.assert_allclose(y[:2, 0], y[2:, 0], rtol=1e-6)  # the same ratio -> the same target
-    half = 1 / np.sqrt(2)  # pairs at -d/2, +d/2: squares 2 (d/2)^2 per group, 1 degree of freedom per group
+    half = 1 / (1.482602218505602 * np.sqrt(2))  # pairs at -d/2, +d/2: residuals (d/2) sqrt(2), scale 1.4826 d/sqrt(2)
     np.testing.assert_allclose(y[:, 0], [-half, half, -half, half], rtol=1e-6)
     np.testing.assert_allclose(y[:, 1], [-half, half, -half, half], rtol=1e-6)
     np.testing.assert_allclose(y[:, 2], [NAN, NAN, -half, half], rtol=1e-6)  # zero spread stays undefined

@@ -19,9 +19,14 @@ that has several rows (one per soundfont render) counts once in its group's stat
 value. For label k, group g, the finite values x_i of its n = n_gk performances (``tempo_bpm`` is taken as log bpm
 first, so a gap is a tempo ratio and "10% faster" weighs the same in a Largo as in a Presto):
 
-``"pooled"`` (default)  y_i = (x_i - mean_g) / s_k, with s_k = sqrt(sum_g sum_i (x_i - mean_g)^2 / sum_g (n_g - 1))
-                        the pooled within-group standard deviation of label k over the table's groups (one-way ANOVA's
-                        within-group SD): centred per group, one scale per label.
+``"pooled"`` (default)  y_i = (x_i - mean_g) / s_k: centred per group, one scale per label. s_k is the within-group
+                        standard deviation of label k pooled over the table's groups, estimated robustly: with the
+                        residuals r_i = (x_i - mean_g) sqrt(n_g / (n_g - 1)) (each ~ N(0, sigma^2) for normal data),
+                        s_k = 1.4826 median_i |r_i| (1.4826 = 1 / Phi^-1(3/4)), over every usable group's members.
+                        For normal data it estimates the pooled SD sqrt(sum_g sum_i (x_i - mean_g)^2 / sum_g (n_g - 1))
+                        (one-way ANOVA's within-group SD); unlike it, a few extreme windows (ASAP's articulation
+                        ratio reaches 130 where its residuals' median is 0.08) cannot inflate the scale and shrink
+                        every other gap.
 ``"zscore"``            y_i = (x_i - mean_g) / sd_g, sd_g the group's own population SD (sum (x - mean)^2 / n)^(1/2).
 ``"rank"``              y_i = (r_i - 1) / (n - 1) in [0, 1], r_i the rank of x_i in its group (ties share the mean
                         rank).
@@ -63,6 +68,7 @@ from crescend_jax.data.table import EmbeddingTable
 TARGET_SETS = ("ratings", "derived", "both")
 TRANSFORMS = ("pooled", "zscore", "rank")
 LOG_LABELS = frozenset({"tempo_bpm"})  # taken in log before the group-relative transform (a gap is a ratio)
+MAD_TO_SD = 1.482602218505602  # 1 / Phi^-1(3/4): median |N(0, sigma^2)| x this = sigma
 
 
 class TargetError(ValueError):
@@ -122,8 +128,9 @@ def _relative_column(x: np.ndarray, g: np.ndarray, transform: str) -> np.ndarray
     squares = np.bincount(g[usable], weights=centred**2, minlength=num_groups)
     if transform == "zscore":
         scale = np.sqrt(squares / np.maximum(n, 1))[g[usable]]
-    else:  # pooled within-group SD: sum of squares over the degrees of freedom of every usable group
-        scale = np.sqrt(squares[usable_group].sum() / (n[usable_group] - 1).sum())
+    else:  # robust pooled within-group SD: 1.4826 x the median |residual|, residuals scaled to variance sigma^2
+        size = n[g[usable]]
+        scale = MAD_TO_SD * np.median(np.abs(centred) * np.sqrt(size / (size - 1)))
     result[usable] = centred / scale
     return result
 
