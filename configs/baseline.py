@@ -8,6 +8,7 @@
 import ml_collections
 
 from crescend_jax.config import config_beside
+from crescend_jax.data.table import default_input_config
 from crescend_jax.evaluate.run import default_eval_config
 from crescend_jax.models.baseline import default_model_config
 from crescend_jax.models.trunk import default_trunk_config
@@ -16,6 +17,9 @@ from crescend_jax.train.trainer import default_train_config
 
 def get_config() -> ml_collections.ConfigDict:
     config = config_beside(__file__, "percepiano.py")
+    # Group-relative inputs: each performance minus its same-music group's mean (crescend_jax.data.table), the
+    # Score/Score2 deadpan renditions in that mean unless group_relative_deadpan=False.
+    config.data.update(default_input_config())
     config.model = default_model_config()
     config.train = default_train_config()
     config.trunk = default_trunk_config()  # "frozen": the stored embeddings; "finetune": MuQ layers K..12 in Flax

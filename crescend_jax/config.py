@@ -1,10 +1,11 @@
 """ml_collections configs: Python files with ``get_config()``, overridden by ``--config.a.b=value``.
 
-Loading and overriding go through ``ml_collections.config_flags`` (absl flags), as in big_vision and the flax
-examples: ``--config=FILE[:ARG]`` plus typed ``--config.field=value`` overrides (the field's type is kept; a
-misspelled field is an error with a suggestion; a tuple field given a bare string, ``--config.data.
-test_compositions=X``, means the one-element tuple ``("X",)``; several: ``--config.data.test_compositions="('A','B')"``).
-Every failure is a `ConfigError` with one readable line.
+Overriding goes through ``ml_collections.config_flags`` (absl flags), as in big_vision and the flax examples:
+``--config=FILE[:ARG]`` plus typed ``--config.field=value`` overrides (the field's type is kept; a misspelled field is
+an error with a suggestion; a tuple field given a bare string, ``--config.data.test_compositions=X``, means the
+one-element tuple ``("X",)``; several: ``--config.data.test_compositions="('A','B')"``). The file itself is imported
+here with ``importlib``'s ``exec_module`` (config_flags' own file flag still calls the deprecated ``load_module``) and
+handed to ``config_flags.DEFINE_config_dict``. Every failure is a `ConfigError` with one readable line.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from absl import flags
 from ml_collections import config_flags
 
 
-class ConfigError(ValueError):
-    """A config file or an override that cannot be applied."""
+from crescend_jax.errors import ConfigError
+
+__all__ = ["ConfigError", "config_beside", "config_to_json", "known_fields", "load_config", "parse_config_flags",
+           "split_config_file"]
 
 
 def _import_config_module(path: Path) -> Any:
@@ -32,6 +35,46 @@ def _import_config_module(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _file_and_argument(config_file: str) -> tuple[Path, str | None]:
+    """``"file.py"`` -> (file.py, None); ``"file.py:arg"`` -> (file.py, "arg") (the argument may be a path)."""
+    match = re.match(r"^(.*?\.py)(?::(.*))?$", config_file)
+    return (Path(match.group(1)), match.group(2)) if match else (Path(config_file), None)
+
+
+def _config_of_file(config_file: str) -> ml_collections.ConfigDict:
+    """``get_config()`` (or ``get_config(arg)`` for ``file.py:arg``) of a config file; a `ConfigError` otherwise."""
+    path, argument = _file_and_argument(config_file)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass one of configs/*.py")
+    if path.suffix != ".py":
+        raise ConfigError(f"config file {path} is not a Python file; pass one of configs/*.py")
+    module = _import_config_module(path)
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"config file {config_file} has no get_config() returning a ConfigDict")
+    config = module.get_config() if argument is None else module.get_config(argument)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"config file {config_file} has no get_config() returning a ConfigDict")
+    return config
+
+
+def split_config_file(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(the value of ``--config=FILE`` or ``--config FILE``, ``argv`` without it); the ``--config.field=value``
+    overrides stay in ``argv``."""
+    argv, found, rest, index = list(argv), None, [], 0
+    while index < len(argv):
+        item = argv[index]
+        if item.startswith("--config="):
+            found = item.split("=", 1)[1]
+        elif item == "--config":
+            if index + 1 >= len(argv):
+                raise ConfigError("--config needs a file: --config=FILE (e.g. configs/baseline.py)")
+            found, index = argv[index + 1], index + 1
+        else:
+            rest.append(item)
+        index += 1
+    return found, rest
 
 
 def config_beside(config_file: str | Path, name: str) -> ml_collections.ConfigDict:
@@ -81,33 +124,24 @@ def parse_config_flags(argv: Sequence[str], *, config_file: str | None = None,
                                                                           dict[str, Any], list[str]]:
     """Parses ``argv`` (no program name) with ml_collections config flags on a private absl ``FlagValues``.
 
-    ``config_file``: the path given by ``--config`` (its ``--config.x=y`` overrides are in ``argv``);
-    ``config``: a ConfigDict to override instead (e.g. a finished run's saved config); neither: no config.
-    ``extra``: other string flags (name -> default). Returns (config, extra flag values, positional arguments).
-    Raises `ConfigError` with one line for any mistake.
+    ``config_file``: the path given by ``--config`` (``argv`` may still hold ``--config=FILE``: it is dropped; its
+    ``--config.x=y`` overrides are in ``argv``); ``config``: a ConfigDict to override instead (e.g. a finished run's
+    saved config); neither: no config. ``extra``: other string flags (name -> default). Returns (config, extra flag
+    values, positional arguments). Raises `ConfigError` with one line for any mistake.
     """
     values = flags.FlagValues()
-    argv = list(argv)
+    argv = split_config_file(argv)[1] if config_file is not None else list(argv)
     overrides = [a for a in argv if a.startswith("--config.")]
     _check_override_syntax(overrides)
     full_argv = ["crescend-jax", *argv]
     holder = None
-    if config_file is not None:
-        file_part = re.match(r"^(.*?\.py)(?::|$)", config_file)  # "file.py" or "file.py:arg" (arg may be a path)
-        path = Path(file_part.group(1) if file_part else config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; pass one of configs/*.py")
-        if path.suffix != ".py":
-            raise ConfigError(f"config file {path} is not a Python file; pass one of configs/*.py")
     fields = None
     try:
         if config_file is not None:
-            fields = known_fields(_import_config_module(path).get_config())
-            holder = config_flags.DEFINE_config_file("config", None, "config file", flag_values=values,
-                                                     lock_config=True, sys_argv=full_argv)
-        elif config is not None:
+            config = _config_of_file(config_file)
+        if config is not None:
             fields = known_fields(config)
-            holder = config_flags.DEFINE_config_dict("config", config, "the run's config", flag_values=values,
+            holder = config_flags.DEFINE_config_dict("config", config, "the config", flag_values=values,
                                                      lock_config=True, sys_argv=full_argv)
         holders = {name: flags.DEFINE_string(name, default, name, flag_values=values)
                    for name, default in (extra or {}).items()}
@@ -117,8 +151,6 @@ def parse_config_flags(argv: Sequence[str], *, config_file: str | None = None,
         raise
     except (flags.Error, KeyError, AttributeError, TypeError, ValueError, OSError, SyntaxError, ImportError) as err:
         raise _explain(err, overrides, fields) from None
-    if parsed is None and config_file is not None:
-        raise ConfigError(f"config file {config_file} has no get_config() returning a ConfigDict")
     return parsed, {name: holder.value for name, holder in holders.items()}, positional
 
 

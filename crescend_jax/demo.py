@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import ml_collections
 
-from crescend_jax.evaluate.report import format_value, interval_text  # NaN is null in metrics.json: "n/a"
+from crescend_jax.commands import evaluate_command, train_command
+from crescend_jax.config import ConfigError
+from crescend_jax.console import EXIT_OK
+from crescend_jax.evaluate.bootstrap import called_real
+from crescend_jax.evaluate.report import format_value, interval_text, seed_note  # NaN is null in metrics.json: "n/a"
+from crescend_jax.sweeps.finished import finished
 
 SHARED_SECTIONS = ("corpus", "data", "render", "encoder", "store")
 
@@ -44,7 +48,7 @@ def _summary_rows(workdir: Path, names: list[str]) -> list[str]:
         fraction = metrics["fraction_of_ceiling"]["pairwise_accuracy"]["mean"]
         versus = metrics.get("versus_baseline")
         versus_text = "" if not versus else interval_text(versus["mean"], signed=True) + (
-            " (real)" if versus.get("excludes_zero") else "")
+            " (real)" if called_real(versus) else " (degenerate)" if versus.get("warnings") else "")
         cells = [interval_text(metrics.get("interval", {}).get("mean")) if metrics.get("interval") else
                  format_value(pooled["pairwise_accuracy"]["mean"]), format_value(truth), versus_text,
                  format_value(fraction, 2), format_value(pooled["kendall_tau_b"]["mean"]),
@@ -85,17 +89,15 @@ def _ceiling_line(workdir: Path, name: str) -> str:
 
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
-    """Runs the whole pipeline on the demo corpus into ``workdir``; returns a process exit code."""
-    from crescend_jax.cli import evaluate_command, train_command
+    """Runs the whole pipeline on the demo corpus into ``workdir``; returns a process exit code (a config mistake
+    raises `ConfigError` before anything runs)."""
     from crescend_jax.data.extract import run_extract
-    from crescend_jax.sweep import finished
 
+    if config.baseline not in config.approaches:
+        raise ConfigError(f"config.baseline={config.baseline!r} is not one of config.approaches "
+                          f"{list(config.approaches)}")
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    if config.baseline not in config.approaches:
-        print(f"error: config.baseline={config.baseline!r} is not one of config.approaches {list(config.approaches)}",
-              file=sys.stderr)
-        return 2
     names = [config.baseline] + sorted(name for name in config.approaches if name != config.baseline)
     total = 2 + 2 * len(names)
     started = time.perf_counter()
@@ -141,6 +143,8 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
         "",
         _ceiling_line(root, names[0]),
         "",
+        seed_note(json.loads((root / names[0] / "metrics.json").read_text()).get("interval")),
+        "",
         *_probe_rows(root, names),
         "",
         f"Whole run: {minutes:.1f} min. Configuration: `configs/demo.py` (each approach's section as in its own "
@@ -150,4 +154,4 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> int:
     report.write_text("\n".join(lines) + "\n")
     print("\n".join(table))
     print(f"\ndemo report: {report}")
-    return 0
+    return EXIT_OK

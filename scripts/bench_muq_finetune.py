@@ -173,7 +173,7 @@ def library_step(args: argparse.Namespace, conformer, matmul_gflops: float, laye
     functions = model_functions(approach, config, table.pooled.shape[1], mesh)
     state = functions.init(0)
     tx = build_optimizer(config.train, state, trunk_lib.param_groups(config))
-    steps = build_train_step(approach, functions.graphdef, tx, mesh)
+    steps = build_train_step(functions, tx, mesh)
     opt_state = steps.init_optimizer(state)
     mean, std = trunk_lib.identity_stats(table)
     device_table = place_table(host_table(table, mean, std, crop_frames(config, table.frame_rate)), mesh)

@@ -95,7 +95,7 @@ def bench_one(name: str, batch: int, dim: int, repeats: int) -> dict:
     table = synthetic_table(max(batch, GROUP_ROWS * GROUPS_PER_COMPOSITION * 2), dim)
     functions = model_functions(approach, config, dim, mesh)
     model_state = functions.init(0)
-    steps = build_train_step(functions.approach, functions.graphdef, build_optimizer(config.train, model_state), mesh)
+    steps = build_train_step(functions, build_optimizer(config.train, model_state), mesh)
     opt_state = steps.init_optimizer(model_state)
     device_table = place_table(host_table(table, np.zeros(dim, np.float32), np.ones(dim, np.float32), 0), mesh)
     sampler = functions.approach.sampler(table, config, 0)

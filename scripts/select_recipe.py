@@ -9,7 +9,7 @@ composition), compared (paired) with the default recipe's outer scores and with 
 sees the composition it is scored on.
 
 Writes ``<workdir>/recipe.md`` and ``recipe.json`` (the README's recipe table comes from here). Inner and outer
-runs are ordinary sweep points (``crescend_jax.sweep``), so an interrupted selection resumes where it stopped.
+runs are ordinary sweep points (``crescend_jax.sweeps``), so an interrupted selection resumes where it stopped.
 
     python scripts/select_recipe.py --workdir=runs/recipe [--base=configs/approach_a.py] [--root=DATA_ROOT]
 """
@@ -26,10 +26,12 @@ import numpy as np
 from crescend_jax.config import load_config
 from crescend_jax.data.store import load_table
 from crescend_jax.evaluate import comparison
+from crescend_jax.evaluate.bootstrap import called_real
 from crescend_jax.evaluate.reference import reference_predictions
 from crescend_jax.evaluate.summary import evaluate_predictions, to_json
 from crescend_jax.models.contract import Predictions
-from crescend_jax.sweep import default_sweep_config, point, run_sweep
+from crescend_jax.sweeps import default_sweep_config, point
+from crescend_jax.sweeps.run import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 # Candidate recipes: name -> config fields. "default" is the approach's own config.
@@ -137,10 +139,10 @@ def markdown(result: dict, compositions: list[str]) -> str:
               f"- chosen recipes: {_ci(result['selected'])}",
               f"- default recipe: {_ci(result['default'])}; chosen − default: "
               f"{_ci(result['selected_minus_default'], signed=True)}"
-              + (" (real)" if result["selected_minus_default"]["excludes_zero"] else " (not a real difference)"),
+              + (" (real)" if called_real(result["selected_minus_default"]) else " (not a real difference)"),
               f"- ridge reference: {_ci(result['reference'])}; chosen − reference: "
               f"{_ci(result['selected_minus_reference'], signed=True)}"
-              + (" (real)" if result["selected_minus_reference"]["excludes_zero"] else " (not a real difference)")]
+              + (" (real)" if called_real(result["selected_minus_reference"]) else " (not a real difference)")]
     return "\n".join(lines) + "\n"
 
 

@@ -173,6 +173,24 @@ def test_window_k_plays_the_same_score_bars_in_every_performance(tiny):
             assert set(read_midi(segment.score_midi_path).pitches.tolist()) == expected_bars
 
 
+def test_windows_carry_their_annotated_beats_for_the_aligned_encoder(tiny):
+    from crescend_jax.encoders.aligned import FEATURE_NAMES, AlignedEncoder
+
+    group = [s for s in tiny.segments if s.group == "Comp/Sonata_op_5/1__4bars__w000"]
+    for segment in group:
+        beats, score_beats = np.array(segment.window.beats), np.array(segment.window.score_beats)
+        assert len(beats) == len(score_beats) >= 5 and np.all(np.diff(beats) > 0)
+        assert beats[0] == pytest.approx(ONSET_LEAD_SECONDS)  # the first downbeat, in the cut file's own time
+        assert beats[-1] == pytest.approx(segment.window.end_seconds - segment.window.start_seconds + ONSET_LEAD_SECONDS)
+    items = AlignedEncoder().encode_midi([s.midi_path for s in group], [s.score_midi_path for s in group],
+                                         [s.window for s in group])
+    tempo = FEATURE_NAMES.index("tempo_log_ratio")
+    for segment, item in zip(group, items):
+        assert item.frames.shape[1] == len(segment.window.beats) - 1  # one frame per annotated beat
+        scale = {"Slow01": 1.25, "Even01": 1.0, "Skip01": 1.0}[segment.performer]
+        np.testing.assert_allclose(item.frames[0, :, tempo], np.log(scale), atol=5e-3)
+
+
 def test_derived_labels_of_the_windows(tiny):
     by_key = {s.key: dict(zip(DERIVED_LABELS, s.derived)) for s in tiny.segments}
     slow, even = by_key["Comp/Sonata_op_5/1__4bars__w000__Slow01"], by_key["Comp/Sonata_op_5/1__4bars__w000__Even01"]

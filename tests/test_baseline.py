@@ -53,7 +53,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
     functions = model_functions(approach, config, 16, mesh)
     state = functions.init(0)
     tx = build_optimizer(config.train, state)
-    steps = build_train_step(approach, functions.graphdef, tx, mesh)
+    steps = build_train_step(functions, tx, mesh)
     opt_state = steps.init_optimizer(state)
     device_table = place_table(host_table(table, np.zeros(16, np.float32), np.ones(16, np.float32), 0), mesh)
     plan = place_plan(next(approach.sampler(table, config, 0)), mesh)
@@ -77,7 +77,7 @@ def test_a_frozen_parameter_group_does_not_move():
     state = functions.init(0)
     before = {k: np.asarray(v) for k, v in (("hidden", state["hidden"]["kernel"].value),
                                              ("out", state["out"]["kernel"].value))}
-    steps = build_train_step(approach, functions.graphdef, build_optimizer(config.train, state), mesh)
+    steps = build_train_step(functions, build_optimizer(config.train, state), mesh)
     opt_state = steps.init_optimizer(state)
     device_table = place_table(host_table(table, np.zeros(16, np.float32), np.ones(16, np.float32), 0), mesh)
     plan = place_plan(next(approach.sampler(table, config, 0)), mesh)

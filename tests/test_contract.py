@@ -59,6 +59,29 @@ def test_a_scorer_seen_as_a_comparator_gives_the_same_metrics():
         mean_pairwise_accuracy(scorer, table.label_mean, table.groups))
 
 
+def test_checkpoint_selection_scores_exactly_what_the_report_reports():
+    """One outcome rule (`data.pairs`): label ties and NaN labels left out, predicted ties 1/2, even a margin of one
+    ulp ordered; the trainer's selection metric equals the reported mean pairwise accuracy of the same rows."""
+    from crescend_jax.data.pairs import pair_outcome
+    from crescend_jax.evaluate.comparison import pair_outcomes
+
+    table, _ = simulated_table(num_compositions=3, raters=4)
+    rng = np.random.default_rng(2)
+    scores = np.round(table.label_truth + rng.normal(0, 0.3, table.label_truth.shape), 1)  # many exact ties
+    scores[:, 1] = 1.0 + np.where(rng.random(len(scores)) < 0.5, 0.0, 2.0 ** -52)  # one ulp apart: ordered
+    labels = table.label_mean.astype(np.float64).copy()
+    labels[::7, 2] = np.nan
+    labels[1::5, 3] = labels[0::5, 3][: len(labels[1::5, 3])]  # label ties
+    table.label_mean = labels
+    for predictions in (Predictions(scores=scores), comparator_of(scores, table.groups)):
+        reported = pair_outcomes(predictions, table).accuracy().accuracy
+        assert mean_pairwise_accuracy(predictions, labels, table.groups) == np.nanmean(reported)
+    assert np.isfinite(reported[1]) and reported[1] != 0.5  # the one-ulp margins count as orders, not ties
+    np.testing.assert_array_equal(pair_outcome(np.array([[0.0, 1.0, -2.0, 1.0, np.nan]]),
+                                               np.array([[1.0, 0.5, 0.5, 0.0, 1.0]])),
+                                  [[0.5, 1.0, 0.0, np.nan, np.nan]])
+
+
 def test_evaluation_crops_cover_the_whole_track():
     assert list(evaluation_crops(25, 10)) == [0, 10, 15]
     assert list(evaluation_crops(20, 10)) == [0, 10]

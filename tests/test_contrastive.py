@@ -1,5 +1,7 @@
 """Approach A: model shapes, the loss on one vs eight devices, jitted steps that lower it, the trainer end to end."""
 
+import dataclasses
+import functools
 import itertools
 
 import jax
@@ -62,11 +64,13 @@ def test_model_shapes_and_pooled_equals_one_frame(pooling):
 
 
 def _setup(table, config, mesh):
+    """(a fresh approach's loss bound to the config's objective, the model, a sampled batch, the approach)."""
     approach = ContrastiveRanking()
     model = approach.build_model(config, table.pooled.shape[1], nnx.Rngs(params=0, dropout=1))
     batch = sampled_batch(approach, table, config)
     batch.pop("row")
-    return approach, model, batch
+    objective = ContrastiveRanking().objective(config)  # another instance: approaches hold no state
+    return functools.partial(approach.loss, objective), model, batch, approach
 
 
 def test_loss_is_the_same_on_one_and_eight_devices():
@@ -74,11 +78,11 @@ def test_loss_is_the_same_on_one_and_eight_devices():
     assert jax.device_count() == 8
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
     eight = distributed.make_mesh()
-    approach, model, batch = _setup(table, config, eight)
+    loss, model, batch, _ = _setup(table, config, eight)
     graphdef, state = nnx.split(model)
-    loss_one, diag_one = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, 0, one))(state, batch)
+    loss_one, diag_one = jax.jit(lambda s, b: loss(nnx.merge(graphdef, s), b, 0, one))(state, batch)
     sharded = distributed.shard_batch(batch, eight)
-    loss_eight, diag_eight = jax.jit(lambda s, b: approach.loss(nnx.merge(graphdef, s), b, 0, eight))(
+    loss_eight, diag_eight = jax.jit(lambda s, b: loss(nnx.merge(graphdef, s), b, 0, eight))(
         distributed.replicate(state, eight), sharded)
     assert float(loss_eight) == pytest.approx(float(loss_one), rel=1e-5)
     assert float(diag_eight["piece_loss"]) == pytest.approx(float(diag_one["piece_loss"]), rel=1e-5)
@@ -88,14 +92,14 @@ def test_loss_is_the_same_on_one_and_eight_devices():
 def test_jitted_steps_lower_the_loss_on_a_sharded_batch():
     table, config = synthetic_table(), tiny_config()
     mesh = distributed.make_mesh()
-    approach, model, _ = _setup(table, config, mesh)
+    loss_fn, model, _, approach = _setup(table, config, mesh)
     optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
 
     @jax.jit
     def step(state, batch):
         model, optimizer = nnx.merge(graphdef, state)
-        (loss, diag), grads = nnx.value_and_grad(lambda m: approach.loss(m, batch, 0, mesh), has_aux=True)(model)
+        (loss, diag), grads = nnx.value_and_grad(lambda m: loss_fn(m, batch, 0, mesh), has_aux=True)(model)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), loss, diag
 
@@ -131,11 +135,12 @@ def test_frames_input_gives_finite_gradients():
     config = tiny_config(input="frames", pooling="attention")
     config.model.sampler.crop_seconds = 1.5
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
-    approach, model, batch = _setup(table, config, one)
+    loss, model, batch, approach = _setup(table, config, one)
     assert batch["x"].shape == (16, 15, 16)
-    grads = nnx.jit(nnx.grad(lambda m, b: approach.loss(m, b, 0, one)[0]))(model, batch)
+    grads = nnx.jit(nnx.grad(lambda m, b: loss(m, b, 0, one)[0]))(model, batch)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    outputs = nnx.jit(approach.encode)(model, jnp.asarray(batch["x"][:4]))
+    encode = functools.partial(approach.encode, approach.objective(config))
+    outputs = nnx.jit(encode)(model, jnp.asarray(batch["x"][:4]))
     assert outputs["scores"].shape == (4, 19) and outputs["z_piece"].shape == (4, 16)
 
 
@@ -144,18 +149,36 @@ def test_zero_padding_rows_give_finite_gradients_at_initialisation():
     table = synthetic_table(compositions=2)
     config = tiny_config()
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
-    approach, model, batch = _setup(table, config, one)
+    loss, model, batch, _ = _setup(table, config, one)
     batch["x"][-1], batch["mask"][-1], batch["group"][-1] = 0.0, 0.0, -1
     z, _ = model(jnp.asarray(batch["x"]))
     assert float(jnp.abs(z[-1]).max()) == 0.0  # the case that produced NaN gradients
-    grads = nnx.grad(lambda m: approach.loss(m, batch, 0, one)[0])(model)
+    grads = nnx.grad(lambda m: loss(m, batch, 0, one)[0])(model)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
+def test_the_loss_needs_no_built_model_on_the_same_instance():
+    """The approach carries no state between calls: a fresh instance's loss and encode, given the objective, work on
+    a model another instance built, and equal that instance's."""
+    table, config = synthetic_table(), tiny_config(dropout=0.0)
+    one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+    loss, model, batch, builder = _setup(table, config, one)
+    fresh = ContrastiveRanking()
+    objective = fresh.objective(config)
+    assert objective == builder.objective(config) and hash(objective) == hash(builder.objective(config))
+    assert float(fresh.loss(objective, model, batch, 0, one)[0]) == float(loss(model, batch, 0, one)[0])
+    np.testing.assert_array_equal(np.asarray(fresh.encode(objective, model, batch["x"])["scores"]),
+                                  np.asarray(builder.encode(objective, model, batch["x"])["scores"]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        objective.margin = 1.0
 
 
 def test_bad_settings():
     approach = ContrastiveRanking()
-    with pytest.raises(RuntimeError, match="build_model"):
-        approach.loss(None, {}, 0, None)
+    with pytest.raises(ValueError, match="not whole groups"):
+        approach.loss(approach.objective(tiny_config()), lambda x: (x, x), {"x": jnp.zeros((6, 3)),
+                      **{k: jnp.zeros(6) for k in ("mask", "group")}, "label_mean": jnp.zeros((6, 19)),
+                      "label_std": jnp.zeros((6, 19))}, 0, None)
     with pytest.raises(ValueError, match="model.input"):
         approach.build_model(tiny_config(input="wav"), 16, nnx.Rngs(0))
     with pytest.raises(ValueError, match="pooling"):

@@ -1,6 +1,8 @@
 """Approach C: the closed-form adversary loss, model shapes, every term switching off, the reversal wiring, 8 devices
 = 1, and on planted data the adversary taking the piece out of z_style while z_piece keeps it."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -130,7 +132,7 @@ def test_model_shapes(head):
     config = tiny_config(loss={**default_model_config().loss, "head": head}, pooling="attention")
     model = approach.build_model(config, 12, nnx.Rngs(params=0, dropout=1))
     model.eval()
-    encode = approach.encode  # eager: three input shapes, no compilation each
+    encode = functools.partial(approach.encode, approach.objective(config))  # eager: three input shapes
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 12)), jnp.float32)
     out = encode(model, x)
     assert {k: v.shape for k, v in out.items()} == {"scores": (5, 19), "z_style": (5, 8), "z_piece": (5, 8),
@@ -153,7 +155,8 @@ def test_every_term_switches_off_and_the_loss_is_their_weighted_sum():
     def loss_fn(config, transform):
         approach = Disentangled()
         model = approach.build_model(config, 16, nnx.Rngs(params=0, dropout=1))
-        return transform(lambda m: approach.loss(m, batch, jnp.int32(60), one), model)
+        objective = approach.objective(config)
+        return transform(lambda m: approach.loss(objective, m, batch, jnp.int32(60), one), model)
 
     loss, diagnostics = loss_fn(config, lambda f, m: nnx.jit(f)(m))
     terms = {k: float(v) for k, v in diagnostics.items()}
@@ -180,8 +183,8 @@ def _belongs(key: str, term: str) -> bool:
     return key.startswith(term.split("_")[0] + "_")
 
 
-def _grads(approach, model, batch, step, mesh):
-    return nnx.jit(nnx.grad(lambda m: approach.loss(m, batch, step, mesh)[0]))(model)
+def _grads(approach, objective, model, batch, step, mesh):
+    return nnx.jit(nnx.grad(lambda m: approach.loss(objective, m, batch, step, mesh)[0]))(model)
 
 
 def _flat(tree, prefix):
@@ -203,7 +206,7 @@ def test_the_adversary_reaches_the_style_encoder_reversed(kind):
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
     approach = Disentangled()
     model = approach.build_model(config, 16, nnx.Rngs(params=0, dropout=1))
-    grads = _grads(approach, model, batch, jnp.int32(3), one)
+    grads = _grads(approach, approach.objective(config), model, batch, jnp.int32(3), one)
 
     def plain(model):  # the same adversarial loss without the reversal layer
         z_style = model(jnp.asarray(batch["x"])).z_style
@@ -230,7 +233,8 @@ def test_reversal_strength_follows_the_dann_schedule_over_train_steps():
     one = Mesh(np.asarray(jax.devices()[:1]), ("data",))
     approach = Disentangled()
     model = approach.build_model(config, 16, nnx.Rngs(params=0, dropout=1))
-    lam = nnx.jit(lambda m, s: approach.loss(m, batch, s, one)[1]["adv_lambda"])
+    objective = approach.objective(config)
+    lam = nnx.jit(lambda m, s: approach.loss(objective, m, batch, s, one)[1]["adv_lambda"])
     assert float(lam(model, jnp.int32(0))) == 0.0
     assert float(lam(model, jnp.int32(50))) == pytest.approx(2 / (1 + np.exp(-5)) - 1, rel=1e-5)
     assert float(lam(model, jnp.int32(100))) == pytest.approx(0.99991, abs=1e-5)
@@ -238,8 +242,9 @@ def test_reversal_strength_follows_the_dann_schedule_over_train_steps():
 
 def test_config_and_sampler_refusals():
     approach = Disentangled()
-    with pytest.raises(RuntimeError, match="build_model"):
-        approach.loss(None, {}, 0, None)
+    bad_batch = {"x": jnp.zeros((6, 16)), "mask": jnp.ones(6)}
+    with pytest.raises(ValueError, match="not whole groups"):
+        approach.loss(approach.objective(tiny_config()), lambda x: x, bad_batch, 0, None)
     for section, field, value in [("loss", "head", "hinge"), ("loss", "lambda_adv", -1.0),
                                   ("adversary", "kind", "forest"), ("piece", "objective", "triplet"),
                                   ("adversary", "schedule", "linear"), ("style", "kind", "vicreg"),
@@ -274,11 +279,12 @@ def test_sharded_step_matches_one_device():
         approach = Disentangled()
         model = approach.build_model(config, 16, nnx.Rngs(params=0, dropout=1))
         graphdef, state = nnx.split(model)
+        objective = approach.objective(config)
 
         @jax.jit
         def step(state, batch):
-            return nnx.value_and_grad(lambda m: approach.loss(m, batch, jnp.int32(70), mesh), has_aux=True)(
-                nnx.merge(graphdef, state))
+            return nnx.value_and_grad(lambda m: approach.loss(objective, m, batch, jnp.int32(70), mesh),
+                                      has_aux=True)(nnx.merge(graphdef, state))
 
         (loss, diagnostics), grads = step(distributed.replicate(state, mesh), distributed.shard_batch(batch, mesh))
         return float(loss), float(diagnostics["piece_loss"]), jax.tree.map(np.asarray, nnx.state(grads, nnx.Param))
@@ -332,7 +338,7 @@ def train_and_encode(config: ml_collections.ConfigDict, table: EmbeddingTable) -
     mesh = Mesh(np.asarray(jax.devices()[:1]), ("data",))
     functions = model_functions(Disentangled(), config, table.pooled.shape[1], mesh)
     state = functions.init(0)
-    steps = build_train_step(functions.approach, functions.graphdef, optax.adam(config.train.learning_rate), mesh)
+    steps = build_train_step(functions, optax.adam(config.train.learning_rate), mesh)
     opt_state = steps.init_optimizer(state)
     mean, std = table.pooled.mean(0), table.pooled.std(0)
     device_table = place_table(host_table(table, mean, std, 0), mesh)

@@ -30,7 +30,8 @@ def loss_and_grads(mesh: Mesh, batch: dict[str, np.ndarray]):
 
     @jax.jit
     def step(state, batch):
-        return nnx.value_and_grad(lambda m: approach.loss(m, batch, 0, mesh), has_aux=True)(nnx.merge(graphdef, state))
+        return nnx.value_and_grad(lambda m: approach.loss(approach.objective(config), m, batch, 0, mesh),
+                                  has_aux=True)(nnx.merge(graphdef, state))
 
     (loss, _), grads = step(state, distributed.shard_batch(batch, mesh))
     return float(loss), jax.tree.map(np.asarray, nnx.state(grads, nnx.Param))

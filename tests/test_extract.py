@@ -246,7 +246,7 @@ def test_absent_soundfont_is_a_whole_run_error(setup, tmp_path, capsys):
 
 def test_merge_without_a_store_is_a_clear_error(setup, capsys):
     config, *_ = setup
-    assert extract.run_merge(config) == 2
+    assert extract.run_merge(config) == 1  # a data failure (exit 2 is for config mistakes)
     assert "crescend-jax extract" in capsys.readouterr().err
 
 
@@ -335,7 +335,7 @@ def test_corrupt_part_fails_the_run_naming_it_and_re_extracting_repairs_it(setup
     (store_dir / "parts" / "later.keys.json").write_text("[]")  # (an orphan keys file is ignored)
     config.store.chunk_size = 100
     capsys.readouterr()
-    assert extract.run_merge(config) == 2
+    assert extract.run_merge(config) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: part file {part} is corrupt or truncated") and err.count("\n") == 1
     assert "re-extract its 2 items" in err
@@ -358,6 +358,35 @@ def test_merge_rebuilds_a_damaged_merged_dataset(setup, capsys):
     assert len(store.load_table(config)) == 6
 
 
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_extract_rebuilds_a_merged_dataset_that_does_not_read_back(setup, capsys, damage):
+    config, *_ = setup
+    assert extract.run_extract(config) == 0
+    (store_dir,) = store.store_dirs(config)
+    (shard,) = (store_dir / store.DATASET_VERSION).glob("*.array_record-*")
+    data = shard.read_bytes()
+    shard.write_bytes(data[:50] if damage == "truncated" else data[:40] + bytes(len(data) - 80) + data[-40:])
+    assert store.merged_problem(store_dir) is not None
+    capsys.readouterr()
+    assert extract.run_extract(config) == 0
+    captured = capsys.readouterr()
+    assert "done 0 / skipped 6 (already stored)" in captured.out
+    assert f"the merged dataset of {store_dir} does not read back" in captured.err
+    assert "rebuilding it from its parts" in captured.err
+    assert store.merged_problem(store_dir) is None and len(store.load_table(config)) == 6
+
+
+def test_an_extract_that_stores_nothing_fails_with_the_reasons(setup, tmp_path, capsys):
+    config, corpus_box, built, _ = setup
+    corpus_box["corpus"] = Corpus(name="fake", segments=[], problems=[
+        Problem(f"Comp0/P{i}", None, "its MIDI file is missing", reason="no MIDI file") for i in range(3)])
+    assert extract.run_extract(config) == 1
+    captured = capsys.readouterr()
+    assert "skipped (bad input): 3" in captured.out and "no MIDI file: 3" in captured.out
+    (line,) = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: nothing was stored: 3 item(s) skipped as bad input, 0 failed, 0 usable")
+
+
 def _enospc(*args, **kwargs):
     import errno
     import os
@@ -369,7 +398,7 @@ def test_disk_full_fails_the_run_with_one_line_and_a_rerun_continues(setup, monk
     config, *_ = setup
     write_records = store._write_records
     monkeypatch.setattr(store, "_write_records", _enospc)
-    assert extract.run_extract(config) == 2
+    assert extract.run_extract(config) == 1
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in captured.err
@@ -387,7 +416,7 @@ def test_unwritable_store_root_fails_the_run_with_one_line(setup, tmp_path, caps
     config, _, built, _ = setup
     (tmp_path / "not-a-dir").write_text("")
     config.store.root = str(tmp_path / "not-a-dir")
-    assert extract.run_extract(config) == 2
+    assert extract.run_extract(config) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write {tmp_path / 'not-a-dir'}") and "Not a directory" in err
     assert err.count("\n") == 1
@@ -440,7 +469,7 @@ def test_a_second_extract_refuses_after_the_timeout(setup, capsys):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert extract.run_extract(config) == 2
+        assert extract.run_extract(config) == 1
     finally:
         holder.kill()
         holder.wait()

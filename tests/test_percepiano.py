@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crescend_jax.data.dimensions import NUM_DIMENSIONS
+from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
 from crescend_jax.data.percepiano import (
     CorpusError,
     KeyFormatError,
@@ -163,6 +163,22 @@ def test_bad_key_and_missing_midi_are_problems(tmp_path):
     assert "<composition>_<N>bars" in problems["not-a-key"].message
     assert "no MIDI file" in problems[GOOD_KEYS[0]].message
     assert GOOD_KEYS[0] in str(problems[GOOD_KEYS[0]])
+
+
+def test_label_means_outside_the_label_scale_are_problems_naming_key_and_dimension(tmp_path):
+    root = make_checkout(tmp_path)
+    path = root / "labels" / "label_2round_mean_reg_19_with0_rm_highstd0.json"
+    labels = json.loads(path.read_text())
+    labels[GOOD_KEYS[0]][0] = 1e6
+    labels[GOOD_KEYS[1]][3] = -5
+    path.write_text(json.dumps(labels))
+    corpus = load_percepiano(root)
+    assert [s.key for s in corpus.segments] == sorted(GOOD_KEYS[2:])
+    problems = {p.item: p for p in corpus.problems}
+    assert set(problems) == set(GOOD_KEYS[:2])
+    assert f"{DIMENSIONS[0]}=1e+06" in problems[GOOD_KEYS[0]].message
+    assert f"{DIMENSIONS[3]}=-5" in problems[GOOD_KEYS[1]].message
+    assert "outside the label scale [0, 1]" in problems[GOOD_KEYS[1]].message
 
 
 def test_missing_root(tmp_path):

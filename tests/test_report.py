@@ -2,7 +2,6 @@
 
 import json
 import re
-import sys
 import types
 
 import ml_collections
@@ -13,7 +12,7 @@ from crescend_jax.config import config_to_json
 from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.evaluate import metrics as metrics_lib
-from crescend_jax import cli
+from crescend_jax import commands
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.evaluate import run as run_lib
 from crescend_jax.evaluate.predict import EvaluationError
@@ -24,7 +23,7 @@ from crescend_jax.models.contract import Predictions
 
 def evaluate_workdir(workdir, baseline=None):
     """The CLI's evaluate (exit code, messages on stdout/stderr)."""
-    return cli.evaluate_command(workdir, baseline=baseline)
+    return commands.evaluate_command(workdir, baseline=baseline)
 
 
 def simulated_table(num_compositions=6, groups_per_composition=4, performers=5, raters=6, seed=0, truth=True):
@@ -230,3 +229,51 @@ def test_evaluate_workdir_on_a_real_training_run(monkeypatch, tmp_path, capsys):
     assert saved["num_rows"] == len(table) and saved["folds"] == [0, 1]
     assert saved["num_deadpan_rows"] == 12 and saved["ceiling"]["num_segments"] == len(table)
     assert f"held-out pairwise accuracy {saved['pooled']['pairwise_accuracy']['mean']:.3f}" in capsys.readouterr().out
+
+
+def test_evaluate_says_degenerate_intervals_and_seeds_in_the_report_and_on_the_console(monkeypatch, tmp_path,
+                                                                                        capsys):
+    """3 held-out compositions: every interval is flagged (report and console), no difference is called real, the
+    single-run report says seed variation is not in the interval, and the console prints the comparison."""
+    table, fold = simulated_table(num_compositions=3)
+    config = ml_collections.ConfigDict({"experiment": {"name": "run", "hypothesis": "h"},
+                                        "eval": run_lib.default_eval_config()})
+    config.eval.update({"ceiling_splits": 2, "bootstrap_replicates": 200, "reference": False,
+                        "disentanglement": False})
+    rng = np.random.default_rng(0)
+    _fake_predictions(monkeypatch, tmp_path, table, table.label_truth + rng.normal(0, 0.5, table.label_truth.shape),
+                      fold, config)
+    assert evaluate_workdir(str(tmp_path / "base")) == 0
+    capsys.readouterr()
+    # the run is far better than the baseline: the numbers exclude 0, but 3 compositions cannot speak for new music
+    better = Predictions(scores=table.label_truth)
+    monkeypatch.setattr(run_lib, "predict_heldout", lambda workdir, training_embeddings=False: types.SimpleNamespace(
+        table=table, predictions=better, fold=fold, config=config, train_rows={}, train_embeddings={}, source=table))
+    assert evaluate_workdir(str(tmp_path / "run"), baseline=str(tmp_path / "base")) == 0
+    printed = capsys.readouterr()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["versus_baseline"]["excludes_zero"] and not metrics["versus_baseline"]["real"]
+    warning = "3 held-out compositions: this interval cannot speak for new music"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"> **Warning:** {warning}" in report.split("## Hypothesis")[0]  # at the top of the report
+    assert f"warning: {warning}" in printed.err
+    assert re.search(r"this run − baseline: \+0\.\d{3} \[\+0\.\d{3}, \+0\.\d{3}\]: degenerate interval, no verdict",
+                     printed.out)
+    assert "one seed: seed-to-seed variation is not in these intervals" in printed.out
+    observations = report.split("## Observations")[1]
+    assert "really higher" not in observations and "no verdict" in observations
+    assert "seed-to-seed variation of training is not in these intervals" in observations
+    assert "two-stage bootstrap (eval.bootstrap='two_stage', 3 compositions" in report
+    assert "no Score renditions [95% interval]" in report and metrics["interval"]["no_score"]["mean"]["low"] < 1
+
+    # the fixed-set question on the same run: labelled, no few-compositions warning, and the difference is real there
+    (tmp_path / "run" / "report.md").unlink()
+    assert commands.evaluate_command(str(tmp_path / "run"), baseline=str(tmp_path / "base"),
+                                overrides=["--config.eval.bootstrap=within_composition"]) == 0
+    printed = capsys.readouterr()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "fixed set of compositions" in report and "> **Warning:**" not in report and "warning:" not in printed.err
+    assert "this run is really higher (for these runs: seed variation is not in the interval)" in report
+    assert "this run − baseline" in printed.out and "really higher" in printed.out
+    assert commands.evaluate_command(str(tmp_path / "run"), overrides=["--config.eval.bootstrap=pairs"]) == 2
+    assert "eval.bootstrap='pairs' is not one of" in capsys.readouterr().err

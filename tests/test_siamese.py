@@ -20,7 +20,7 @@ from crescend_jax.data.groups import within_group_pairs
 from crescend_jax.evaluate.predict import predict_heldout
 from crescend_jax.evaluate.summary import evaluate_predictions
 from crescend_jax.models import get_approach
-from crescend_jax.models.functions import aligned_crops
+from crescend_jax.models.functions import aligned_crops, evaluation_crops
 from crescend_jax.models.pair_sampler import PairBatchSampler
 from crescend_jax.models.siamese import Siamese, default_model_config
 from crescend_jax.runtime import distributed
@@ -90,15 +90,17 @@ def test_compare_is_antisymmetric_through_the_approach(comparison):
     model = perturbed(approach.build_model(config, 6, nnx.Rngs(params=0, dropout=1)), seed=2)
     model.eval()
     graphdef, state = nnx.split(model)
+    objective = approach.objective(config)
 
     @jax.jit
     def run(state, xa, xb):
         model = nnx.merge(graphdef, state)
-        a, b = approach.encode(model, xa)["encoding"], approach.encode(model, xb)["encoding"]
+        a, b = approach.encode(objective, model, xa)["encoding"], approach.encode(objective, model, xb)["encoding"]
         rest = a.shape[1:]
         tile = model.block_logits(a[:4].reshape(1, 4, *rest))  # the tile the loss reads = explicit pairs
-        explicit = approach.compare(model, jnp.repeat(a[:4], 4, axis=0), jnp.tile(a[:4], (4,) + (1,) * len(rest)))
-        return a, approach.compare(model, a, b), approach.compare(model, b, a), tile, explicit
+        explicit = approach.compare(objective, model, jnp.repeat(a[:4], 4, axis=0),
+                                    jnp.tile(a[:4], (4,) + (1,) * len(rest)))
+        return a, approach.compare(objective, model, a, b), approach.compare(objective, model, b, a), tile, explicit
 
     a, forward, backward, tile, explicit = map(np.asarray, run(state, inputs(comparison, 7, seed=3),
                                                               inputs(comparison, 7, seed=4)))
@@ -127,7 +129,8 @@ def test_each_head_learns_a_planted_ordering(comparison):
              "mask": jnp.ones(24), "group": jnp.repeat(jnp.arange(4), 6), "composition": jnp.zeros(24, jnp.int32)}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-2)
-    loss = lambda params: approach.loss(nnx.merge(graphdef, params, rest), batch, 0, None)[0]
+    objective = approach.objective(config)
+    loss = lambda params: approach.loss(objective, nnx.merge(graphdef, params, rest), batch, 0, None)[0]
 
     @jax.jit
     def fit(params):  # 300 Adam steps in one compiled loop
@@ -140,9 +143,9 @@ def test_each_head_learns_a_planted_ordering(comparison):
 
     model = nnx.merge(graphdef, fit(params), rest)
     model.eval()
-    encoding = approach.encode(model, x)["encoding"]
+    encoding = approach.encode(objective, model, x)["encoding"]
     i, j = within_group_pairs(np.repeat(np.arange(4), 6))
-    logits = np.asarray(approach.compare(model, encoding[i], encoding[j]))
+    logits = np.asarray(approach.compare(objective, model, encoding[i], encoding[j]))
     gap = labels[i] - labels[j]
     assert ((logits > 0) == (gap > 0)).mean() == 1.0
 
@@ -195,7 +198,8 @@ def test_sharded_step_matches_one_device():
 
         @jax.jit
         def step(state, batch):
-            return nnx.value_and_grad(lambda m: approach.loss(m, batch, 0, mesh), has_aux=True)(
+            return nnx.value_and_grad(lambda m: approach.loss(approach.objective(config), m, batch, 0, mesh),
+                                      has_aux=True)(
                 nnx.merge(graphdef, state))
 
         (loss, _), grads = step(distributed.replicate(state, mesh), distributed.shard_batch(batch, mesh))
@@ -216,6 +220,38 @@ def test_aligned_crops_pair_proportional_positions_in_either_order():
     swapped = aligned_crops(owner, np.array([1, 1, 2]), np.array([0, 2, 0]), 3)
     np.testing.assert_array_equal(swapped[1], crop_b)
     np.testing.assert_array_equal(swapped[2], crop_a)
+
+
+def test_cross_attention_trains_on_the_passages_it_is_evaluated_on():
+    """Two performances of one passage, the second twice as slow (each frame twice), feature 0 = the fraction of the
+    track: the evaluation compares crops whose centres sit at nearly the same fraction of both tracks, and the
+    cross_attention head trains on crops drawn that way too (one fraction per block), whereas the vector heads'
+    independent crops land anywhere."""
+    crop = 10  # 1 s at 10 frames/s
+    fast = np.stack([np.arange(100) / 100, np.zeros(100)], axis=1).astype(np.float32)
+    table = synthetic_table(compositions=1, groups_per_composition=1, performers=2, dim=2)
+    table.frames, table.frame_rate = [fast[None], np.repeat(fast, 2, axis=0)[None]], 10.0
+    centre = lambda row, start: table.frames[row][0, start + crop // 2, 0]
+
+    starts = [evaluation_crops(f.shape[1], crop) for f in table.frames]
+    owner = np.repeat([0, 1], [len(s) for s in starts])
+    _, crop_a, crop_b = aligned_crops(owner, np.array([0]), np.array([1]), 2)
+    flat = np.concatenate(starts)
+    evaluated = np.abs(centre(0, flat[crop_a]) - centre(1, flat[crop_b]))
+    assert evaluated.max() <= crop / 2 / 100
+
+    def trained(config):
+        sampler = Siamese().sampler(table, config, 0)
+        gaps = []
+        for plan in itertools.islice(sampler, 50):
+            for block_rows, block_starts in zip(plan.rows.reshape(-1, 4), plan.crop_start.reshape(-1, 4)):
+                real = block_rows >= 0
+                (a, b), (start_a, start_b) = block_rows[real], block_starts[real]
+                gaps.append(abs(centre(a, start_a) - centre(b, start_b)))
+        return np.array(gaps)
+
+    assert trained(tiny_config("cross_attention")).max() <= crop / 2 / 100  # as evaluated
+    assert trained(tiny_config("concat", input="frames")).max() > 0.3  # pooled vectors: any crops
 
 
 def heldout_accuracy(config, table, workdir):

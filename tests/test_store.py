@@ -567,8 +567,8 @@ def test_fusion_refuses_stores_whose_keys_differ_naming_them(tmp_path):
     message = str(err.value)
     assert message.startswith("cannot fuse stores whose keys differ: ")
     missing_5, missing_0 = make_segment(5).key, make_segment(0).key
-    assert f"fake/feat-a/musescore-" in message and f"(encoder 'features') lacks 1 keys: {missing_5}" in message
-    assert f"fake/midi-b/symbolic-" in message and f"(encoder 'midi') lacks 1 keys: {missing_0}" in message
+    assert "fake/feat-a/musescore-" in message and f"(encoder 'features') lacks 1 keys: {missing_5}" in message
+    assert "fake/midi-b/symbolic-" in message and f"(encoder 'midi') lacks 1 keys: {missing_0}" in message
     assert "fluidr3" not in message  # the complete store is not blamed
     assert "crescend-jax extract" in message
 

@@ -11,7 +11,9 @@ import pytest
 from _distributed_worker import synthetic_table
 
 from crescend_jax import cli
-from crescend_jax import sweep as sweep_lib
+from crescend_jax import sweeps
+from crescend_jax.sweeps import expand, language, results
+from crescend_jax.sweeps import finished as finished_lib
 from crescend_jax.config import ConfigError, load_config
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.evaluate import comparison, seed_pooling
@@ -61,11 +63,11 @@ def rated_table():
 def tiny_sweep(tmp_path: Path, **fields) -> ml_collections.ConfigDict:
     base = tmp_path / "tiny.py"
     base.write_text(TINY_CONFIG)
-    config = sweep_lib.default_sweep_config()
+    config = sweeps.default_sweep_config()
     config.name = "tiny"
     config.base = str(base)
     config.baseline = "base"
-    config.points = (sweep_lib.point("base"), sweep_lib.point("wide", fields={"model.hidden_dim": 48}))
+    config.points = (sweeps.point("base"), sweeps.point("wide", fields={"model.hidden_dim": 48}))
     config.update(fields)
     return config
 
@@ -80,7 +82,7 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
 
         argument = ":" + str(save_tiny_muq(tmp_path / "muq", depth=12))
     sweep = load_config(f"{path}{argument}")
-    points = sweep_lib.expand_sweep(sweep)  # each approach's own config checks run too
+    points = expand.expand_sweep(sweep)  # each approach's own config checks run too
     names = [p.name for p in points]
     assert len(names) == len(set(names)) >= 2
     by_name = {p.name: p for p in points}
@@ -117,13 +119,21 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         assert by_name["a-batch_size=1024-rule=sqrt"].config.train.learning_rate == pytest.approx(4e-4)
         assert by_name["a-batch_size=4096-rule=none"].config.model.input == "frames"
         assert all(p.config.store.frames for p in points)
-    if path.stem == "combined" and "a_then_b" in by_name:
+    if path.stem == "combined":  # every point, none silently dropped
+        assert names == ["baseline", "approach_a", "approach_b", "a_then_b", "approach_c", "b_on_c_style"]
+        assert not sweep.notes
         item = by_name["a_then_b"]
         assert item.references == {"model.init_from": "approach_a"} and "approach_a" in item.depends
         assert item.config.model.embedding_dim == by_name["approach_a"].config.model.projection_dim
+        item, c = by_name["b_on_c_style"], by_name["approach_c"].config.model
+        assert item.references == {"model.init_from": "approach_c"} and "approach_c" in item.depends
+        assert item.config.model.init_from_prefix == "style/" and item.config.model.name == "siamese"
+        assert (item.config.model.embedding_dim, item.config.model.hidden_dim) == (c.style_dim, c.hidden_dim)
     if path.stem == "percepiano_table":
-        encoders = {sweep_lib.encoder_label(p.config) for p in points}
-        assert encoders == {"features", "midi", "features+midi"}
+        encoders = {language.encoder_label(p.config) for p in points}
+        assert encoders == {"features", "midi", "features+midi", "aligned", "aligned, group-relative"}
+        relative = {p.name for p in points if p.config.data.get("group_relative", False)}
+        assert relative == {p.name for p in points if p.name.endswith("-aligned_group_relative")} and relative
         for item in points:
             assert item.baseline == (None if item.name.startswith("baseline-") else
                                      "baseline-" + item.name.split("-", 1)[1])
@@ -132,13 +142,13 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
 def test_fields_grid_references_and_mistakes(tmp_path):
     config = tiny_sweep(tmp_path)
     config.points = (
-        sweep_lib.point("base"),
-        sweep_lib.point("g", fields={"model": {"dropout": 0.1}},
+        sweeps.point("base"),
+        sweeps.point("g", fields={"model": {"dropout": 0.1}},
                         grid={"train.batch_size": (8, 32), "lr_scaling.rule": ("linear", "sqrt")}),
-        sweep_lib.point("warm", fields={"model.init_from": "@base"}),
+        sweeps.point("warm", fields={"model.init_from": "@base"}),
     )
     config.lr_scaling.reference_batch = 8
-    points = sweep_lib.expand_sweep(config, ["--config.train.num_steps=7", "--config.model.dropout=0.2"])
+    points = expand.expand_sweep(config, ["--config.train.num_steps=7", "--config.model.dropout=0.2"])
     by_name = {p.name: p for p in points}
     assert set(by_name) == {"base", "g-batch_size=8-rule=linear", "g-batch_size=8-rule=sqrt",
                             "g-batch_size=32-rule=linear", "g-batch_size=32-rule=sqrt", "warm"}
@@ -148,39 +158,39 @@ def test_fields_grid_references_and_mistakes(tmp_path):
     assert all(p.config.train.num_steps == 7 for p in points)  # --all.* reaches every point ...
     assert by_name["g-batch_size=8-rule=linear"].config.model.dropout == 0.1  # ... but a point's own field wins
     assert by_name["base"].config.model.dropout == 0.2
-    warm = sweep_lib.run_config(by_name["warm"], 3, tmp_path / "sweep", by_name)
+    warm = language.run_config(by_name["warm"], 3, tmp_path / "sweep", by_name)
     assert warm.model.init_from == str((tmp_path / "sweep" / "base" / "seed_3").resolve())
     assert warm.train.seed == 3 and warm.train.resume
-    assert sweep_lib.swept_fields(points) == ["model.dropout", "train.batch_size", "lr_scaling.rule"]
+    assert results.swept_fields(points) == ["model.dropout", "train.batch_size", "lr_scaling.rule"]
 
     def refused(match, **changes):
         bad = tiny_sweep(tmp_path, **changes)
         with pytest.raises(ConfigError, match=match):
-            sweep_lib.expand_sweep(bad)
+            expand.expand_sweep(bad)
 
     refused(r"unknown config field 'model.hiden_dim'; did you mean model.hidden_dim",
-            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"model.hiden_dim": 3})))
+            points=(sweeps.point("base"), sweeps.point("x", fields={"model.hiden_dim": 3})))
     refused(r"cannot set model.hidden_dim='wide'",
-            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"model.hidden_dim": "wide"})))
+            points=(sweeps.point("base"), sweeps.point("x", fields={"model.hidden_dim": "wide"})))
     refused(r"refers to point 'nowhere'",
-            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"model.init_from": "@nowhere"})))
+            points=(sweeps.point("base"), sweeps.point("x", fields={"model.init_from": "@nowhere"})))
     refused(r"lr_scaling.rule='cubic' must be one of", lr_scaling=ml_collections.ConfigDict(
         {"rule": "cubic", "reference_batch": 64}))
-    refused(r"two sweep points are named 'base'", points=(sweep_lib.point("base"), sweep_lib.point("base")))
+    refused(r"two sweep points are named 'base'", points=(sweeps.point("base"), sweeps.point("base")))
     refused(r"config.only names points the sweep does not have", only=("nope",))
     refused(r"base config .*missing.py does not exist", base=str(tmp_path / "missing.py"))
     refused(r"sweep point 'x': train.batch_size=12 is not a multiple of the 8 devices",
-            points=(sweep_lib.point("base"), sweep_lib.point("x", fields={"train.batch_size": 12})))
+            points=(sweeps.point("base"), sweeps.point("x", fields={"train.batch_size": 12})))
     with pytest.raises(ConfigError, match=r"no sweep point has the config field --all.model.hiden_dim; did you mean "
                                           r"--all.model.hidden_dim"):
-        sweep_lib.expand_sweep(tiny_sweep(tmp_path), ["--config.model.hiden_dim=3"])
+        expand.expand_sweep(tiny_sweep(tmp_path), ["--config.model.hiden_dim=3"])
     with pytest.raises(ConfigError, match=r"sweep point 'base': .*--all.model.hidden_dim"):
-        sweep_lib.expand_sweep(tiny_sweep(tmp_path), ["--config.model.hidden_dim=wide"])
-    mixed = tiny_sweep(tmp_path, points=(sweep_lib.point("base"),
-                                         sweep_lib.point("a", base=REPO / "configs" / "approach_a.py")))
-    a = {p.name: p for p in sweep_lib.expand_sweep(mixed, ["--config.model.loss.temperature=0.3"])}["a"]
+        expand.expand_sweep(tiny_sweep(tmp_path), ["--config.model.hidden_dim=wide"])
+    mixed = tiny_sweep(tmp_path, points=(sweeps.point("base"),
+                                         sweeps.point("a", base=REPO / "configs" / "approach_a.py")))
+    a = {p.name: p for p in expand.expand_sweep(mixed, ["--config.model.loss.temperature=0.3"])}["a"]
     assert a.config.model.loss.temperature == 0.3  # --all.* on the points that have the field
-    only = sweep_lib.expand_sweep(tiny_sweep(tmp_path, only=("wide",)))
+    only = expand.expand_sweep(tiny_sweep(tmp_path, only=("wide",)))
     assert [p.name for p in only] == ["base", "wide"]  # the baseline comes along
 
 
@@ -209,7 +219,7 @@ def test_a_two_point_sweep_killed_in_its_second_point_resumes(tmp_path, monkeypa
     monkeypatch.setattr(store, "load_table", lambda config: table)
     sweep_file = tmp_path / "two.py"
     sweep_file.write_text(f'''
-from crescend_jax.sweep import default_sweep_config, point
+from crescend_jax.sweeps import default_sweep_config, point
 
 def get_config():
     config = default_sweep_config()
@@ -264,6 +274,14 @@ def get_config():
         np.mean([m["reference"]["difference"]["mean"]["estimate"] for m in seeds]))
     markdown = (out / "results.md").read_text()
     assert "| wide | baseline |" in markdown and "Regenerate: `crescend-jax sweep" in markdown
+    # one held-out composition: every interval is degenerate, said in the table and on the console, never real
+    assert "no Score [95% CI]" in markdown and "eval.bootstrap='two_stage'" in markdown
+    assert "Degenerate intervals (no difference on them is called real):" in markdown
+    assert "- 1 held-out composition: this interval cannot speak for new music" in markdown
+    printed = capsys.readouterr().err
+    assert "[sweep] warning: 1 held-out composition: this interval cannot speak for new music" in printed
+    assert "(!)" in markdown and wide["pooled"]["interval"]["num_seeds"] == 2
+    assert wide["pooled"]["versus_baseline"]["real"] is False
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["point", "approach", "encoder", "model.hidden_dim"]
     assert (out / "plot_model_hidden_dim.png").is_file()  # base (32) and wide (48) on one line
@@ -296,11 +314,16 @@ def test_a_point_compared_with_another_baseline_is_not_finished(tmp_path):
     run, first, second = tmp_path / "run", tmp_path / "first", tmp_path / "second"
     for workdir in (run, first, second):
         workdir.mkdir()
-        (workdir / "heldout.npz").write_bytes(b"")
+        (workdir / "heldout.npz").write_bytes(b"saved")
     fingerprint.write_record(run, {}, [{"fold": 0, "test_keys": []}])
     (run / "fold_0").mkdir()
     (run / "fold_0" / "done.json").write_text("{}")
     (run / "metrics.json").write_text(json.dumps({"versus_baseline": {"baseline": str(first.resolve())}}))
-    assert sweep_lib.finished(run, first) and not sweep_lib.finished(run, second)
+    assert finished_lib.finished(run, first) and not finished_lib.finished(run, second)
     (run / "metrics.json").write_text(json.dumps({"versus_baseline": {}}))  # an older evaluation: which is unknown
-    assert not sweep_lib.finished(run, first) and sweep_lib.finished(run)
+    assert not finished_lib.finished(run, first) and finished_lib.finished(run)
+    (run / "heldout.npz").write_bytes(b"")  # an empty file (a full disk, before writes were atomic): not finished
+    assert not finished_lib.finished(run)
+    (run / "heldout.npz").write_bytes(b"saved")
+    (run / "metrics.json").write_text('{"versus_baseline": {"bas')  # half-written
+    assert not finished_lib.finished(run)

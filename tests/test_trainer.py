@@ -96,8 +96,8 @@ def test_resume_with_another_config_names_the_fields(tmp_path):
 class PoisonedBaseline(PointwiseBaseline):
     """The baseline whose loss is NaN at its 26th step (step index 25): the loss sees the step."""
 
-    def loss(self, model, batch, step, mesh):
-        loss, diagnostics = super().loss(model, batch, step, mesh)
+    def loss(self, objective, model, batch, step, mesh):
+        loss, diagnostics = super().loss(objective, model, batch, step, mesh)
         return loss + jnp.where(step == 25, jnp.nan, 0.0), diagnostics
 
 
@@ -194,14 +194,14 @@ def test_label_free_pretraining_learns_the_infonce_and_warm_starts_a_rated_run(t
     rated = approach_a_config(num_steps=5)
     rated.model.init_from = str(tmp_path / "pretrain")
     (warm,) = train(rated, tmp_path / "rated", table=synthetic_table())
-    assert warm["init_from"]["source_fold"] == 0 and "linears/0/kernel" in warm["init_from"]["copied"]
+    assert warm["init_from"]["source_fold"] == 0 and "trunk/linears/0/kernel" in warm["init_from"]["copied"]
 
 
 def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):
     """A config.json without the fields added later (the trunk section, train.label_free) reads as their defaults:
     the run resumes (and a sweep skips it) instead of looking like another config; another value is refused."""
     from crescend_jax.models.trunk import default_trunk_config
-    from crescend_jax.sweep import same_config
+    from crescend_jax.sweeps.finished import same_config
 
     config = one_fold_config(num_steps=10)
     config.trunk = default_trunk_config()

@@ -23,13 +23,13 @@ from crescend_jax.data import extract, store  # noqa: E402
 from crescend_jax.data.demo_corpus import default_demo_data_config  # noqa: E402
 from crescend_jax.models import approach_for  # noqa: E402
 from crescend_jax.models import trunk as trunk_lib  # noqa: E402
-from crescend_jax.models.contract import crop_frames  # noqa: E402
+from crescend_jax.models.contract import crop_frames, standardisation  # noqa: E402
 from crescend_jax.models.functions import model_functions  # noqa: E402
 from crescend_jax.runtime import distributed  # noqa: E402
 from crescend_jax.train.input_pipeline import host_table, place_plan, place_table  # noqa: E402
 from crescend_jax.train.optimizer import build_optimizer  # noqa: E402
 from crescend_jax.train.step import build_train_step  # noqa: E402
-from crescend_jax.train.trainer import TrainingError, input_stats, train  # noqa: E402
+from crescend_jax.train.trainer import TrainingError, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 2  # the tiny MuQ has 3 conformer layers; pooled layers 2 and 3 are fine-tuned from hidden_states[1]
@@ -88,15 +88,15 @@ def _one_step(config, table):
     mesh = distributed.make_mesh()
     approach = approach_for(config)
     approach.check_config(config)
-    table = trunk_lib.trunk_table(table, config)
+    table = approach.prepare_table(table, config, training=False)  # the contract's hooks, as the trainer calls them
     functions = model_functions(approach, config, table.pooled.shape[1], mesh)
-    pooled_mean, pooled_std = input_stats(table, True)
-    state = trunk_lib.initial_state(functions.init(0), config, pooled_mean, pooled_std)
-    tx = build_optimizer(config.train, state, trunk_lib.param_groups(config))
-    steps = build_train_step(approach, functions.graphdef, tx, mesh)
+    stats = approach.input_stats(table, config)
+    np.testing.assert_array_equal(stats.mean, 0.0)  # the layer-input frames enter MuQ's layers as they are
+    state = approach.initial_state(functions.init(0), config, stats)
+    tx = build_optimizer(config.train, state, approach.param_groups(config))
+    steps = build_train_step(functions, tx, mesh)
     opt_state = steps.init_optimizer(state)
-    mean, std = trunk_lib.identity_stats(table)
-    device_table = place_table(host_table(table, mean, std, crop_frames(config, table.frame_rate)), mesh)
+    device_table = place_table(host_table(table, stats.mean, stats.std, crop_frames(config, table.frame_rate)), mesh)
     plan = next(iter(approach.sampler(table, config, [0, 0])))
     kept = nnx.Any(nnx.Param, trunk_lib.Statistic)  # not the RNG keys
     snapshot = lambda s: jax.tree.map(np.asarray, jax.device_get(nnx.to_pure_dict(s.filter(kept))))
@@ -135,7 +135,7 @@ def test_at_initialisation_a_whole_track_gives_the_frozen_input(stored):
     approach = approach_for(config)
     trunked = trunk_lib.trunk_table(table, config)
     functions = model_functions(approach, config, table.pooled.shape[1], mesh)
-    mean, std = input_stats(table, True)
+    mean, std = standardisation(table.pooled, True)
     state = trunk_lib.initial_state(functions.init(0), config, mean, std)
     model = nnx.merge(functions.graphdef, state)
     model.eval()

@@ -1,6 +1,7 @@
 """Ablations on PercePiano (default librosa encoder, leave-one-composition-out, 3 seeds):
 
     crescend-jax sweep --config=configs/sweeps/ablations.py --workdir=runs/ablations
+    python scripts/generate_readme.py --only ablations    # the README's block from runs/ablations/results.json
 
 * approach: baseline, A, B, C (each one whose config file exists in configs/);
 * each loss term of A off: the InfoNCE term (``model.loss.lambda_piece=0``), rater-agreement weighting, the margin
@@ -12,7 +13,8 @@
 
 A setting equal to the approach's default is the approach's own point (not trained twice). The approaches are
 compared with the baseline, every ablation point with its own approach's default point (``approach_a`` /
-``approach_c``) of the same seed: the table's paired Δ then says what switching that one setting changes. Quick
+``approach_c``) pooled over the same seeds (seeds resampled with the music, same-seed runs paired,
+`crescend_jax.evaluate.seed_pooling`): the table's paired Δ then says what switching that one setting changes. Quick
 look: ``--config.seeds="(0,)"``, ``--all.train.num_steps=300``, or ``--config.only="('approach_a','a-no_infonce')"``.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import ml_collections
 
 from crescend_jax.config import load_config
-from crescend_jax.sweep import default_sweep_config, existing_approaches, point
+from crescend_jax.sweeps import default_sweep_config, existing_approaches, point
 
 CONFIGS = Path(__file__).resolve().parents[1]
 TEMPERATURES = (0.05, 0.1, 0.2, 0.5)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ml_collections
 
-from crescend_jax.sweep import default_sweep_config, point
+from crescend_jax.sweeps import default_sweep_config, point
 
 CONFIGS = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import ml_collections
 
-from crescend_jax.sweep import default_sweep_config, existing_approaches, point
+from crescend_jax.sweeps import default_sweep_config, existing_approaches, point
 
 CONFIGS = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)

@@ -20,7 +20,9 @@ time. The pickup before the first downbeat and the bars after the last whole win
 audio is the performance cut to ``[d_kB - lead, d_(k+1)B - lead)`` with ``lead = ONSET_LEAD_SECONDS`` (performed
 chords spread around the annotated beat: a note struck up to 50 ms before a downbeat belongs to it), written as its
 own MIDI file (`crescend_jax.data.midi_events.write_time_range`: notes clipped, pedal state carried in) under
-``data.cache_dir``; the score is cut the same way (``Segment.score_midi_path``). Derived labels
+``data.cache_dir``; the score is cut the same way (``Segment.score_midi_path``). The window's annotated beats, paired
+with the score's, travel with it in the time of those cut files (``Window.beats``, ``Window.score_beats``): the
+`aligned` encoder's positions and tempo anchors. Derived labels
 (`crescend_jax.data.performance_labels`) describe the same span, the tempo labels from the window's annotated beats
 paired with the score's.
 
@@ -68,6 +70,7 @@ from crescend_jax.data import midi_events, performance_labels
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.midi_events import MidiError, MidiPerformance
 from crescend_jax.data.segments import Corpus, Problem, Segment, Window
+from crescend_jax.errors import DataError
 
 # Bump when what the reader yields for the same files and settings changes (windows, keys, problems).
 # 2: a window in which no note starts is dropped (a problem), not handed to the encoders.
@@ -80,7 +83,7 @@ BEAT_KINDS = ("b", "db", "bR")  # beat, downbeat, beat whose exact position the 
 _PARSED_VERSION = 1  # of the cached note arrays
 
 
-class AsapError(ValueError):
+class AsapError(DataError):
     """A problem with the whole ASAP checkout or the config (no metadata, unknown composition, ...)."""
 
 
@@ -487,16 +490,18 @@ def _read_piece(job: _PieceJob) -> tuple[list[Segment], list[Problem]]:
                                     reason="window dropped: fewer usable performances than data.min_performances"))
             continue
         start, end = _cut(bounds.start, bounds.end)
+        score_start, score_end = _cut(bounds.score_start, bounds.score_end)
         if bounds.index not in score_windows:
-            score_windows[bounds.index] = _window_midi(score, score_digest, *_cut(bounds.score_start, bounds.score_end),
-                                                       job.cache_dir)
+            score_windows[bounds.index] = _window_midi(score, score_digest, score_start, score_end, job.cache_dir)
         segments.append(Segment(
             key=key, composition=job.composition, piece=piece, performer=row.performer, group=group,
             midi_path=_window_midi(performance, digest, start, end, job.cache_dir), **_nan_labels(),
             score_midi_path=score_windows[bounds.index], work=job.work,
             window=Window(index=bounds.index, first_downbeat=bounds.first_downbeat, bars=bounds.bars,
                           source_midi=row.midi, start_seconds=start, end_seconds=end,
-                          score_start_seconds=bounds.score_start, score_end_seconds=bounds.score_end),
+                          score_start_seconds=bounds.score_start, score_end_seconds=bounds.score_end,
+                          beats=tuple((bounds.beats - start).tolist()),
+                          score_beats=tuple((bounds.score_beats - score_start).tolist())),
             derived=performance_labels.window_labels(performance, start, end, bounds.beats, bounds.score_beats),
             in_percepiano=job.in_percepiano))
     return segments, problems

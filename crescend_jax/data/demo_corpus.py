@@ -31,6 +31,7 @@ import numpy as np
 from crescend_jax.data import performers as perf
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.segments import DEADPAN_PERFORMERS, Corpus, Problem, Segment
+from crescend_jax.errors import ConfigError
 
 RENDER_VERSION = 1  # bump when the performer model changes what is written
 # ``config.data`` fields that do not change a single segment or label: where the corpus is cached and how it is split
@@ -91,7 +92,7 @@ PIECES: tuple[DemoPiece, ...] = (
 )
 
 
-class DemoCorpusError(ValueError):
+class DemoCorpusError(ConfigError):
     """A demo data config that cannot be built."""
 
 

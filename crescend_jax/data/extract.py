@@ -12,14 +12,17 @@ reads ``done D / skipped S (already stored) / failed F / skipped (bad input): B`
   run past its MIDI, a window whose beats differ from the score's, shorter than ``data.min_window_seconds`` or with
   too few performances; the demo: a score music21 cannot use). The data itself says these items cannot be used, so
   they are skipped and counted per reason (``Problem.reason``) with a few examples each, and are not failures: a run
-  that skipped only bad input exits 0.
+  that skipped some bad input exits 0. A run that stores nothing at all (every item bad input) exits 1 with the
+  reasons.
 - **Failures** are items that failed in rendering or encoding (a MIDI file FluidSynth or the symbolic encoder cannot
   read, an encoder error): the input may be fine and the pipeline at fault, so each is listed and the run exits 1; a
   rerun retries exactly these items (they were not stored).
 
 Each store is worked on under its extraction lock (`crescend_jax.data.lock`): a second extract of the same store
 waits for the first, then skips what it stored. A store that cannot be written (disk full, read-only) or read (a
-corrupt part) ends the run with one line naming the file and the way out (exit code 2).
+corrupt part) ends the run with one line naming the file and the way out (exit code 1, a data failure; a config
+mistake such as an unknown corpus, soundfont or shard is exit code 2). A merged dataset that no longer reads back (a
+damaged file) is rebuilt from the committed parts, and the run says so.
 """
 
 from __future__ import annotations
@@ -41,8 +44,7 @@ from crescend_jax.data.lock import extraction_lock
 from crescend_jax.data.segments import Corpus, Problem, Segment
 from crescend_jax.encoders import SYMBOLIC_RENDER, is_symbolic
 from crescend_jax.encoders.base import resample
-
-EXIT_OK, EXIT_ITEMS_FAILED, EXIT_RUN_FAILED = 0, 1, 2
+from crescend_jax.errors import EXIT_FAILED, EXIT_OK, DataError, exit_code
 EXAMPLES_PER_REASON = 3  # bad input shown per reason in the summary
 
 
@@ -87,15 +89,6 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
     raise ConfigError(f"unknown corpus {config.corpus!r}; set --config.corpus to 'percepiano', 'asap' or 'demo'")
 
 
-def _whole_run_errors() -> tuple[type[BaseException], ...]:
-    from crescend_jax.data.asap import AsapError
-    from crescend_jax.data.demo_corpus import DemoCorpusError
-    from crescend_jax.data.percepiano import CorpusError
-    from crescend_jax.data.render import SoundfontError
-
-    return CorpusError, AsapError, DemoCorpusError, SoundfontError, store.StoreError, ConfigError
-
-
 class _Extraction:
     """One extract run: counters, bad input, failures, the lazily built encoder."""
 
@@ -131,8 +124,10 @@ class _Extraction:
     def extract_symbolic(self, store_dir: Path, store_identity: dict, pending: list[Segment]) -> None:
         """Encodes and stores ``pending`` from their MIDI files (and score MIDI files) with a symbolic encoder."""
         encoder = self.build_encoder()
+        windows = getattr(encoder, "reads_windows", False)  # ASAP windows' annotated beats (`SymbolicEncoder`)
         encode = lambda segments: encoder.encode_midi([s.midi_path for s in segments],
-                                                      [s.score_midi_path for s in segments])
+                                                      [s.score_midi_path for s in segments],
+                                                      *([[s.window for s in segments]] if windows else []))
         batch_size = max(1, int(self.config.store.encode_batch))
         with self.writer(store_dir, store_identity) as writer, \
                 tqdm(total=len(pending), unit="seg", desc="encode+store MIDI", dynamic_ncols=True) as bar:
@@ -222,18 +217,27 @@ def bad_input_summary(problems: Sequence[Problem], examples: int = EXAMPLES_PER_
     return lines
 
 
+class NothingStoredError(DataError):
+    """An extraction that stored nothing: every item of the corpus (or shard) was bad input."""
+
+
 def run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = None) -> int:
-    """Extracts every (shard of the) corpus into one store per soundfont; 0 ok (bad input skipped is ok), 1 some
-    items failed to render or encode, 2 the run failed."""
+    """`extract` as a command: 0 ok (some bad input skipped is ok); 1 some items failed to render or encode, nothing
+    was stored, or the run failed on its data or disk; 2 a config mistake. Errors are printed as one line."""
     try:
-        return _run_extract(config, shard)
-    except _whole_run_errors() as err:
+        return EXIT_FAILED if extract(config, shard) else EXIT_OK
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        return exit_code(err)
 
 
-def _run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None) -> int:
+def extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | None = None) -> int:
+    """Extracts every (shard of the) corpus into one store per soundfont (module docstring) and prints the summary;
+    returns the number of items that failed to render or encode (retried by a rerun). Raises `ConfigError` for a
+    config mistake, `NothingStoredError` when nothing at all is stored (every item bad input), another `DataError`
+    (`StoreError`, `CorpusError`, ...) when the run fails on its data or disk."""
     run = _Extraction(config, shard)
+    store.render_ids(config)  # an unknown or absent soundfont is a config mistake: refused before any work
     corpus = load_corpus(config)
     segments, problems = corpus.segments, corpus.problems
     if shard is not None:
@@ -241,7 +245,6 @@ def _run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | Non
         problems = [p for p in problems if shard_of(p.item, shard[1]) == shard[0]]
     run.bad_input.extend(problems)
 
-    store.render_ids(config)  # an absent soundfont fails the run before any work
     encoder_name = store.known_encoder_name(config) or run.build_encoder().name
     plan = _plan(config, encoder_name)
     if any(store.pending_segments(segments, d) for _, d, _ in plan) and run.build_encoder().name != encoder_name:
@@ -258,13 +261,28 @@ def _run_extract(config: ml_collections.ConfigDict, shard: tuple[int, int] | Non
             elif pending:
                 run.extract_soundfont(soundfont, store_dir, store_identity, pending)
             if shard is None and store.stored_keys(store_dir):
-                store.merge_store(store_dir)
+                _merge_or_repair(store_dir)
 
     print(run.summary())
+    if not any(store.stored_keys(store_dir) for _, store_dir, _ in plan):
+        raise NothingStoredError(
+            f"nothing was stored: {len(run.bad_input)} item(s) skipped as bad input, {len(run.failures)} failed, "
+            f"{len(segments)} usable (reasons above); check --config.data.root and the corpus files")
     if shard is not None:
         print(f"shard {shard[0]}/{shard[1]} finished; once every shard has, run "
               f"`crescend-jax merge --config <this config file>` (same --config.* overrides)")
-    return EXIT_ITEMS_FAILED if run.failures else EXIT_OK
+    return len(run.failures)
+
+
+def _merge_or_repair(store_dir: Path) -> None:
+    """Merges the store's parts when they changed; a merge of the current parts that no longer reads back (a damaged
+    file) is said and rebuilt from the parts."""
+    if store.is_merged(store_dir) and (problem := store.merged_problem(store_dir)) is not None:
+        print(f"the merged dataset of {store_dir} does not read back ({problem}): rebuilding it from its parts",
+              file=sys.stderr)
+        store.merge_store(store_dir, rebuild=True)
+    else:
+        store.merge_store(store_dir)
 
 
 def _plan(config, encoder_name: str) -> list[tuple[str | None, Path, dict]]:
@@ -285,7 +303,7 @@ def run_merge(config: ml_collections.ConfigDict) -> int:
                                    f"this encoder config; run `crescend-jax extract --config <this config file>` first")
         for store_dir in store.store_dirs(config, encoder_name=name):
             print(f"{store_dir}: {store.merge_store(store_dir, rebuild=True)} items")
-    except _whole_run_errors() as err:
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_RUN_FAILED
+        return exit_code(err)
     return EXIT_OK

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.errors import DataError
 
 FINGERPRINT_FILE = "fingerprint.json"
 FOLDS_FILE = "folds.json"
 
 
-class FingerprintMismatch(RuntimeError):
+class FingerprintMismatch(DataError):
     """A workdir was made from other data than what is about to be used with it."""
 
 

@@ -32,6 +32,9 @@ import ml_collections
 
 # ``config.data`` fields that say how a corpus is split, never what it holds.
 SPLIT_FIELDS = ("num_folds", "test_compositions", "fold_seed", "split_level", "exclude_compositions")
+# ``config.data`` fields that say how stored inputs are read (`crescend_jax.data.table.input_view`), never what a
+# store holds.
+VIEW_FIELDS = ("group_relative", "group_relative_deadpan")
 DIGEST_LENGTH = 10  # hex characters of the identity digest in a store's directory name
 
 
@@ -45,7 +48,7 @@ def corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     files.
 
     A corpus without its own rule (e.g. one a test builds) is identified by its ``config.data`` fields but the split
-    fields, root included.
+    and view fields, root included.
     """
     data = _data_section(config)
     if config.corpus == "percepiano":
@@ -62,7 +65,7 @@ def corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
         return content_identity(data)
     if data is None:
         return {}
-    return {name: value for name, value in data.to_dict().items() if name not in SPLIT_FIELDS}
+    return {name: value for name, value in data.to_dict().items() if name not in SPLIT_FIELDS + VIEW_FIELDS}
 
 
 def data_location(config: ml_collections.ConfigDict) -> str:

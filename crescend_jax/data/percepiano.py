@@ -27,10 +27,12 @@ import ml_collections
 import numpy as np
 import pandas as pd
 
-from crescend_jax.data.dimensions import NUM_DIMENSIONS
+from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
 from crescend_jax.data.segments import Corpus, Problem, Segment
+from crescend_jax.errors import DataError
 
 RATING_SCALE = 7.0  # raters answered on 1..7; labels are rating / 7
+LABEL_RANGE = (0.0, 1.0)  # the label scale: a label mean outside it is not a rating / 7 (the segment is skipped)
 READER_VERSION = 2  # bump by hand when this reader changes what it returns for the same files (part of store ids)
 RATINGS_CSV = "total_2rounds.csv"
 MIDI_DIRS = ("virtuoso/data/all_2rounds", "virtuoso/data/score_midi")  # searched in this order
@@ -44,7 +46,7 @@ class KeyFormatError(ValueError):
     """A PercePiano key that is not ``<composition>_<N>bars_<performer>_<segment>``."""
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A problem with the whole PercePiano checkout (missing or malformed label/rating files)."""
 
 
@@ -256,11 +258,19 @@ def score_midi_path(parsed: PercePianoKey, scores: dict[str, Path]) -> Path | No
     return None
 
 
+def _outside_label_scale(mean: np.ndarray) -> str:
+    """"dimension=value, ..." of the finite label means outside `LABEL_RANGE` ("" when none is)."""
+    low, high = LABEL_RANGE
+    bad = np.flatnonzero(np.isfinite(mean) & ((mean < low) | (mean > high)))
+    return ", ".join(f"{DIMENSIONS[d]}={mean[d]:g}" for d in bad[:4]) + (", ..." if len(bad) > 4 else "")
+
+
 def load_percepiano(root: Path) -> Corpus:
     """Reads every labelled PercePiano segment under ``root`` (sorted by key).
 
-    Whole-checkout problems raise `CorpusError`; a key that does not parse or has no MIDI file becomes a `Problem`
-    in ``Corpus.problems`` and the other segments are still read. Segments without any rating (`unrated_keys`) are
+    Whole-checkout problems raise `CorpusError`; a key that does not parse, has no MIDI file or has a label mean
+    outside the label scale `LABEL_RANGE` (e.g. 1e6 or -5: not a rating / 7) becomes a `Problem` in
+    ``Corpus.problems`` naming the key and its dimensions, and the other segments are still read. Segments without any rating (`unrated_keys`) are
     kept and counted in one `UnratedWarning`.
     """
     root = Path(root)
@@ -297,6 +307,12 @@ def load_percepiano(root: Path) -> Corpus:
                         message="labelled but no MIDI file in " + " or ".join(MIDI_DIRS) + "; the segment is skipped",
                         reason="segment skipped: no MIDI file")
             )
+            continue
+        if (outside := _outside_label_scale(means[key][:NUM_DIMENSIONS])):
+            problems.append(Problem(item=key, path=mean_path,
+                                    message=f"label means outside the label scale [{LABEL_RANGE[0]:g}, "
+                                            f"{LABEL_RANGE[1]:g}] (ratings 1..7 / 7): {outside}; the segment is skipped",
+                                    reason="segment skipped: label means outside the label scale"))
             continue
         segments.append(
             Segment(

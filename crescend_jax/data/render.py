@@ -26,6 +26,8 @@ import mido
 import ml_collections
 import numpy as np
 import soundfile
+
+from crescend_jax.errors import ConfigError
 from tqdm import tqdm
 
 SOUNDFONTS = {
@@ -57,7 +59,7 @@ class RenderError(Exception):
     """A MIDI file that cannot be rendered (missing, empty, corrupt, no notes); the message names the file."""
 
 
-class SoundfontError(FileNotFoundError):
+class SoundfontError(ConfigError, FileNotFoundError):
     """A soundfont that is unknown or absent; the message names the file and how to install it."""
 
 

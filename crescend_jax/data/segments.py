@@ -21,6 +21,9 @@ class Window:
       source_midi: the whole performance MIDI the segment was cut from.
       start_seconds, end_seconds: the cut [start, end) in ``source_midi``'s time.
       score_start_seconds, score_end_seconds: the same bars in the score MIDI's time (its annotated downbeats).
+      beats, score_beats: every annotated beat from the window's first downbeat to its closing one (inclusive), in
+        the time of the window's own MIDI files (seconds from the cut's start: the performance's and the score's), one
+        to one: beats[b] was played where the score has score_beats[b]. Empty when not known.
     """
 
     index: int
@@ -31,6 +34,8 @@ class Window:
     end_seconds: float
     score_start_seconds: float
     score_end_seconds: float
+    beats: tuple[float, ...] = ()
+    score_beats: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,10 +11,11 @@ Every function takes per-row arrays [N] and returns bool masks [N].
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
+
+from crescend_jax.errors import ConfigError, DataError
 
 SPLIT_LEVELS = ("composition", "work")
 
@@ -31,7 +32,7 @@ def split_units(compositions: np.ndarray, level: str, corpus: str, works: np.nda
     """str [N]: the unit each row is split by: its composition, or its work (``level="work"``): ``works[i]`` when
     given and not "", else `work_of` its composition. ``works``: str [N] or None (the table's ``works`` column)."""
     if level not in SPLIT_LEVELS:
-        raise SplitError(f"unknown data.split_level {level!r}; use one of {SPLIT_LEVELS}")
+        raise SplitConfigError(f"unknown data.split_level {level!r}; use one of {SPLIT_LEVELS}")
     compositions = np.asarray(compositions).astype(str)
     if level == "composition":
         return compositions
@@ -41,8 +42,13 @@ def split_units(compositions: np.ndarray, level: str, corpus: str, works: np.nda
     return np.array([work or work_of(c, corpus) for c, work in zip(compositions, named)], dtype=object).astype(str)
 
 
-class SplitError(ValueError):
-    """A split that cannot be made or that cannot be evaluated."""
+class SplitError(DataError):
+    """A split that cannot be made or that cannot be evaluated on this data (exit 1)."""
+
+
+class SplitConfigError(SplitError, ConfigError):
+    """A split the config asks for that the data cannot give: an unknown split level or composition, too few or too
+    many folds, nothing to hold out. A config mistake (exit 2), refused before a workdir exists."""
 
 
 def composition_folds(compositions: np.ndarray, num_folds: int, seed: int) -> list[np.ndarray]:
@@ -57,9 +63,9 @@ def composition_folds(compositions: np.ndarray, num_folds: int, seed: int) -> li
     if num_folds == 0:
         return [inverse == c for c in range(len(names))]
     if num_folds < 2:
-        raise SplitError(f"num_folds={num_folds}: use 0 (one fold per composition) or at least 2")
+        raise SplitConfigError(f"num_folds={num_folds}: use 0 (one fold per composition) or at least 2")
     if num_folds > len(names):
-        raise SplitError(
+        raise SplitConfigError(
             f"num_folds={num_folds} but there are only {len(names)} compositions ({', '.join(map(str, names))}); "
             f"use num_folds <= {len(names)} or 0 for one fold per composition"
         )
@@ -84,11 +90,11 @@ def holdout_split(compositions: np.ndarray, test_compositions: Sequence[str],
     known = set(compositions.tolist()) | (set() if units is None else set(np.asarray(units).tolist()))
     unknown = sorted(set(test_compositions) - known)
     if unknown:
-        raise SplitError(
-            f"test_compositions {unknown} are not in the data; known compositions: {', '.join(sorted(known))}"
+        raise SplitConfigError(
+            f"data.test_compositions {unknown} are not in the data; known compositions: {', '.join(sorted(known))}"
         )
     if not test_compositions:
-        raise SplitError("test_compositions is empty; name at least one composition to hold out")
+        raise SplitConfigError("test_compositions is empty; name at least one composition to hold out")
     named = np.isin(compositions, list(test_compositions))
     if units is None:
         return named
@@ -198,7 +204,7 @@ def kept_rows(compositions: np.ndarray, data_config, corpus: str, works: np.ndar
     units = split_units(compositions, data_config.get("split_level", "composition"), corpus, works)
     unknown = sorted(set(excluded) - set(compositions.tolist()) - set(units.tolist()))
     if unknown:
-        raise SplitError(f"data.exclude_compositions names {unknown}, which are not in the data")
+        raise SplitConfigError(f"data.exclude_compositions names {unknown}, which are not in the data")
     return ~(np.isin(compositions, excluded) | np.isin(units, excluded))
 
 

@@ -45,7 +45,8 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.performance_labels import DERIVED_LABELS, LABELS_VERSION
 from crescend_jax.data.performers import FACTOR_NAMES
 from crescend_jax.data.segments import Segment
-from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables
+from crescend_jax.data.table import EmbeddingTable, TableFusionError, fuse_tables, input_view
+from crescend_jax.errors import ConfigError, DataError
 from crescend_jax.encoders import SYMBOLIC_RENDER, active_encoder_config, is_symbolic
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ _TEXT_FIELDS = ("key", "composition", "piece", "performer", "group", "render")
 _LABEL_FIELDS = ("label_mean", "label_std", "label_truth")
 
 
-class StoreError(RuntimeError):
+class StoreError(DataError):
     """A store that is missing, unreadable, inconsistent, unwritable, or was written with different settings."""
 
 
@@ -273,7 +274,9 @@ def render_ids(config: ml_collections.ConfigDict) -> list[str]:
 def _corpus_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     try:
         return identity_lib.corpus_identity(config)
-    except (OSError, ValueError) as err:  # CorpusError, DemoCorpusError, an unreadable file
+    except ConfigError:  # e.g. a demo corpus setting out of range: the config's mistake, not the store's
+        raise
+    except (OSError, ValueError, DataError) as err:  # CorpusError, AsapError, an unreadable file
         raise StoreError(f"cannot tell which {config.corpus} store to use: {err}") from None
 
 
@@ -567,6 +570,35 @@ def _merged_count(store_dir: Path) -> int:
         raise _merged_error(store_dir, err) from None
 
 
+def merged_problem(store_dir: Path, batch: int = 256) -> str | None:
+    """None when the merged dataset of ``store_dir`` reads back whole -- its metadata, one shard file per listed
+    shard, each shard's index listing the metadata's record count, and every record decompressed (streamed,
+    ``batch`` records at a time) -- else a line saying what is wrong."""
+    import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    merged = _merged_dir(store_dir)
+    try:
+        lengths = list(tfds.builder_from_directory(merged).info.splits[SPLIT].shard_lengths)
+        shards = sorted(merged.glob(f"{DATASET_NAME}-{SPLIT}.array_record-*"))
+        if len(shards) != len(lengths):
+            return f"{len(shards)} shard files but its metadata lists {len(lengths)}"
+        for path, expected in zip(shards, lengths):
+            reader = ArrayRecordReader(os.fspath(path))
+            try:
+                if not reader.ok() or reader.num_records() != expected:
+                    return f"{path.name} does not hold the {expected} records its metadata lists"
+                for start in range(0, expected, batch):
+                    stop = min(expected, start + batch)
+                    if len(reader.read(start, stop)) != stop - start:
+                        return f"{path.name}: records {start}-{stop - 1} cannot be read"
+            finally:
+                reader.close()
+    except Exception as err:  # noqa: BLE001 - array_record and tfds raise many types for a damaged file
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return None
+
+
 def _merged_error(store_dir: Path, err: BaseException) -> StoreError:
     return StoreError(f"the merged dataset {_merged_dir(store_dir)} is unreadable ({type(err).__name__}: {err}); "
                       f"rebuild it from its parts with {_MERGE_HINT}")
@@ -801,8 +833,19 @@ def load_table(config: ml_collections.ConfigDict) -> EmbeddingTable:
 
     The table's ``sources`` and ``data_roots`` say which stores it came from and where their items were read
     (`crescend_jax.data.fingerprint` records them; `store_id` names a source independently of ``store.root``).
-    Errors are `StoreError` with the way out (e.g. the extract command for a missing store).
+    ``data.group_relative`` makes every row relative to its same-music group (`crescend_jax.data.table.input_view`),
+    here, so that training, its standardisation and the ridge reference read the same inputs. Errors are
+    `StoreError` with the way out (e.g. the extract command for a missing store).
     """
+    table = _stored_table(config)
+    try:
+        return input_view(table, config.get("data"))
+    except ValueError as err:  # inputs that cannot be made group-relative
+        raise StoreError(f"cannot make the inputs group-relative (data.group_relative): {err}") from None
+
+
+def _stored_table(config: ml_collections.ConfigDict) -> EmbeddingTable:
+    """`load_table` before `input_view`: the stores as stored (fused when ``store.fuse`` says so)."""
     fuse = tuple(config.store.get("fuse", ()) or ())
     if not fuse:
         return read_store(encoder_store_dirs(config))

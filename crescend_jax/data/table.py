@@ -1,5 +1,27 @@
 """`EmbeddingTable`: the in-memory view of one or more stores that training and evaluation read; `fuse_tables`
-joins the tables of several encoders of one corpus side by side."""
+joins the tables of several encoders of one corpus side by side; `group_relative` re-expresses every row against its
+same-music group (`input_view`: the inputs a config asks for).
+
+**Group-relative inputs** (``data.group_relative``). For row i of same-music group g (and render r: each soundfont's
+rows form their own group), with R(g, r) the group's reference rows (every member, or, with
+``data.group_relative_deadpan=False``, the members that are not Score/Score2 deadpan renditions when the group has
+any):
+
+    pooled'_i = pooled_i - mean_{m in R(g, r)} pooled_m                       [D]
+    frames'_i[l, t] = frames_i[l, t] - nanmean_{m in R(g, r)} frames_m[l, t]   [layers, T, dim], per score position t
+
+where nanmean skips the members whose value at (l, t) is NaN (a masked score position; NaN when every reference
+member is masked there), so over the reference members with a value the relative frames sum to 0 at every position,
+and the pooled vectors to 0 over the reference members. Frames are transformed only when they are indexed by score
+position (``frame_rate == 0``: the `aligned` encoder, or the one-frame `midi` encoder) and every member of a group has
+as many; time frames of different performances are not aligned and are refused.
+
+This reads the *inputs* of the group, never a label. It is transductive over inputs: a held-out row is expressed
+against the other held-out performances of its group, which the evaluation protocol knows (it only compares
+performances of one group), so it is legitimate at test time; it is not a model of a single performance heard
+alone. Applied when the table is loaded (`crescend_jax.data.store.load_table`), it is what the fold's
+standardisation statistics, the model and the ridge reference all read.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +30,10 @@ from typing import Sequence
 
 import numpy as np
 
+from crescend_jax.data.segments import DEADPAN_PERFORMERS
 from crescend_jax.encoders import SYMBOLIC_RENDER  # the render of rows computed from the MIDI itself: one per key
+
+GROUP_RELATIVE_SUFFIX = "+group_relative"  # appended to the encoder of a group-relative table (its fingerprint)
 
 
 class TableFusionError(ValueError):
@@ -290,3 +315,59 @@ def _fused_column(tables: Sequence[EmbeddingTable], rows: Sequence[np.ndarray], 
             raise TableFusionError(f"{table.encoder!r} and {first.encoder!r} disagree on the {_READABLE[name]} of the "
                                    f"same keys: they were extracted from different corpus content")
     return column_names, values
+
+
+def default_input_config() -> dict[str, bool]:
+    """The ``config.data`` fields `input_view` reads (configs/baseline.py adds them to the data section).
+
+    group_relative: each row's inputs minus the mean of its same-music group (module docstring).
+    group_relative_deadpan: the Score/Score2 deadpan renditions enter that mean (they are inputs of the group, known
+      at test time like the others). False: the mean is over the human performances (every member when a group has
+      none), so a row is measured against what the performers did, not against the deadpan.
+    """
+    return {"group_relative": False, "group_relative_deadpan": True}
+
+
+def group_relative(table: EmbeddingTable, include_deadpan: bool = True) -> EmbeddingTable:
+    """``table`` with every row's pooled vector (and position-indexed frames) minus its same-music group's mean
+    (module docstring); ``encoder`` gains `GROUP_RELATIVE_SUFFIX`. Raises ValueError for time frames, for a group whose
+    members hold different numbers of frames, or for a table holding MuQ layer-input frames."""
+    if table.input_frames is not None:
+        raise ValueError("group-relative inputs transform the encoder's outputs, not MuQ's layer-input frames: use "
+                         "data.group_relative with a frozen trunk (trunk.kind='frozen')")
+    if table.frames is not None and table.frame_rate != 0:
+        raise ValueError(f"the store {table.encoder!r} holds time frames ({table.frame_rate:g} frames/s): frame t of "
+                         f"two performances is not the same score position, so they cannot be made group-relative; "
+                         f"read the store without frames (store.frames=False) or use the aligned encoder")
+    pooled = np.asarray(table.pooled, np.float32).copy()
+    frames = None if table.frames is None else [np.array(f, np.float32) for f in table.frames]
+    deadpan = np.isin(table.performers, DEADPAN_PERFORMERS)
+    _, cells = np.unique(np.char.add(np.char.add(table.groups.astype(str), "\x00"), table.renders.astype(str)),
+                         return_inverse=True)
+    for cell in np.unique(cells):
+        members = np.flatnonzero(cells == cell)
+        reference = members if include_deadpan or deadpan[members].all() else members[~deadpan[members]]
+        pooled[members] -= table.pooled[reference].astype(np.float64).mean(axis=0).astype(np.float32)
+        if frames is None:
+            continue
+        shapes = {table.frames[m].shape for m in members}
+        if len(shapes) > 1:
+            raise ValueError(f"group {table.groups[members[0]]!r} holds frames of shapes {sorted(shapes)}: its "
+                             f"performances are not aligned by score position; re-extract with the aligned encoder")
+        stacked = np.stack([table.frames[m] for m in reference]).astype(np.float64)  # [R, layers, T, dim]
+        known = np.isfinite(stacked)
+        counts = known.sum(axis=0)
+        mean = np.where(counts > 0, np.where(known, stacked, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan)
+        for m in members:
+            frames[m] = (table.frames[m] - mean).astype(np.float32)
+    return dataclasses.replace(table, pooled=pooled, frames=frames, encoder=table.encoder + GROUP_RELATIVE_SUFFIX)
+
+
+def input_view(table: EmbeddingTable, data_config) -> EmbeddingTable:
+    """The inputs ``config.data`` asks for: `group_relative` of ``table`` when ``data.group_relative`` (the deadpan
+    renditions in the mean unless ``data.group_relative_deadpan`` is False), else ``table`` itself."""
+    get = (lambda name, default: data_config.get(name, default)) if data_config is not None else (
+        lambda name, default: default)
+    if not get("group_relative", False):
+        return table
+    return group_relative(table, include_deadpan=bool(get("group_relative_deadpan", True)))

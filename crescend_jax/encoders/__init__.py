@@ -3,7 +3,7 @@
 Audio encoders implement `Encoder` (``base``); symbolic encoders implement `SymbolicEncoder` and read the corpus's
 MIDI files directly, so extraction renders nothing for them and writes one store per (corpus, encoder) under the
 render id ``SYMBOLIC_RENDER``. ``config.encoder`` holds one sub-section per encoder and ``name`` picks one, so a
-config switches encoder (and store) with one field: ``--config.encoder.name=muq`` (or ``midi``).
+config switches encoder (and store) with one field: ``--config.encoder.name=muq`` (or ``midi``, ``aligned``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ from typing import Protocol, Sequence
 import ml_collections
 
 from crescend_jax.encoders.base import Encoded, Encoder
+from crescend_jax.errors import ConfigError
 
-SYMBOLIC_ENCODERS = ("midi",)  # encoder names that read MIDI instead of audio
+SYMBOLIC_ENCODERS = ("midi", "aligned")  # encoder names that read MIDI instead of audio
 SYMBOLIC_RENDER = "symbolic"  # the render id (store sub-directory) of a symbolic encoder's one store
 
 
 class SymbolicEncoder(Protocol):
-    """MIDI files in, `Encoded` out (no audio). Implementation: midi.py."""
+    """MIDI files in, `Encoded` out (no audio). Implementations: midi.py (one vector per segment), aligned.py (one
+    frame per score position).
+
+    An encoder that also sets ``reads_windows = True`` gets ``encode_midi(midi_paths, score_paths, windows)``, where
+    ``windows[i]`` is the segment's `crescend_jax.data.segments.Window` (ASAP: the cut and its annotated beats) or None.
+    """
 
     symbolic: bool  # True: extraction passes MIDI paths to `encode_midi` and never renders
     name: str  # encoder, settings and code version, e.g. "midi-v1-f32-<hash>"
@@ -41,14 +47,16 @@ def is_symbolic(config: ml_collections.ConfigDict) -> bool:
 
 def default_encoder_config() -> ml_collections.ConfigDict:
     """``config.encoder``: ``name`` ("features": librosa, no weights; "muq": MuQ, PyTorch; "midi": symbolic
-    performance features of the MIDI itself) + each encoder's settings."""
-    from crescend_jax.encoders import features, midi, muq
+    performance features of the MIDI itself; "aligned": symbolic features per score position, frames aligned across
+    performances) + each encoder's settings."""
+    from crescend_jax.encoders import aligned, features, midi, muq
 
     config = ml_collections.ConfigDict()
     config.name = "features"
     config.features = features.default_encoder_config()
     config.muq = muq.default_encoder_config()
     config.midi = midi.default_encoder_config()
+    config.aligned = aligned.default_encoder_config()
     return config
 
 
@@ -56,7 +64,7 @@ def active_encoder_config(config: ml_collections.ConfigDict) -> ml_collections.C
     """The settings of the encoder ``config.name`` names (what identifies its store)."""
     if config.name not in config:
         known = [name for name, value in config.items() if isinstance(value, ml_collections.ConfigDict)]
-        raise ValueError(f"config.encoder.name is {config.name!r} but config.encoder has no such section; "
+        raise ConfigError(f"config.encoder.name is {config.name!r} but config.encoder has no such section; "
                          f"known encoders: {known}")
     return config[config.name]
 
@@ -76,7 +84,12 @@ def build_encoder(config: ml_collections.ConfigDict) -> Encoder | SymbolicEncode
         from crescend_jax.encoders.midi import MidiEncoder
 
         return MidiEncoder.from_config(settings)
-    raise ValueError(f"unknown encoder {config.name!r}; set --config.encoder.name to 'features', 'muq' or 'midi'")
+    if config.name == "aligned":
+        from crescend_jax.encoders.aligned import AlignedEncoder
+
+        return AlignedEncoder.from_config(settings)
+    raise ValueError(f"unknown encoder {config.name!r}; set --config.encoder.name to 'features', 'muq', 'midi' or "
+                     f"'aligned'")
 
 
 __all__ = ["SYMBOLIC_ENCODERS", "SYMBOLIC_RENDER", "Encoded", "Encoder", "SymbolicEncoder", "active_encoder_config",

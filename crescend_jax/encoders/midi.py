@@ -22,7 +22,8 @@ memory; wrong, missing and extra notes stay unmatched). Tempo anchors are the sc
 note: score time s_a (the score chord's mean onset) against performance time q_a (median onset of its matched
 performance notes). Walking the anchors in score order and keeping the next anchor only once its score time is at
 least ``min_score_ioi_s`` (50 ms) after the last kept one gives the local tempo ratios
-r_a = (q_{a+1} - q_a) / (s_{a+1} - s_a) over kept pairs with q_{a+1} > q_a.
+r_a = (q_{a+1} - q_a) / (s_{a+1} - s_a) over kept pairs with q_{a+1} > q_a. Reading, chords, the alignment and the
+anchors are `crescend_jax.encoders.alignment`, shared with the score-position encoder (`crescend_jax.encoders.aligned`).
 
 Features (``FEATURE_NAMES``, this order; the default in brackets is used when a formula has nothing to work on):
 
@@ -79,18 +80,22 @@ single frame [1, 1, dim] (one frame per segment, no time axis: ``frame_rate`` is
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.metadata
 import json
 from pathlib import Path
 from typing import Sequence
 
-import mido
 import ml_collections
 import numpy as np
 
+from crescend_jax.encoders.alignment import (SUSTAIN_CONTROL, Alignment, MidiFeatureError, Notes, align, group_onsets,
+                                             lcs_pairs, read_notes)
 from crescend_jax.encoders.base import Encoded
+
+# Re-exported: the reading and alignment helpers lived here before `alignment` was split out.
+__all__ = ["ENCODER_VERSION", "FEATURE_NAMES", "SUSTAIN_CONTROL", "MidiEncoder", "MidiFeatureError", "Notes",
+           "default_encoder_config", "group_onsets", "lcs_pairs", "read_notes"]
 
 # Bump by hand whenever a formula or the parsing changes: it is part of ``MidiEncoder.name`` (and of the store
 # identity, which reads ``ENCODER_VERSION`` of every encoder module), so a changed encoder writes a new store.
@@ -108,14 +113,6 @@ FEATURE_NAMES = (
     "pedal_down_share", "pedal_changes_per_s", "pedal_depth_mean",
     "notes_per_s", "chords_per_s", "chord_size_mean", "polyphony_mean",
 )
-SUSTAIN_CONTROL = 64
-_MAX_ALIGNMENT_CELLS = 40_000_000  # N * M of the alignment table (int32): 160 MB
-
-
-class MidiFeatureError(ValueError):
-    """A MIDI file the symbolic encoder cannot describe (missing, corrupt, no notes, too long to align)."""
-
-
 def default_encoder_config() -> ml_collections.ConfigDict:
     """``config.encoder.midi``: symbolic performance features (``name="midi"``); see the module docstring."""
     config = ml_collections.ConfigDict()
@@ -129,131 +126,12 @@ def default_encoder_config() -> ml_collections.ConfigDict:
     return config
 
 
-@dataclasses.dataclass(frozen=True)
-class Notes:
-    """One MIDI file's notes sorted by (onset, pitch) and its sustain pedal.
-
-    onset, offset: float64 [N] seconds; pitch, velocity: int64 [N]; pedal_times float64 [P] seconds and
-    pedal_values float64 [P] (0..127) of every CC64 message in time order.
-    """
-
-    onset: np.ndarray
-    offset: np.ndarray
-    pitch: np.ndarray
-    velocity: np.ndarray
-    pedal_times: np.ndarray
-    pedal_values: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.onset)
-
-
-def read_notes(path: Path) -> Notes:
-    """Notes and pedal of the MIDI file ``path`` (rules in the module docstring); raises `MidiFeatureError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise MidiFeatureError(f"MIDI {path} does not exist; check the corpus path")
-    try:
-        midi = mido.MidiFile(path)
-        now = 0.0
-        sounding: dict[tuple[int, int], tuple[float, int]] = {}
-        notes: list[tuple[float, float, int, int]] = []
-        pedal: list[tuple[float, int]] = []
-        for message in midi:  # merged tracks, ``time`` = seconds since the previous message
-            now += message.time
-            if message.type == "note_on" and message.velocity > 0:
-                key = (message.channel, message.note)
-                if key in sounding:  # re-strike of a sounding key: the earlier note ends here
-                    start, velocity = sounding.pop(key)
-                    notes.append((start, now, message.note, velocity))
-                sounding[key] = (now, message.velocity)
-            elif message.type in ("note_on", "note_off"):
-                started = sounding.pop((message.channel, message.note), None)
-                if started is not None:
-                    notes.append((started[0], now, message.note, started[1]))
-            elif message.type == "control_change" and message.control == SUSTAIN_CONTROL:
-                pedal.append((now, message.value))
-    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError, TypeError on bad files
-        raise MidiFeatureError(f"MIDI {path} is corrupt: {type(err).__name__}: {err}") from None
-    notes += [(start, now, pitch, velocity) for (_, pitch), (start, velocity) in sounding.items()]
-    if not notes:
-        raise MidiFeatureError(f"MIDI {path} has no notes (no note_on with velocity > 0); nothing to describe")
-    table = np.array(sorted(notes, key=lambda n: (n[0], n[2], n[0] - n[1])), dtype=np.float64)  # longest first
-    repeat = np.r_[False, (np.diff(table[:, 0]) == 0) & (np.diff(table[:, 2]) == 0)]
-    table = table[~repeat]
-    pedal_table = np.array(pedal, dtype=np.float64).reshape(-1, 2)
-    return Notes(onset=table[:, 0], offset=table[:, 1], pitch=table[:, 2].astype(np.int64),
-                 velocity=table[:, 3].astype(np.int64), pedal_times=pedal_table[:, 0], pedal_values=pedal_table[:, 1])
-
-
-def group_onsets(onsets: np.ndarray, window: float) -> list[np.ndarray]:
-    """Chords of sorted ``onsets``: each starts at the first onset left and takes every onset <= it + ``window``.
-
-    Returns index arrays into ``onsets``, in time order.
-    """
-    chords, start = [], 0
-    while start < len(onsets):
-        stop = int(np.searchsorted(onsets, onsets[start] + window + 1e-9, side="right"))
-        chords.append(np.arange(start, stop))
-        start = stop
-    return chords
-
-
-def lcs_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (ia, ib) of a longest common subsequence of the integer sequences ``a`` [N] and ``b`` [M].
-
-    Exact dynamic programme; each row is one vectorised step, since L[i, j] = max_{k <= j} max(L[i-1, k],
-    L[i-1, k-1] + [a_i == b_k]) is a running maximum. Both index arrays are increasing.
-    """
-    n, m = len(a), len(b)
-    if n * m > _MAX_ALIGNMENT_CELLS:
-        raise MidiFeatureError(f"score alignment of {n} x {m} notes is too large; use shorter segments or "
-                               f"--config.encoder.midi.use_score=False")
-    table = np.zeros((n + 1, m + 1), np.int32)
-    for i in range(1, n + 1):
-        previous = table[i - 1]
-        candidate = previous.copy()
-        candidate[1:] = np.maximum(previous[1:], previous[:-1] + (b == a[i - 1]))
-        table[i] = np.maximum.accumulate(candidate)
-    ia, ib = [], []
-    i, j = n, m
-    while i > 0 and j > 0:
-        if a[i - 1] == b[j - 1] and table[i, j] == table[i - 1, j - 1] + 1:
-            ia.append(i - 1)
-            ib.append(j - 1)
-            i, j = i - 1, j - 1
-        elif table[i - 1, j] >= table[i, j - 1]:
-            i -= 1
-        else:
-            j -= 1
-    return np.array(ia[::-1], np.int64), np.array(ib[::-1], np.int64)
-
-
-def _chord_order(notes: Notes, chords: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Note indices ordered by (chord, pitch) and each note's chord index."""
-    order = np.concatenate([c[np.argsort(notes.pitch[c], kind="stable")] for c in chords])
-    chord_of = np.empty(len(notes), np.int64)
-    for k, c in enumerate(chords):
-        chord_of[c] = k
-    return order, chord_of
-
-
 def _std(values: np.ndarray) -> float:
     return float(np.std(values)) if len(values) else 0.0
 
 
 def _median(values, default: float) -> float:
     return float(np.median(values)) if len(values) else default
-
-
-@dataclasses.dataclass(frozen=True)
-class _Alignment:
-    """Matched notes: performance note indices [K], the score chord of each [K], the score chords' mean onsets."""
-
-    performance: np.ndarray
-    score_chord: np.ndarray
-    score_chord_times: np.ndarray
-    score_notes: int
 
 
 class MidiEncoder:
@@ -325,7 +203,7 @@ class MidiEncoder:
         chords = group_onsets(notes.onset, self.chord_window_s)
         alignment = None
         if self.use_score and score_path is not None:
-            alignment = self._align(notes, chords, read_notes(score_path))
+            alignment = align(notes, chords, read_notes(score_path), self.score_chord_tolerance_s)
         values: dict[str, float] = {}
         values.update(self._timing(notes, chords))
         values.update(self._score_timing(notes, alignment))
@@ -340,15 +218,6 @@ class MidiEncoder:
 
     # -----------------------------------------------------------------------------------------------------------
 
-    def _align(self, notes: Notes, chords: list[np.ndarray], score: Notes) -> _Alignment:
-        score_chords = group_onsets(score.onset, self.score_chord_tolerance_s)
-        performance_order, _ = _chord_order(notes, chords)
-        score_order, score_chord_of = _chord_order(score, score_chords)
-        ia, ib = lcs_pairs(notes.pitch[performance_order], score.pitch[score_order])
-        return _Alignment(performance=performance_order[ia], score_chord=score_chord_of[score_order[ib]],
-                          score_chord_times=np.array([score.onset[c].mean() for c in score_chords]),
-                          score_notes=len(score))
-
     @staticmethod
     def _chord_times(notes: Notes, chords: list[np.ndarray]) -> np.ndarray:
         return np.array([notes.onset[c].mean() for c in chords])
@@ -359,17 +228,15 @@ class MidiEncoder:
         return {"duration_s": notes.offset.max() - notes.onset.min(), "ioi_median_s": _median(ioi, 0.0),
                 "ioi_log_ratio_std": _std(log_ratios)}
 
-    def _score_timing(self, notes: Notes, alignment: _Alignment | None) -> dict[str, float]:
+    def _score_timing(self, notes: Notes, alignment: Alignment | None) -> dict[str, float]:
         values = {"has_score": 0.0, "score_match_share": 0.0, "tempo_ratio": 1.0, "tempo_log_std": 0.0}
         if alignment is None:
             return values
         values["has_score"] = 1.0
         values["score_match_share"] = len(alignment.performance) / max(len(notes), alignment.score_notes)
-        anchors = np.unique(alignment.score_chord)  # score chords with a matched note, in score order
+        anchors, score_times, played = alignment.anchors(notes)  # score chords with a matched note, in score order
         if len(anchors) < 2:
             return values
-        score_times = alignment.score_chord_times[anchors]
-        played = np.array([np.median(notes.onset[alignment.performance[alignment.score_chord == a]]) for a in anchors])
         if score_times[-1] > score_times[0] and played[-1] > played[0]:
             values["tempo_ratio"] = (played[-1] - played[0]) / (score_times[-1] - score_times[0])
         kept = [0]
@@ -419,7 +286,7 @@ class MidiEncoder:
                 "articulation_all": float(np.median(np.concatenate(ratios))),
                 "overlap_share": float(np.mean(notes.offset[top[:-1]] > notes.onset[top[1:]]))}
 
-    def _asynchrony(self, notes: Notes, chords: list[np.ndarray], alignment: _Alignment | None) -> dict[str, float]:
+    def _asynchrony(self, notes: Notes, chords: list[np.ndarray], alignment: Alignment | None) -> dict[str, float]:
         if alignment is not None:
             groups = [alignment.performance[alignment.score_chord == a] for a in np.unique(alignment.score_chord)]
         else:

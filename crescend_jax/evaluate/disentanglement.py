@@ -23,8 +23,9 @@ no per-shape compilation (a jitted optax L-BFGS would compile once per embedding
 closed-form one-vs-rest ridge classifier was tried first and dropped: on planted data with few training groups per
 composition it named the composition of new groups less often than the logistic model (0.86 against 0.94, nearest
 class mean 0.975), because least squares on one-hot targets fits the indicator values, not the class boundaries.
-The factor probe is a regression, where ridge is exactly right: solved in closed form (`ridge_predictions`), one
-eigendecomposition gives the fit for every strength of `RIDGE_ALPHA_GRID` at once.
+The factor probe is a regression, where ridge is exactly right: solved in closed form by the project's ridge solver
+(`evaluate.ridge.ridge_path`, through `ridge_predictions`), one eigendecomposition gives the fit for every strength
+of `RIDGE_ALPHA_GRID` at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import optimize, special
 
+from crescend_jax.evaluate.ridge import ridge_path, standardise
+
 # Penalty strengths (on the per-row mean loss of standardised features; see `composition_probe`, `ridge_predictions`).
 PROBE_ALPHA_GRID: tuple[float, ...] = tuple(float(a) for a in 10.0 ** np.arange(-5, 1))  # 1e-5 .. 1
 DEFAULT_PROBE_ALPHA = 1e-3  # when no inner split is possible
@@ -47,7 +50,6 @@ PROBE_MAX_ITERATIONS = 2000
 DEFAULT_HOLDOUT_SHARE = 0.5  # share of each composition's groups held out by `group_holdout_split`
 SILHOUETTE_BLOCK_ELEMENTS = 1 << 22  # distance entries per tile (32 MiB of float64)
 SILHOUETTE_MAX_ROWS = 20_000  # `disentanglement_metrics` scores a seeded subset of rows above this
-_STD_FLOOR = 1e-12  # a feature whose training std is below this is only centred (constant features stay 0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -112,51 +114,20 @@ def group_holdout_split(
 # Ridge in closed form
 
 
-def _standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """z-scores with the training rows' mean and std (ddof 0); a constant training feature is only centred."""
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std = np.where(std > _STD_FLOOR, std, 1.0)
-    return [(x - mean) / std for x in (x_train, *others)]
-
-
 def ridge_predictions(
     x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, alphas: Sequence[float]
 ) -> np.ndarray:
-    """Predictions of ridge regressions with an unpenalised intercept, one per strength in ``alphas``.
+    """Predictions of ridge regressions with an unpenalised intercept, one per strength in ``alphas``: float64
+    [A, m, K] from x_train [n, D], y_train [n, K], x_eval [m, D].
 
-    Features are standardised with the training rows' statistics (X below), targets centred on their training mean
-    ybar. For each alpha the weights minimise (1/n) ||X W - (Y - ybar)||^2 + alpha ||W||_F^2, i.e.
-    W = (X^T X + n alpha I)^-1 X^T (Y - ybar) = X^T (X X^T + n alpha I)^-1 (Y - ybar). One symmetric
-    eigendecomposition of the smaller of X X^T [n, n] and X^T X [D, D] gives every alpha:
-    with X X^T = U diag(l) U^T, prediction = X_eval X^T U diag(1 / (l + n alpha)) U^T (Y - ybar) + ybar
-    (and the same with X^T X = V diag(l) V^T: X_eval V diag(1 / (l + n alpha)) V^T X^T (Y - ybar) + ybar).
-
-    Args:
-      x_train: [n, D]; y_train: [n, K]; x_eval: [m, D]; alphas: A strengths > 0.
-    Returns:
-      float64 [A, m, K].
+    Features are standardised with the training rows' statistics (X below), targets centred on their training mean.
+    The strengths are on the per-row mean loss, (1/n) ||X W - (Y - ybar)||^2 + alpha ||W||_F^2, i.e. the summed loss
+    of `evaluate.ridge.ridge_path` (the solver) with its strength n * alpha.
     """
-    x_train, x_eval = (np.asarray(a, np.float64) for a in (x_train, x_eval))
-    y_train = np.asarray(y_train, np.float64)
-    n = x_train.shape[0]
-    x_train, x_eval = _standardise(x_train, x_eval)
-    y_mean = y_train.mean(axis=0)
-    y_centred = y_train - y_mean
-    if n <= x_train.shape[1]:
-        eigenvalues, basis = np.linalg.eigh(x_train @ x_train.T)
-        left = (x_eval @ x_train.T) @ basis  # [m, n]
-        right = basis.T @ y_centred  # [n, K]
-    else:
-        eigenvalues, basis = np.linalg.eigh(x_train.T @ x_train)
-        left = x_eval @ basis  # [m, D]
-        right = basis.T @ (x_train.T @ y_centred)  # [D, K]
-    eigenvalues = np.maximum(eigenvalues, 0.0)
     alphas = np.asarray(alphas, np.float64)
     if np.any(alphas <= 0):
         raise ValueError(f"ridge strengths must be > 0, got {alphas.tolist()}")
-    shrink = 1.0 / (eigenvalues[None, :] + n * alphas[:, None])  # [A, r]
-    return np.stack([(left * scale) @ right for scale in shrink]) + y_mean
+    return ridge_path(x_train, y_train, x_eval, len(x_train) * alphas)
 
 
 def _inner_split(groups: np.ndarray | None, compositions: np.ndarray | None, seed: int) -> ProbeSplit | None:
@@ -180,7 +151,7 @@ def _probe_features(x_train: np.ndarray, x_eval: np.ndarray) -> tuple[np.ndarray
     same model. V comes from the eigendecomposition X X^T = U diag(S^2) U^T (directions with S^2 <= 1e-10 max
     dropped). Returns float64 [n, r'] and [m, r'] (r' = D when D <= n).
     """
-    x_train, x_eval = _standardise(np.asarray(x_train, np.float64), np.asarray(x_eval, np.float64))
+    x_train, x_eval = standardise(np.asarray(x_train, np.float64), np.asarray(x_eval, np.float64))
     n, d = x_train.shape
     if d <= n:
         return x_train, x_eval

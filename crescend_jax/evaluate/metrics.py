@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import rax
 
+from crescend_jax.data.pairs import outcome_accuracy, pair_outcome
+
 # Pairs whose label gap is below this are dropped in the "gap" variant of pairwise accuracy.
 DEFAULT_MIN_GAP = 0.05
 
@@ -83,7 +85,8 @@ class PairOutcomes:
     first, second: int [P] rows of each pair; group: int [P] dense index of its group into ``group_ids``;
     group_ids: [G] the distinct group ids, sorted (``GroupLayout`` order); correct: float [P, K], 1 when the pair is
     ordered as the labels order it, 0 when reversed, 0.5 for a predicted tie, NaN when the pair is unusable on that
-    dimension (label tie, label gap below ``min_gap``, a row excluded, a non-finite label or score).
+    dimension (label tie, label gap below ``min_gap``, a row excluded, a non-finite label or score): the rule of
+    `crescend_jax.data.pairs`, which the trainer's checkpoint selection uses too.
     """
 
     first: np.ndarray
@@ -98,20 +101,18 @@ class PairOutcomes:
 
     def accuracy(self) -> PairwiseAccuracy:
         """accuracy_k = sum_p correct_pk / #{p: correct_pk finite}; NaN where no pair is usable."""
-        usable = np.isfinite(self.correct)
-        num_pairs = usable.sum(axis=0)
-        total = np.where(usable, self.correct, 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            accuracy = np.where(num_pairs > 0, total / num_pairs, np.nan)
-        return PairwiseAccuracy(accuracy=accuracy, num_pairs=num_pairs.astype(np.int64))
+        accuracy, num_pairs = outcome_accuracy(self.correct)
+        return PairwiseAccuracy(accuracy=accuracy, num_pairs=num_pairs)
 
 
 def _usable_label_pairs(
     labels: np.ndarray, i: np.ndarray, j: np.ndarray, min_gap: float, exclude: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """label_diff float [P, K] = y_i - y_j and usable bool [P, K]: finite, not tied, |diff| >= min_gap, not excluded."""
+    """label_diff float [P, K] = y_i - y_j and usable bool [P, K]: |diff| >= min_gap and neither row excluded (label
+    ties and non-finite gaps are `data.pairs.pair_outcome`'s to leave out)."""
     label_diff = labels[i] - labels[j]
-    usable = np.isfinite(label_diff) & (label_diff != 0) & (np.abs(label_diff) >= min_gap)
+    with np.errstate(invalid="ignore"):
+        usable = np.abs(label_diff) >= min_gap
     if exclude is not None:
         exclude = np.asarray(exclude, bool)
         if exclude.shape != (len(labels),):
@@ -131,8 +132,9 @@ def pair_outcomes(
     """Per-pair outcomes of a scorer: every within-group pair (i, j), ``correct`` float [P, K].
 
     With d = y_ik - y_jk and s = f_ik - f_jk: correct = 1[sign(s) = sign(d)] + 0.5 * 1[s = 0] where the pair is
-    usable (d and s finite, d != 0, |d| >= ``min_gap``, neither row in ``exclude``), NaN elsewhere. Every pair of the
-    groups is listed (unusable ones as NaN), so two scorers of the same rows have the same pair layout.
+    usable (d and s finite, d != 0, |d| >= ``min_gap``, neither row in ``exclude``), NaN elsewhere
+    (`data.pairs.pair_outcome` with margin s). Every pair of the groups is listed (unusable ones as NaN), so two
+    scorers of the same rows have the same pair layout.
 
     Args: scores, labels: float [N, K]; groups: [N]; min_gap: smallest |label difference| kept; exclude: bool [N].
     """
@@ -140,11 +142,9 @@ def pair_outcomes(
     layout = GroupLayout.from_groups(groups)
     i, j, g = layout.pairs()
     label_diff, usable = _usable_label_pairs(labels, i, j, min_gap, exclude)
-    score_diff = scores[i] - scores[j]
-    usable &= np.isfinite(score_diff)
-    correct = np.where(score_diff == 0, 0.5, (np.sign(score_diff) == np.sign(label_diff)).astype(np.float64))
     return PairOutcomes(
-        first=i, second=j, group=g, group_ids=np.unique(np.asarray(groups)), correct=np.where(usable, correct, np.nan)
+        first=i, second=j, group=g, group_ids=np.unique(np.asarray(groups)),
+        correct=pair_outcome(scores[i] - scores[j], label_diff, usable),
     )
 
 
@@ -161,7 +161,8 @@ def pair_outcomes_from_probabilities(
     """Per-pair outcomes of a comparator that outputs q = P(row ``first`` above row ``second``), float [P, K].
 
     correct = 1 when q > 0.5 and y_first > y_second or q < 0.5 and y_first < y_second, 0 when the order disagrees,
-    0.5 when q = 0.5 exactly; NaN where the pair is unusable (same label rules as `pair_outcomes`, or q not finite).
+    0.5 when q = 0.5 exactly; NaN where the pair is unusable (same label rules as `pair_outcomes`, or q not finite):
+    `data.pairs.pair_outcome` with margin q - 1/2.
     The pairs are the caller's (any subset, any orientation), each inside one group.
 
     Args: probabilities: float [P, K]; first, second: int [P] rows; labels: float [N, K]; groups: [N];
@@ -182,12 +183,9 @@ def pair_outcomes_from_probabilities(
     if np.any(g != layout.group_index[second]) or np.any(first == second):
         raise ValueError("every pair must join two different rows of the same group")
     label_diff, usable = _usable_label_pairs(labels, first, second, min_gap, exclude)
-    usable &= np.isfinite(probabilities)
-    margin = probabilities - 0.5
-    correct = np.where(margin == 0, 0.5, (np.sign(margin) == np.sign(label_diff)).astype(np.float64))
     return PairOutcomes(
         first=first, second=second, group=g, group_ids=np.unique(np.asarray(groups)),
-        correct=np.where(usable, correct, np.nan),
+        correct=pair_outcome(probabilities - 0.5, label_diff, usable),
     )
 
 

@@ -8,7 +8,8 @@ seed-pooled entry in ``results.json``, which has the same keys). Read per dimens
   1 at the split-half noise ceiling (NaN where the ceiling is at or below chance);
 * ``pooled.pairwise_accuracy.per_dimension`` acc_k and ``ceiling.per_dimension`` ceiling_k;
 * ``versus_baseline.per_dimension`` {estimate, low, high}: the paired bootstrap difference acc_k - baseline_k on
-  the same pairs (`comparison.paired_difference`). A dimension is a **real gain** when low_k > 0 and a **real loss**
+  the same pairs (`comparison.paired_difference`); a degenerate one (``warnings``, e.g. fewer than 5 held-out
+  compositions) gives no verdict on any dimension. A dimension is a **real gain** when low_k > 0 and a **real loss**
   when high_k < 0 (the 95% interval excludes 0). A run without ``versus_baseline`` (the baseline itself, or a run
   evaluated without ``--baseline``) has fractions but no marks.
 
@@ -30,11 +31,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
+from crescend_jax.errors import DataError
 from crescend_jax.evaluate.summary import to_json
 
 GAIN_MARK, LOSS_MARK = "▲", "▼"
 METRICS_FILE = "metrics.json"
 SWEEP_RESULTS_FILE = "results.json"
+
+
+class AnalysisError(DataError, ValueError):
+    """Runs or a sweep that cannot be analysed (not evaluated yet, unreadable, nothing finished)."""
 
 
 def _vector(value: Any, what: str) -> np.ndarray:
@@ -43,7 +49,7 @@ def _vector(value: Any, what: str) -> np.ndarray:
         return np.full(NUM_DIMENSIONS, np.nan)
     array = np.array([np.nan if v is None else v for v in value], np.float64)
     if array.shape != (NUM_DIMENSIONS,):
-        raise ValueError(f"{what} has {array.shape[0] if array.ndim else 0} values; expected {NUM_DIMENSIONS} "
+        raise AnalysisError(f"{what} has {array.shape[0] if array.ndim else 0} values; expected {NUM_DIMENSIONS} "
                          "(one per dimension)")
     return array
 
@@ -98,13 +104,13 @@ def analyze_dimensions(runs: Mapping[str, Mapping[str, Any]]) -> DimensionAnalys
     """The analysis of ``runs`` (name -> metrics dict, in column order). Raises ValueError for no runs or a run
     whose dimensions are not the 19 PercePiano ones."""
     if not runs:
-        raise ValueError("no runs to analyse")
+        raise AnalysisError("no runs to analyse")
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ("fraction", "accuracy", "ceiling", "gain", "low", "high")}
     compared, baselines = [], []
     for name, metrics in runs.items():
         dims = metrics.get("dimensions")
         if dims is not None and tuple(dims) != DIMENSIONS:
-            raise ValueError(f"run {name!r} is scored on other dimensions than the 19 PercePiano ones")
+            raise AnalysisError(f"run {name!r} is scored on other dimensions than the 19 PercePiano ones")
         rows["fraction"].append(_vector(_get(metrics, "fraction_of_ceiling.pairwise_accuracy.per_dimension"),
                                         f"{name}: fraction_of_ceiling"))
         rows["accuracy"].append(_vector(_get(metrics, "pooled.pairwise_accuracy.per_dimension"),
@@ -113,8 +119,10 @@ def analyze_dimensions(runs: Mapping[str, Mapping[str, Any]]) -> DimensionAnalys
         versus = _get(metrics, "versus_baseline.per_dimension")
         compared.append(versus is not None)
         baselines.append(metrics.get("baseline_name") if versus is not None else None)
+        degenerate = bool(_get(metrics, "versus_baseline.warnings"))  # e.g. too few compositions: no verdict
         for key, field in (("gain", "estimate"), ("low", "low"), ("high", "high")):
-            rows[key].append(_vector(None if versus is None else versus.get(field), f"{name}: versus_baseline"))
+            kept = versus is not None and (key == "gain" or not degenerate)
+            rows[key].append(_vector(versus.get(field) if kept else None, f"{name}: versus_baseline"))
     stack = {k: np.stack(v) for k, v in rows.items()}
     return DimensionAnalysis(names=tuple(runs), dimensions=DIMENSIONS, fraction=stack["fraction"],
                              accuracy=stack["accuracy"], ceiling=stack["ceiling"], gain=stack["gain"],
@@ -225,9 +233,9 @@ def load_runs(workdirs: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     for name, path in zip(names, paths):
         metrics = path / METRICS_FILE
         if not metrics.is_file():
-            raise ValueError(f"{metrics} does not exist: run `crescend-jax evaluate --workdir {path} --baseline "
+            raise AnalysisError(f"{metrics} does not exist: run `crescend-jax evaluate --workdir {path} --baseline "
                              "<baseline workdir>` first")
-        runs[name] = json.loads(metrics.read_text())
+        runs[name] = _read_json(metrics)
     return runs
 
 
@@ -236,10 +244,17 @@ def load_sweep(sweep_dir: str | Path) -> dict[str, dict[str, Any]]:
     Raises ValueError when the sweep has no results yet."""
     path = Path(sweep_dir) / SWEEP_RESULTS_FILE
     if not path.is_file():
-        raise ValueError(f"{path} does not exist: run `crescend-jax sweep --config=<sweep> --workdir={sweep_dir}` "
+        raise AnalysisError(f"{path} does not exist: run `crescend-jax sweep --config=<sweep> --workdir={sweep_dir}` "
                          "first")
-    results = json.loads(path.read_text())
+    results = _read_json(path)
     runs = {name: point["pooled"] for name, point in results["points"].items() if point.get("pooled")}
     if not runs:
-        raise ValueError(f"{path} holds no finished point yet")
+        raise AnalysisError(f"{path} holds no finished point yet")
     return runs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise AnalysisError(f"{path} is unreadable ({err}); evaluate the run again") from None

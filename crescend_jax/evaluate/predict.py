@@ -17,15 +17,15 @@ import numpy as np
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import first_render_mask, kept_rows
 from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.errors import DataError
 from crescend_jax.models import approach_for
-from crescend_jax.models.trunk import TrunkError, trunk_table
-from crescend_jax.models.contract import Predictions
+from crescend_jax.models.contract import InputError, Predictions
 from crescend_jax.models.functions import model_functions, predict_rows
 from crescend_jax.runtime import distributed
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(DataError):
     """A workdir that cannot be evaluated; the message names the fix."""
 
 
@@ -109,8 +109,8 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
                                     "the store read now")
     _, folds = fingerprint_lib.read_record(workdir)
     try:
-        model_table = trunk_table(table, config)  # a fine-tuned trunk's rows carry their layer-input frames as frames
-    except TrunkError as err:
+        model_table = approach.prepare_table(table, config, training=False)  # what the model reads (a trunk's frames)
+    except InputError as err:
         raise EvaluationError(str(err)) from None
     mesh = distributed.make_mesh()
     first = first_render_mask(table.renders)

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crescend_jax.evaluate import bootstrap  # noqa: E402
 from crescend_jax.evaluate.disentanglement import disentanglement_table  # noqa: E402
 from crescend_jax.evaluate.summary import to_json  # noqa: E402
 
@@ -242,6 +243,8 @@ def _observations(metrics: dict, baseline: dict | None) -> list[str]:
     if metrics.get("reference"):
         notes.append(_verdict(f"the linear reference ({metrics['reference']['name']})",
                               metrics["reference"]["difference"]))
+    if metrics.get("interval"):
+        notes.append(seed_note(metrics["interval"]))
     return notes
 
 
@@ -253,33 +256,112 @@ def interval_text(interval: dict | None, signed: bool = False) -> str:
             f"{format_value(interval['high'], signed=signed)}]")
 
 
+def _seeds(interval: dict | None) -> int:
+    """Runs per system behind an interval (``num_seeds``: an int, or (S_a, S_b) for a difference): the fewest."""
+    seeds = (interval or {}).get("num_seeds", 1)
+    return int(min(seeds)) if isinstance(seeds, (list, tuple)) else int(seeds or 1)
+
+
+def verdict(difference: dict) -> str:
+    """What a paired difference shows, in words: really higher, really lower, no real difference shown, or why it
+    cannot say (a degenerate interval, with the reasons). Real only when the 95% interval excludes 0 and has no
+    warning (`bootstrap.called_real`); a real difference of single runs says that seed variation is not in it."""
+    mean = difference.get("mean") or {}
+    low, high = mean.get("low"), mean.get("high")
+    if difference.get("warnings"):
+        return "degenerate interval, no verdict (" + "; ".join(difference["warnings"]) + ")"
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high) and not high > low:
+        return "degenerate interval (zero width), no verdict"
+    if not bootstrap.called_real(difference):
+        return "the interval includes 0, so no real difference is shown"
+    better = "higher" if (mean.get("estimate") or 0) > 0 else "lower"
+    seeds = "" if _seeds(difference) > 1 else " (for these runs: seed variation is not in the interval)"
+    return f"the interval excludes 0, so this run is really {better}{seeds}"
+
+
 def _verdict(other: str, difference: dict) -> str:
-    """One sentence on a paired difference: real only when its 95% interval excludes 0."""
-    mean = difference["mean"]
-    text = f"Paired difference against {other} (this run minus it): {interval_text(mean, signed=True)}"
-    if not difference.get("excludes_zero"):
-        return text + ": the interval includes 0, so no real difference is shown."
-    better = "higher" if (mean["estimate"] or 0) > 0 else "lower"
-    return text + f": the interval excludes 0, so this run is really {better}."
+    """One sentence on a paired difference: real only when its 95% interval excludes 0 and is not degenerate."""
+    text = f"Paired difference against {other} (this run minus it): {interval_text(difference['mean'], signed=True)}"
+    return f"{text}: {verdict(difference)}."
+
+
+def collect_warnings(metrics: dict) -> list[str]:
+    """Every degenerate-interval reason of a run's metrics, once each, with the intervals it concerns."""
+    sources = [("accuracy", metrics.get("interval")),
+               ("no-Score accuracy", (metrics.get("interval") or {}).get("no_score")),
+               ("reference accuracy", (metrics.get("reference") or {}).get("interval")),
+               ("this run − reference", (metrics.get("reference") or {}).get("difference")),
+               ("this run − baseline", metrics.get("versus_baseline"))]
+    found: dict[str, list[str]] = {}
+    for name, interval in sources:
+        for reason in (interval or {}).get("warnings") or []:
+            found.setdefault(reason, []).append(name)
+    return [f"{reason} [{', '.join(names)}]" for reason, names in found.items()]
+
+
+def scope_text(interval: dict | None) -> str:
+    """How the intervals were drawn and what they speak for, in one sentence."""
+    interval = interval or {}
+    scheme = interval.get("scheme")
+    if scheme is None:  # metrics from before the two-stage bootstrap
+        return "bootstrap over same-music groups resampled within each composition (fixed set of compositions)"
+    units = f"{interval.get('num_units', 'n/a')} {interval.get('unit', 'composition')}s"
+    return (f"{'two-stage' if scheme == 'two_stage' else 'within-composition'} bootstrap "
+            f"(eval.bootstrap={scheme!r}, {units}, {interval.get('num_groups', 'n/a')} same-music groups, "
+            f"{interval.get('num_replicates', 'n/a')} replicates): {interval.get('scope', '')}")
+
+
+def seed_note(interval: dict | None) -> str:
+    """Whether seed-to-seed variation is in the intervals (several seeds pooled) or not (one run)."""
+    seeds = _seeds(interval)
+    if seeds > 1:
+        return f"{seeds} seeds pooled: the seeds are resampled too, so seed-to-seed variation is in the intervals."
+    return ("One run (one training seed): seed-to-seed variation of training is not in these intervals nor in the "
+            "paired differences, and it can be as large as the gaps between systems; to include it, train several "
+            "seeds (`crescend-jax sweep ... --config.seeds=\"(0,1,2)\"` resamples the seeds as well).")
+
+
+def console_summary(metrics: dict) -> tuple[list[str], list[str]]:
+    """What ``evaluate`` prints: the interval and each comparison in one line (the verdict included), and the
+    degenerate-interval warnings."""
+    interval = metrics.get("interval") or {}
+    lines = [f"held-out pairwise accuracy 95% interval {interval_text(interval.get('mean'))} "
+             f"(no Score renditions: {interval_text((interval.get('no_score') or {}).get('mean'))}); "
+             f"{scope_text(interval)}"]
+    comparisons = [("reference", (metrics.get("reference") or {}).get("difference")),
+                   ("baseline", metrics.get("versus_baseline"))]
+    for name, difference in comparisons:
+        if difference:
+            lines.append(f"this run − {name}: {interval_text(difference['mean'], signed=True)}: "
+                         f"{verdict(difference)}")
+    if any(difference for _, difference in comparisons) and _seeds(interval) == 1:
+        lines.append("one seed: seed-to-seed variation is not in these intervals")
+    return lines, collect_warnings(metrics)
 
 
 def _intervals_section(metrics: dict) -> list[str]:
-    """The mean accuracy with its interval, the linear reference, and the paired comparisons."""
-    level = metrics.get("interval", {}).get("level", 0.95)
+    """The mean accuracy with its interval, the linear reference, the paired comparisons, and what they speak for."""
+    interval = metrics.get("interval") or {}
+    level = interval.get("level", 0.95)
     lines = ["## Intervals and references", "",
-             f"{100 * level:.0f}% intervals: bootstrap over same-music groups, resampled within each composition "
-             f"({metrics.get('interval', {}).get('num_replicates', 'n/a')} replicates); comparisons are paired (same "
-             "pairs, same replicates). A difference is called real only when its interval excludes 0.", "",
-             "| | mean pairwise accuracy [95% interval] | paired difference [95% interval] |",
-             "|---|---|---|",
-             f"| this run | {interval_text(metrics.get('interval', {}).get('mean'))} | |"]
+             f"{100 * level:.0f}% percentile intervals, {scope_text(interval)}. Comparisons are paired (same pairs, "
+             "same replicates). A difference is called real only when its interval excludes 0 and is not degenerate.",
+             "", seed_note(interval), ""]
+    lines += [f"> **Warning:** {warning}" for warning in collect_warnings(metrics)]
+    lines += [""] if collect_warnings(metrics) else []
+    lines += ["| | mean pairwise accuracy [95% interval] | no Score renditions [95% interval] | "
+              "paired difference [95% interval] |",
+              "|---|---|---|---|",
+              f"| this run | {interval_text(interval.get('mean'))} | "
+              f"{interval_text((interval.get('no_score') or {}).get('mean'))} | |"]
     reference = metrics.get("reference")
     if reference:
         lines.append(f"| linear reference ({reference['name']}, {reference['input_dim']} inputs) | "
-                     f"{interval_text(reference['interval']['mean'])} | this run − reference: "
-                     f"{interval_text(reference['difference']['mean'], signed=True)} |")
+                     f"{interval_text(reference['interval']['mean'])} | "
+                     f"{interval_text((reference['interval'].get('no_score') or {}).get('mean'))} | "
+                     f"this run − reference: {interval_text(reference['difference']['mean'], signed=True)} |")
     if metrics.get("versus_baseline"):
-        lines.append(f"| baseline | | this run − baseline: "
+        lines.append(f"| baseline | | | this run − baseline: "
                      f"{interval_text(metrics['versus_baseline']['mean'], signed=True)} |")
     return lines + [""]
 
@@ -321,6 +403,8 @@ def write_report(workdir: str | Path, metrics: dict, config_json: str, baseline_
         f"held-out rows ({metrics['num_groups']} same-music groups, {metrics['num_compositions']} compositions, "
         f"{len(metrics['folds'])} folds); workdir `{workdir}`.",
         "",
+        *[f"> **Warning:** {warning}" for warning in collect_warnings(metrics)],
+        *([""] if collect_warnings(metrics) else []),
         "## Hypothesis",
         "",
         hypothesis,

@@ -1,9 +1,12 @@
 """The linear reference: closed-form ridge regression per dimension, regularisation chosen inside the training fold.
 
+`ridge_path` is the project's one ridge solver (the disentanglement probes use it too).
+
 Every approach must beat this number on the same inputs and folds. For one outer fold (a boolean test mask over
 the N rows), with the training rows T = the rows outside the mask:
 
-1. x is standardised with T's mean and standard deviation (a constant feature becomes 0).
+1. x is standardised with T's mean and standard deviation (a feature whose std is at most `STD_FLOOR`, i.e.
+   constant, is only centred and so becomes 0).
 2. For every alpha of a grid and every dimension k, ridge with an unpenalised intercept is fitted on the rows of T
    whose label k is known (NaN labels are dropped per dimension):
    w_k(alpha) = argmin ||y_k - ybar_k - (X - xbar) w||^2 + alpha ||w||^2 = (Xc^T Xc + alpha I)^-1 Xc^T yc,
@@ -34,6 +37,7 @@ from crescend_jax.evaluate import metrics
 # the grid must reach past the largest eigenvalue (at most n * D with standardised inputs; ~1e6 for 900 x 4096).
 DEFAULT_ALPHAS = np.logspace(-2, 7, 19)
 DEFAULT_INNER_GROUP_FOLDS = 5
+STD_FLOOR = 1e-12  # a training feature whose std is at most this is only centred (a constant feature stays 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +59,12 @@ class RidgeReference:
         return np.isin(self.alphas, [self.alpha_grid.min(), self.alpha_grid.max()])
 
 
-def _standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """(x - mean) / std with the training rows' mean and population std (std 0 -> 1), for x_train and ``others``."""
+def standardise(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """(x - mean) / std with the training rows' mean and population std (std <= `STD_FLOOR` -> 1: only centred), for
+    x_train [n, D] and each of ``others`` [m, D]."""
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    std = np.where(std > STD_FLOOR, std, 1.0)
     return [(x - mean) / std for x in (x_train, *others)]
 
 
@@ -96,7 +101,7 @@ def ridge_path(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, alp
         raise ValueError(f"y_train {y_train.shape} must be [n, K] with n = {len(x_train)}")
     if alphas.ndim != 1 or len(alphas) == 0 or np.any(alphas <= 0):
         raise ValueError(f"alphas must be a non-empty 1-D array of positive values, got {alphas}")
-    x_train, x_eval = _standardise(x_train, x_eval)
+    x_train, x_eval = standardise(x_train, x_eval)
     out = np.full((len(alphas), len(x_eval), y_train.shape[1]), np.nan)
     finite = np.isfinite(y_train)
     patterns, column_pattern = np.unique(finite.T, axis=0, return_inverse=True)

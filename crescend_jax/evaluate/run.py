@@ -1,23 +1,36 @@
-"""`crescend-jax evaluate`: held-out predictions of a trained workdir -> metrics.json, report.md, plots."""
+"""`crescend-jax evaluate`: held-out predictions of a trained workdir -> metrics.json, report.md, plots.
+
+Writes are safe on a bad day: ``heldout.npz`` (which other runs read as their baseline) is written aside and renamed
+into place, so it is never seen half-written; a write that fails (a full disk, a read-only workdir) is one
+`EvaluationError` naming the workdir, and leaves no partial ``metrics.json`` behind (the run then reads as not
+evaluated, never as finished). A baseline whose ``heldout.npz`` cannot be read is an `EvaluationError` too.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import sys
+import uuid
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ml_collections
 import numpy as np
 
 from crescend_jax.config import config_to_json
 from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.evaluate import bootstrap
 from crescend_jax.evaluate import ceiling as ceiling_lib
 from crescend_jax.evaluate import comparison
 from crescend_jax.evaluate import disentanglement as disentanglement_lib
 from crescend_jax.evaluate import metrics as metrics_lib
 from crescend_jax.evaluate.predict import EvaluationError, HeldoutPredictions, predict_heldout, read_config
 from crescend_jax.evaluate.reference import reference_predictions
-from crescend_jax.evaluate.report import write_report
+from crescend_jax.evaluate.report import console_summary, write_report
 from crescend_jax.evaluate.summary import evaluate_predictions, to_json
 
 
@@ -30,7 +43,10 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.ceiling_seed = 0
     config.reference = True  # the linear (ridge) reference on the same inputs and folds, in every report
     config.disentanglement = True  # probes of each named embedding (and the input) on the folds' training rows
-    config.bootstrap_replicates = 2000
+    # intervals: "two_stage" resamples held-out compositions (works with data.split_level="work"), then same-music
+    # groups inside them (new music); "within_composition" keeps the compositions (the fixed-set question)
+    config.bootstrap = bootstrap.DEFAULT_SCHEME
+    config.bootstrap_replicates = bootstrap.DEFAULT_REPLICATES
     config.bootstrap_seed = 0
     return config
 
@@ -55,6 +71,43 @@ def load_baseline_metrics(baseline: str | Path, workdir: str | Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise EvaluationError(f"baseline {path} is not valid JSON ({err}): re-run evaluate on the baseline") from None
+
+
+@contextlib.contextmanager
+def _writing(workdir: Path) -> Iterator[None]:
+    """An OSError while writing the evaluation into ``workdir`` -> one `EvaluationError`; a metrics.json it may have
+    left half-written is removed."""
+    try:
+        yield
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            (workdir / "metrics.json").unlink(missing_ok=True)
+        raise EvaluationError(f"cannot write the evaluation into {workdir} ({err.strerror or err}); free space there "
+                              "and run evaluate again") from None
+
+
+def save_heldout_atomically(workdir: Path, table, predictions, fold) -> Path:
+    """`comparison.save_heldout` into a folder beside, then renamed into place: readers never see a partial file."""
+    staging = workdir / f".heldout-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        staging.mkdir()
+        written = comparison.save_heldout(staging, table, predictions, fold)
+        target = workdir / written.name
+        os.replace(written, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_baseline_heldout(baseline: str | Path, table) -> Any:
+    """The baseline's held-out predictions for ``table``'s rows; `EvaluationError` when its heldout.npz is missing,
+    damaged (e.g. an empty file from a full disk) or covers other rows."""
+    path = Path(baseline) / comparison.HELDOUT_FILE
+    try:
+        return comparison.load_heldout(baseline, table)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:  # reading one saved file
+        raise EvaluationError(f"baseline predictions {path} cannot be used ({type(err).__name__}: {err}); run "
+                              f"`crescend-jax evaluate --workdir {baseline}` again") from None
 
 
 def disentanglement(heldout: HeldoutPredictions, workdir: Path) -> dict[str, Any] | None:
@@ -94,7 +147,8 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     (e.g. of ``eval``); None = the saved one.
 
     Beside the metrics of `evaluate_predictions`, the dict holds: "interval" (95% bootstrap interval of the mean
-    pairwise accuracy over same-music groups, stratified by composition), "reference" (the ridge reference on the
+    pairwise accuracy, `comparison.bootstrap_options`: by default compositions then same-music groups resampled;
+    its no-Score twin under "no_score"; ``warnings`` when degenerate), "reference" (the ridge reference on the
     same inputs and folds, its accuracy, interval and the paired difference run - reference), "versus_baseline"
     (the paired difference run - baseline) and "disentanglement" (probes).
     Writes metrics.json, heldout.npz, report.md and PNG plots into ``workdir``; returns the metrics dict (with
@@ -102,7 +156,9 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     """
     workdir_path = Path(workdir)
     run_config = config if config is not None else None
-    settings = eval_settings(run_config if run_config is not None else read_config(workdir_path))
+    saved_config = run_config if run_config is not None else read_config(workdir_path)
+    settings = eval_settings(saved_config)
+    boot = comparison.bootstrap_options(saved_config, settings)  # an unknown scheme fails here, before predicting
     baseline = baseline or settings.baseline_workdir or None
     # the baseline is checked before the costly prediction: a wrong one fails in a second, not after the run
     baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
@@ -111,9 +167,9 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     table, predictions = heldout.table, heldout.predictions
     metrics = evaluate_predictions(table, predictions, heldout.fold, min_gap=float(settings.min_gap),
                                    ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))
-    boot = {"seed": int(settings.bootstrap_seed), "num_replicates": int(settings.bootstrap_replicates)}
     metrics["interval"] = to_json(comparison.accuracy_interval(predictions, table, **boot))
-    comparison.save_heldout(workdir_path, table, predictions, heldout.fold)
+    with _writing(workdir_path):
+        save_heldout_atomically(workdir_path, table, predictions, heldout.fold)
     if settings.reference:
         _, folds = fingerprint_lib.read_record(workdir_path)
         reference, summary = reference_predictions(heldout.source, folds, table)
@@ -125,10 +181,15 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
             "interval": comparison.accuracy_interval(reference, table, **boot),
             "difference": comparison.paired_difference(predictions, reference, table, **boot)})
     if baseline is not None:
-        base = comparison.load_heldout(baseline, table)
+        base = load_baseline_heldout(baseline, table)
         metrics["versus_baseline"] = {**to_json(comparison.paired_difference(predictions, base, table, **boot)),
                                       "baseline": str(Path(baseline).resolve())}
-    if settings.disentanglement:
-        metrics["disentanglement"] = to_json(disentanglement(heldout, workdir_path))
-    metrics["report"] = str(write_report(workdir, metrics, config_to_json(run_config), baseline_metrics))
+    with _writing(workdir_path):
+        if settings.disentanglement:
+            metrics["disentanglement"] = to_json(disentanglement(heldout, workdir_path))
+        metrics["report"] = str(write_report(workdir, metrics, config_to_json(run_config), baseline_metrics))
+    lines, warned = console_summary(metrics)
+    print("\n".join(lines))
+    for line in warned:
+        print(f"warning: {line}", file=sys.stderr)
     return metrics

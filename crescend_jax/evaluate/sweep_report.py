@@ -1,7 +1,7 @@
 """A sweep's results as one table (``results.csv``, ``results.md``), one row per run (``runs.csv``) and plots of the
 held-out accuracy against each swept numeric field (``plot_<field>.png``).
 
-Input: the ``results`` dict `crescend_jax.sweep` writes as ``results.json``::
+Input: the ``results`` dict `crescend_jax.sweeps` writes as ``results.json``::
 
     {"name", "command", "seeds", "swept": [dotted fields], "notes": [...],
      "points": {name: {"approach", "encoder", "base", "values": {swept field: resolved value}, "baseline",
@@ -10,11 +10,14 @@ Input: the ``results`` dict `crescend_jax.sweep` writes as ``results.json``::
                                      "reference", "vs_baseline", "vs_baseline_low", "vs_baseline_high",
                                      "vs_reference", "vs_reference_low", "vs_reference_high"}],
                        "pooled": a metrics-like dict pooled over the finished seeds (`crescend_jax.evaluate.
-                                 seed_pooling`): "pooled", "interval", "seed_std", "fraction_of_ceiling", "ceiling",
-                                 "kendall_tau_b", "fold_std", "reference", "versus_baseline", "baseline_name"}}}
+                                 seed_pooling`): "pooled", "interval" (with "no_score"), "seed_std",
+                                 "fraction_of_ceiling", "ceiling", "kendall_tau_b", "fold_std", "reference",
+                                 "versus_baseline", "baseline_name"}}}
 
-Every interval is a 95% bootstrap over same-music groups within compositions; a difference is marked ``*`` when
-its interval excludes 0.
+Every interval is a 95% percentile bootstrap as the run's ``eval.bootstrap`` says (`crescend_jax.evaluate.bootstrap`;
+by default two-stage: held-out compositions, then same-music groups inside them, and the seeds as a third stage);
+a difference is marked ``*`` only when it is real (`bootstrap.called_real`: its interval excludes 0 and is not
+degenerate); a degenerate interval is marked ``(!)`` and its reason listed under the table.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from crescend_jax.evaluate import bootstrap
+
 TABLE_COLUMNS = ("point", "approach", "encoder", "status", "seeds", "accuracy", "accuracy_low", "accuracy_high",
-                 "seed_std", "fraction_of_ceiling", "fraction_low", "fraction_high", "kendall_tau_b", "fold_std",
+                 "accuracy_no_score", "no_score_low", "no_score_high", "seed_std", "fraction_of_ceiling",
+                 "fraction_low", "fraction_high", "kendall_tau_b", "fold_std",
                  "reference", "reference_low", "reference_high", "baseline", "vs_baseline", "vs_baseline_low",
-                 "vs_baseline_high", "vs_reference", "vs_reference_low", "vs_reference_high", "learning_rate",
-                 "same_as", "error")
+                 "vs_baseline_high", "vs_baseline_real", "vs_reference", "vs_reference_low", "vs_reference_high",
+                 "vs_reference_real", "bootstrap", "units", "learning_rate", "same_as", "warnings", "error")
 RUN_COLUMNS = ("point", "seed", "workdir", "accuracy", "low", "high", "fraction", "tau", "fold_std", "reference",
                "vs_baseline", "vs_baseline_low", "vs_baseline_high", "vs_reference", "vs_reference_low",
                "vs_reference_high")
@@ -54,13 +60,61 @@ def _fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _with_interval(estimate: Any, low: Any, high: Any, signed: bool = False, mark: bool = False) -> str:
+def _with_interval(estimate: Any, low: Any, high: Any, signed: bool = False, real: bool = False,
+                   degenerate: bool = False) -> str:
+    """"0.578 [0.561, 0.595]", with " *" when ``real`` (a difference called real) and " (!)" when ``degenerate``."""
     text = _fmt(estimate, signed=signed)
     if _finite(low) and _finite(high):
         text += f" [{_fmt(low, signed=signed)}, {_fmt(high, signed=signed)}]"
-        if mark and (low > 0 or high < 0):
-            text += " *"
+        text += " *" if real else " (!)" if degenerate else ""
     return text
+
+
+def interval_cell(interval: Mapping[str, Any] | None, *, difference: bool = False) -> str:
+    """A table cell from an interval dict ({"mean": {estimate, low, high}, "warnings", ...}, e.g. a pooled
+    "interval" or "versus_baseline"): "0.578 [0.561, 0.595]"; a difference is signed and marked " *" when real;
+    a degenerate interval is marked " (!)"; "n/a" when missing."""
+    if not interval or not interval.get("mean"):
+        return "n/a"
+    mean = interval["mean"]
+    return _with_interval(mean.get("estimate"), mean.get("low"), mean.get("high"), signed=difference,
+                          real=difference and bootstrap.called_real(interval),
+                          degenerate=bool(interval.get("warnings")))
+
+
+def interval_warnings(results: Mapping[str, Any]) -> list[str]:
+    """Every degenerate-interval reason of the sweep's pooled results, once per reason, with the points and the
+    intervals it concerns ("accuracy", "Δ baseline", "Δ ridge")."""
+    found: dict[str, list[str]] = {}
+    total = 0
+    for name, point in results["points"].items():
+        pooled = point.get("pooled") or {}
+        sources = (("accuracy", pooled.get("interval")), ("Δ baseline", pooled.get("versus_baseline")),
+                   ("Δ ridge", _get(pooled, "reference.difference")))
+        for label, interval in sources:
+            total += bool(interval)
+            for reason in (interval or {}).get("warnings") or []:
+                found.setdefault(reason, []).append(f"{name} ({label})")
+    return [f"{reason}: " + ("every interval of the table" if len(where) == total > 1 else ", ".join(where))
+            for reason, where in found.items()]
+
+
+def interval_sentence(results: Mapping[str, Any]) -> str:
+    """How the table's intervals were drawn and what they speak for, from the first pooled interval."""
+    interval = next((p["pooled"]["interval"] for p in results["points"].values()
+                     if _get(p, "pooled.interval.mean") is not None), None)
+    if interval is None:
+        return "No pooled interval yet."
+    scheme = interval.get("scheme")
+    if scheme is None:
+        return ("95% intervals from a bootstrap over same-music groups within compositions (fixed set of "
+                "compositions; made before the two-stage bootstrap).")
+    seeds = "and the seeds as a further stage (seed-to-seed variation is in the interval of a point with several seeds)"
+    return (f"95% percentile intervals, eval.bootstrap={scheme!r}: {interval.get('scope')}, {seeds}; "
+            f"{interval.get('num_units')} held-out {interval.get('unit')}s, {interval.get('num_groups')} same-music "
+            f"groups, {interval.get('num_replicates')} replicates. Δ columns: paired differences on the same pairs "
+            "and draws; * = real (the interval excludes 0 and is not degenerate), (!) = degenerate interval "
+            "(reasons below the table). 'no Score': pairs without the deadpan Score renditions.")
 
 
 def short_name(field: str, fields: list[str]) -> str:
@@ -91,6 +145,9 @@ def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "status": point.get("status"), "seeds": len(pooled.get("seeds", [])),
             "accuracy": _get(pooled, "interval.mean.estimate"), "accuracy_low": _get(pooled, "interval.mean.low"),
             "accuracy_high": _get(pooled, "interval.mean.high"),
+            "accuracy_no_score": _get(pooled, "interval.no_score.mean.estimate"),
+            "no_score_low": _get(pooled, "interval.no_score.mean.low"),
+            "no_score_high": _get(pooled, "interval.no_score.mean.high"),
             "seed_std": _get(pooled, "seed_std.pairwise_accuracy"),
             "fraction_of_ceiling": fraction.get("mean"), "fraction_low": fraction.get("low"),
             "fraction_high": fraction.get("high"), "kendall_tau_b": _get(pooled, "kendall_tau_b.mean"),
@@ -101,10 +158,15 @@ def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "baseline": point.get("baseline") or "",
             "vs_baseline": _get(versus, "mean.estimate"), "vs_baseline_low": _get(versus, "mean.low"),
             "vs_baseline_high": _get(versus, "mean.high"),
+            "vs_baseline_real": bootstrap.called_real(versus) if versus else None,
             "vs_reference": _get(reference, "difference.mean.estimate"),
             "vs_reference_low": _get(reference, "difference.mean.low"),
             "vs_reference_high": _get(reference, "difference.mean.high"),
+            "vs_reference_real": bootstrap.called_real(reference.get("difference")) if reference else None,
+            "bootstrap": _get(pooled, "interval.scheme"), "units": _get(pooled, "interval.num_units"),
             "learning_rate": point.get("learning_rate"), "same_as": point.get("same_as") or "",
+            "warnings": "; ".join(sorted({w for source in (pooled.get("interval"), versus, reference.get("difference"))
+                                          for w in (source or {}).get("warnings") or []})),
             "error": point.get("error") or "",
         }
         for field in swept:
@@ -125,10 +187,12 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     """The results table in markdown (finished points; then what is missing and why)."""
     rows = table_rows(results)
     swept = list(results.get("swept", []))
-    header = ["point", "approach", "encoder", "seeds", "held-out pairwise acc. [95% CI]", "seed sd",
+    header = ["point", "approach", "encoder", "seeds", "held-out pairwise acc. [95% CI]", "no Score [95% CI]",
+              "seed sd",
               "fraction of ceiling [CI]", "tau-b", "fold sd", "ridge reference [CI]", "baseline",
               "Δ baseline [CI]", "Δ ridge [CI]"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    point_of = results["points"]
     missing = []
     for row in rows:
         if not row["seeds"]:
@@ -136,22 +200,31 @@ def markdown_table(results: Mapping[str, Any]) -> str:
             continue
         cells = [row["point"] + (f" (= {row['same_as']})" if row["same_as"] else ""), str(row["approach"]),
                  str(row["encoder"]), str(row["seeds"]),
-                 _with_interval(row["accuracy"], row["accuracy_low"], row["accuracy_high"]),
+                 _with_interval(row["accuracy"], row["accuracy_low"], row["accuracy_high"],
+                                degenerate=bool(_get(point_of[row["point"]], "pooled.interval.warnings"))),
+                 _with_interval(row["accuracy_no_score"], row["no_score_low"], row["no_score_high"],
+                                degenerate=bool(_get(point_of[row["point"]], "pooled.interval.no_score.warnings"))),
                  _fmt(row["seed_std"]),
                  _with_interval(row["fraction_of_ceiling"], row["fraction_low"], row["fraction_high"]),
                  _fmt(row["kendall_tau_b"]), _fmt(row["fold_std"]),
                  _with_interval(row["reference"], row["reference_low"], row["reference_high"]),
                  row["baseline"] or "n/a",
                  _with_interval(row["vs_baseline"], row["vs_baseline_low"], row["vs_baseline_high"], signed=True,
-                                mark=True),
+                                real=bool(row["vs_baseline_real"]),
+                                degenerate=bool(_get(point_of[row["point"]], "pooled.versus_baseline.warnings"))),
                  _with_interval(row["vs_reference"], row["vs_reference_low"], row["vs_reference_high"], signed=True,
-                                mark=True)]
+                                real=bool(row["vs_reference_real"]),
+                                degenerate=bool(_get(point_of[row["point"]], "pooled.reference.difference.warnings")))]
         lines.append("| " + " | ".join(cells) + " |")
     if swept:
         lines += ["", "Swept fields per point:", ""]
         lines += ["| point | " + " | ".join(swept) + " |",
                   "|" + "---|" * (len(swept) + 1)]
         lines += ["| " + row["point"] + " | " + " | ".join(str(row[f]) for f in swept) + " |" for row in rows]
+    warned = interval_warnings(results)
+    if warned:
+        lines += ["", "Degenerate intervals (no difference on them is called real):"]
+        lines += [f"- {warning}" for warning in warned]
     if missing:
         lines += ["", "Not finished:"]
         lines += [f"- {row['point']}: {row['status']}" + (f" ({row['error']})" if row["error"] else "")

@@ -354,14 +354,23 @@ def infonce_loss(
     temperature: float | jax.Array,
     *,
     block_size: int | None = None,
+    mesh: Mesh | None = None,
+    axis_name: str | None = None,
+    strategy: str = "ring",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Exact multi-positive InfoNCE on one device, tiled in ``block_size`` blocks (memory O(B D + block^2)).
+    """Exact multi-positive InfoNCE, tiled in ``block_size`` blocks (memory O(B D + block^2)), on one device or over
+    a mesh: the one entry point the approaches call.
 
     Args: z float32 [B, D] L2-normalised rows; group int [B] (equal ids = positives); mask float [B] (0 = padding);
-    temperature scalar T > 0 (differentiable); block_size the tile edge (None: 2048 on CPU, 8192 on GPU/TPU).
+    temperature scalar T > 0 (differentiable); block_size the tile edge (None: 2048 on CPU, 8192 on GPU/TPU);
+    mesh: None or a one-device mesh computes on one device; a mesh of several devices splits the batch over
+    ``axis_name`` (default: its first axis) with ``strategy`` (`sharded_infonce_loss`).
     Returns (loss scalar, diagnostics: num_anchors, mean_positive_similarity (cosine), mean_logsumexp,
     positive_top1_accuracy: fraction of anchors whose most similar key is a positive).
     """
+    if mesh is not None and mesh.devices.size > 1:
+        return sharded_infonce_loss(z, group, mask, temperature, mesh=mesh, axis_name=axis_name or mesh.axis_names[0],
+                                    block_size=block_size, strategy=strategy)
     _check_inputs(z, group, mask)
     plan = _Plan(block_size=_block_size(block_size, jax.default_backend()))
     return _infonce(plan, z, group, mask, jnp.asarray(temperature, jnp.float32))

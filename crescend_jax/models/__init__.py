@@ -24,13 +24,23 @@ def get_approach(name: str) -> Approach:
     return getattr(importlib.import_module(module), cls)()
 
 
+# config.trunk.kind -> (module, class) of the `Approach` that wraps the approach behind that trunk ("frozen": none).
+TRUNKS: dict[str, tuple[str, str]] = {
+    "finetune": ("crescend_jax.models.trunk", "Finetuned"),
+}
+
+
 def approach_for(config) -> Approach:
-    """The approach ``config`` trains: ``config.model.name``'s, behind a fine-tuned MuQ trunk when
-    ``config.trunk.kind == "finetune"`` (`crescend_jax.models.trunk`)."""
+    """The approach ``config`` trains: ``config.model.name``'s, wrapped by the trunk of ``config.trunk.kind`` when
+    it is not "frozen" (`TRUNKS`; e.g. a fine-tuned MuQ trunk, `crescend_jax.models.trunk`)."""
     approach = get_approach(config.model.name)
-    from crescend_jax.models import trunk  # noqa: PLC0415 - only a fine-tuned trunk needs the Flax MuQ port
+    from crescend_jax.models import trunk  # noqa: PLC0415 - only a trunk needs the Flax MuQ port
 
-    return trunk.Finetuned(approach) if trunk.is_finetuned(config) else approach
+    kind = trunk.trunk_kind(config)
+    if kind not in TRUNKS:
+        return approach
+    module, cls = TRUNKS[kind]
+    return getattr(importlib.import_module(module), cls)(approach)
 
 
-__all__ = ["APPROACHES", "Approach", "approach_for", "get_approach"]
+__all__ = ["APPROACHES", "TRUNKS", "Approach", "approach_for", "get_approach"]

@@ -13,7 +13,7 @@ from crescend_jax.config import ConfigError
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.losses.pointwise import masked_mse
-from crescend_jax.models.contract import SCORER, check_batch_config, model_input
+from crescend_jax.models.contract import SCORER, Approach, Objective, check_batch_config, model_input
 from crescend_jax.models.sampler import PlainSampler
 
 
@@ -48,7 +48,7 @@ class PointwiseMLP(nnx.Module):
         return nnx.sigmoid(self.out(self.dropout(self.features(x))))
 
 
-class PointwiseBaseline:
+class PointwiseBaseline(Approach):
     """`Approach` "baseline" (a scorer): regress each performance's 19 label means independently."""
 
     name = "baseline"
@@ -62,17 +62,20 @@ class PointwiseBaseline:
                 and config.model.hidden_dim >= 1):
             raise ConfigError("model.dropout and model.input_dropout must be in [0, 1) and model.hidden_dim positive")
 
+    def objective(self, config: ml_collections.ConfigDict) -> Objective:
+        return Objective()  # plain MSE: no setting
+
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         return PointwiseMLP(input_dim, config.model.hidden_dim, config.model.dropout, rngs,
                             input_dropout=config.model.get("input_dropout", 0.0))
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
-             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
-        del step, mesh  # no schedule; plain data parallelism: jit partitions the batch mean over the "data" axis
+    def loss(self, objective: Objective, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
+             mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
+        del objective, step, mesh  # no schedule; plain data parallelism: jit partitions the batch mean over the "data" axis
         return masked_mse(model(batch["x"]), batch["label_mean"], batch["mask"])
 
     def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: int) -> PlainSampler:
         return PlainSampler(table, config.train.batch_size, seed)
 
-    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+    def encode(self, objective: Objective, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
         return {"scores": model(x), "hidden": model.features(x)}

@@ -1,23 +1,58 @@
 """The contract between an approach (``models/<approach>.py``) and the layers above it (``train/``, ``evaluate/``).
 
-An approach supplies four things and nothing else:
+An approach is a stateless `Approach` object: every method is a pure function of its arguments, and nothing is kept
+on the object between calls (two instances, or one instance used for two configs, behave alike). It supplies:
 
+* ``check_config(config)``: refuses a bad ``config.model`` / batch setting with a `ConfigError` (before any workdir);
+* ``objective(config)``: its loss settings as a frozen, hashable `Objective` value (a dataclass), built from the
+  config alone. The core builds it once per run and hands it to ``loss``, ``encode`` and ``compare``, so what the
+  model computes never depends on which calls came before (big_vision's ``loss_fn(params, batch)``, the flax
+  examples' pure ``train_step``);
 * ``build_model(config, input_dim, rngs)``: the Flax NNX model;
-* ``loss(model, batch, step, mesh)``: scalar loss + scalar diagnostics on a (sharded) device batch, inside jit;
-  ``step`` is the optimizer step (int32 scalar) so schedules (e.g. a gradient-reversal weight) live in the approach;
+* ``loss(objective, model, batch, step, mesh)``: scalar loss + scalar diagnostics on a (sharded) device batch, inside
+  jit; ``step`` is the optimizer step (int32 scalar) so schedules (e.g. a gradient-reversal weight) live in the
+  objective; ``mesh`` says how the batch is sharded (a loss that needs collectives, e.g. InfoNCE, passes it on);
 * ``sampler(table, config, seed)``: its batch stream, as a host-side `Sampler` of row indices (and frame-crop starts):
   the training core keeps the table on the devices and gathers each batch there from these indices;
-* ``encode(model, x)`` (and, for comparators, ``compare(model, a, b)``): what it predicts, per performance.
+* ``encode(objective, model, x)`` (and, for comparators, ``compare(objective, model, a, b)``): what it predicts, per
+  performance.
 
 Two kinds of approach:
 
 * a **scorer** (``kind = "scorer"``): ``encode`` returns ``{"scores": [N, 19], ...}``; higher = higher on the dimension;
 * a **comparator** (``kind = "comparator"``): ``encode`` returns ``{"encoding": [N, E], ...}``, each performance encoded
-  once, and ``compare(model, encoding_a [P, E], encoding_b [P, E])`` returns logits [P, 19] of P(a above b).
+  once, and ``compare(objective, model, encoding_a [P, E], encoding_b [P, E])`` returns logits [P, 19] of
+  P(a above b).
 
 Every other key of ``encode``'s dict is a named embedding [N, E] (e.g. ``hidden``, ``z_piece``, ``z_style``) that the
 evaluation may probe. A scorer is a special case of a comparator: P(a above b) = sigmoid(s_a - s_b)
 (`Predictions.pair_probabilities`).
+
+**Input hooks.** What the model reads can differ from the stored table: a trunk in front of the approach's own model
+(``config.trunk.kind``: "finetune" = MuQ's top layers, `models.trunk.Finetuned`) changes the rows' inputs, their
+standardisation, the initial weights and the optimiser. Such a trunk is an `Approach` that wraps another one and
+overrides these four hooks; the trainer and the held-out prediction call them and never look inside a trunk. Each
+defaults to "nothing to do" in `Approach`:
+
+* ``prepare_table(table, config, *, training)`` -> the `EmbeddingTable` the model reads (default: ``table``).
+  A trunk may replace ``frames`` (e.g. by the stored layer-input frames, or by per-beat frames [T, F]) or add
+  columns. ``training=True`` also runs the checks only training needs (e.g. that the weights the trunk starts from
+  reproduce the store). Raises `InputError` (message names the fix) for a table it cannot read;
+* ``input_stats(table, config)`` -> `InputStats` of a fold's training rows: the standardisation (mean, std) [F] of
+  the model's inputs, and that of the stored pooled vectors (default: both the pooled vectors' statistics, or 0/1
+  with ``train.standardize_inputs=False``). Saved per fold in ``input_stats.npz`` and applied at prediction;
+* ``initial_state(model_state, config, stats)`` -> the model state a fold starts from (default: the fresh
+  initialisation), e.g. converted pre-trained weights and fixed statistics; a warm start (``model.init_from``) is
+  applied after it;
+* ``param_groups(config)`` -> optimiser groups (`train.optimizer`) the trunk adds after ``train.param_groups``
+  (default: none), e.g. its own learning rate, or frozen layers.
+
+A trunk over sequences (e.g. per-beat frames [T, F] with a frame mask) plugs in the same way: ``prepare_table``
+builds the frames, ``input_stats`` standardises them, ``initial_state``/``param_groups`` as it needs, and
+``build_model`` wraps the inner approach's model, which reads the trunk's output as its input (``model.input`` of the
+inner approach's config says pooled [B, E] or a sequence); ``loss``/``encode``/``compare`` run the trunk, then
+delegate to the inner approach with the inner approach's objective. A batch field the core does not gather yet
+(e.g. the frame mask) is added to `DEVICE_FIELDS` and `train.input_pipeline.gather` for every approach.
 
 Device batches (``loss``'s ``batch``), built by the core from a `BatchPlan`, leading axis B (a multiple of the mesh):
 
@@ -29,6 +64,7 @@ Device batches (``loss``'s ``batch``), built by the core from a `BatchPlan`, lea
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, Iterator, Protocol
 
@@ -40,6 +76,7 @@ from jax.sharding import Mesh
 
 from crescend_jax.config import ConfigError
 from crescend_jax.data.groups import within_group_pairs
+from crescend_jax.data.pairs import outcome_accuracy, pair_outcome
 from crescend_jax.data.table import EmbeddingTable
 
 SCORER = "scorer"
@@ -47,6 +84,10 @@ COMPARATOR = "comparator"
 KINDS = (SCORER, COMPARATOR)
 INPUTS = ("pooled", "frames")
 DEVICE_FIELDS = ("x", "label_mean", "label_std", "group", "composition", "mask")
+
+
+class InputError(ValueError):
+    """A table the model cannot read (e.g. a store without the frames a trunk needs); the message names the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,32 +112,115 @@ class Sampler(Protocol):
     def restore(self, state: dict[str, Any]) -> None: ...
 
 
-class Approach(Protocol):
-    """What each approach supplies; the core owns the loop, data placement, sharding, optimiser, checkpoints."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Objective:
+    """An approach's loss settings: a frozen, hashable value built from the config (`Approach.objective`).
+
+    group_size: K rows per group slot of a P x K batch (0: the objective has no group layout). Approaches subclass
+    it with their own fields.
+    """
+
+    group_size: int = 0
+
+    def grouped(self, a: jax.Array) -> jax.Array:
+        """a [B, ...] -> [B / K, K, ...], the P x K group layout of the batch (row p * K + k is slot k of group
+        slot p). Raises ValueError when B is not whole groups."""
+        rows, k = a.shape[0], self.group_size
+        if k < 1 or rows % k:
+            raise ValueError(f"batch of {rows} rows is not whole groups of model.sampler.group_size={k}")
+        return a.reshape(rows // k, k, *a.shape[1:])
+
+
+def choice(value: str, choices: tuple[str, ...], field: str) -> str:
+    """``value`` when it is one of ``choices``; else a `ConfigError` naming ``config.model.<field>``."""
+    if value not in choices:
+        raise ConfigError(f"unknown model.{field} {value!r}; set --config.model.{field} to one of {choices}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class InputStats:
+    """A fold's input standardisation (host float32 arrays): mean, std [F] of the model's inputs (x -> (x - mean) /
+    std); pooled_mean, pooled_std [D] of the stored pooled vectors (the same for a plain approach; a trunk whose
+    output is a pooled vector standardises it with them)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    pooled_mean: np.ndarray
+    pooled_std: np.ndarray
+
+
+def standardisation(values: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 [D] of ``values`` [N, D] over rows (std 1 where below 1e-6: a constant feature is only
+    centred); (0, 1) when not ``enabled``."""
+    width = values.shape[1]
+    if not enabled:
+        return np.zeros(width, np.float32), np.ones(width, np.float32)
+    mean = values.mean(axis=0, dtype=np.float64)
+    std = values.std(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+class Approach(abc.ABC):
+    """What each approach supplies (module doc); the core owns the loop, data placement, sharding, optimiser and
+    checkpoints. Subclasses set ``name`` and ``kind`` and implement the abstract methods; the input hooks default
+    to nothing."""
 
     name: str
     kind: str  # SCORER or COMPARATOR
 
+    @abc.abstractmethod
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         """Raises `ConfigError` for a bad ``config.model`` / batch setting (called before any workdir is made)."""
-        ...
 
+    @abc.abstractmethod
+    def objective(self, config: ml_collections.ConfigDict) -> Objective:
+        """The loss settings of ``config`` (checked), a frozen value."""
+
+    @abc.abstractmethod
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
-        ...
+        """The model on inputs of width ``input_dim`` (the store's pooled width)."""
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
-             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
-        ...
+    @abc.abstractmethod
+    def loss(self, objective: Objective, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
+             mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
+        """(scalar loss, scalar diagnostics) of ``batch`` (fields in the module doc)."""
 
-    def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: int) -> Sampler:
-        ...
+    @abc.abstractmethod
+    def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: Any) -> Sampler:
+        """The training batch stream over ``table``'s rows."""
 
-    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
-        ...
+    @abc.abstractmethod
+    def encode(self, objective: Objective, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+        """What the model predicts for inputs x [N, ...] (module doc)."""
 
-    def compare(self, model: nnx.Module, a: jax.Array, b: jax.Array) -> jax.Array:
+    def compare(self, objective: Objective, model: nnx.Module, a: jax.Array, b: jax.Array) -> jax.Array:
         """Comparators only: logits float32 [P, 19] of P(a above b) from encodings [P, E]; antisymmetric."""
-        ...
+        raise TypeError(f"approach {self.name!r} is a {self.kind}: it has no compare")
+
+    # -- input hooks (module doc): a trunk overrides them; a plain approach keeps these defaults
+
+    def prepare_table(self, table: EmbeddingTable, config: ml_collections.ConfigDict, *,
+                      training: bool) -> EmbeddingTable:
+        """The table the model reads (default: ``table`` itself)."""
+        del config, training
+        return table
+
+    def input_stats(self, table: EmbeddingTable, config: ml_collections.ConfigDict) -> InputStats:
+        """The standardisation of a fold's training rows ``table`` (default: the pooled vectors' for both)."""
+        mean, std = standardisation(table.pooled, config.train.get("standardize_inputs", True))
+        return InputStats(mean=mean, std=std, pooled_mean=mean, pooled_std=std)
+
+    def initial_state(self, model_state: nnx.State, config: ml_collections.ConfigDict,
+                      stats: InputStats) -> nnx.State:
+        """The state a fold starts from (default: the fresh initialisation ``model_state``)."""
+        del config, stats
+        return model_state
+
+    def param_groups(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """Optimiser groups added after ``train.param_groups`` (default: none)."""
+        del config
+        return ml_collections.ConfigDict()
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
@@ -189,6 +313,13 @@ class Predictions:
         values = p[index]
         return np.where(flipped[:, None], 1.0 - values, values)
 
+    def pair_margins(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Predicted margins float [P, 19] of row pairs (i, j), positive when row i is predicted above row j, 0 for
+        a predicted tie: s_i - s_j for a scorer, P(i above j) - 1/2 for a comparator (`data.pairs`)."""
+        if self.scores is not None:
+            return self.scores[i].astype(np.float64) - self.scores[j]
+        return self.pair_probabilities(i, j) - 0.5
+
     def subset(self, rows: np.ndarray) -> "Predictions":
         """The predictions of ``rows`` (int [M], increasing), renumbered 0..M-1; comparator pairs kept inside them."""
         rows = np.asarray(rows)
@@ -219,17 +350,13 @@ def win_scores(predictions: Predictions, groups: np.ndarray) -> np.ndarray:
 
 
 def mean_pairwise_accuracy(predictions: Predictions, labels: np.ndarray, groups: np.ndarray) -> float:
-    """Mean over dimensions of the share of within-group pairs ordered as ``labels`` order them, from the pair
-    probabilities (P > 0.5 says i above j; exactly 0.5 counts 0.5; label ties and NaN labels are skipped); NaN
-    when no pair is usable. The trainer's checkpoint-selection metric (the evaluation reports the full set)."""
+    """Mean over dimensions of the within-group pairwise accuracy of ``predictions`` against ``labels`` [N, 19]:
+    the outcome rule of `data.pairs` (label ties and NaN labels left out, predicted ties count 1/2) on every pair of
+    every group, averaged per dimension, then over the dimensions that have a usable pair; NaN when none has. The
+    trainer's checkpoint-selection metric: the reported ``pairwise_accuracy`` mean of the same rows."""
     i, j = within_group_pairs(groups)
     if len(i) == 0:
         return float("nan")
-    p = predictions.pair_probabilities(i, j)
-    gap = labels[i] - labels[j]
-    usable = np.isfinite(gap) & (gap != 0) & np.isfinite(p)
-    correct = np.where(p == 0.5, 0.5, ((p > 0.5) == (gap > 0)).astype(np.float64))
-    counts = usable.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_dim = np.where(counts > 0, np.where(usable, correct, 0.0).sum(axis=0) / counts, np.nan)
-    return float(np.nanmean(per_dim)) if np.isfinite(per_dim).any() else float("nan")
+    labels = np.asarray(labels, np.float64)
+    accuracy, _ = outcome_accuracy(pair_outcome(predictions.pair_margins(i, j), labels[i] - labels[j]))
+    return float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else float("nan")

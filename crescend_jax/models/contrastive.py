@@ -13,7 +13,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 from jax.sharding import Mesh
@@ -21,20 +20,21 @@ from jax.sharding import Mesh
 from crescend_jax.config import ConfigError
 from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.losses.infonce import STRATEGIES, infonce_loss, sharded_infonce_loss
+from crescend_jax.losses.infonce import STRATEGIES, infonce_loss
 from crescend_jax.losses.ranking import margin_ranking_loss
-from crescend_jax.models.contract import SCORER, check_batch_config, crop_frames, model_input
+from crescend_jax.models.contract import (SCORER, Approach, Objective, check_batch_config, choice, crop_frames,
+                                          model_input)
+from crescend_jax.models.layers import POOLINGS, Encoder, check_trunk_options, trunk_options, unit_rows
 from crescend_jax.models.sampler import GroupSampler
-
-POOLINGS = ("mean", "attention")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
     """The ``config.model`` section of approach A.
 
     input: "pooled" trains on the stored pooled vectors [B, D]; "frames" on random crops [B, T, F] of the stored
-      frames (F = D), pooled by ``pooling`` ("mean" or "attention": a learned softmax over time). Prediction always
-      reads pooled vectors, seen as a one-frame sequence.
+      frames (F = D), pooled by ``pooling`` ("mean" or "attention": a learned softmax over time). Prediction reads
+      the inputs the model trained on (`models.functions`): pooled vectors (a one-frame sequence), or for frame
+      models every crop of the track, the outputs averaged over its crops.
     input_dim: 0 = the store's width. hidden_dim, num_layers, dropout: the MLP trunk (LayerNorm, GELU, dropout).
     projection_dim: width of the shared projection that both heads read.
     sampler.group_size: K performances per group slot (batch = batch_size / K groups x K).
@@ -70,33 +70,14 @@ def default_model_config() -> ml_collections.ConfigDict:
     return config
 
 
-class AttentionPooling(nnx.Module):
-    """x [B, T, F] -> sum_t a_t x_t with a = softmax_t(x_t . w / sqrt(F)), [B, F]."""
-
-    def __init__(self, dim: int, rngs: nnx.Rngs):
-        self.score = nnx.Linear(dim, 1, use_bias=False, rngs=rngs)
-        self.scale = dim ** -0.5
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        weights = jax.nn.softmax(self.score(x)[..., 0] * self.scale, axis=-1)
-        return jnp.einsum("bt,btf->bf", weights, x)
-
-
-class ContrastiveRankingModel(nnx.Module):
-    """x [B, D] or [B, T, D] -> pooling -> num_layers x (Linear, LayerNorm, GELU, Dropout) -> projection [B, E]
-    -> piece head z [B, E] (L2-normalised) and rank head scores [B, 19]."""
+class ContrastiveRankingModel(Encoder):
+    """An `Encoder` x [B, D] or [B, T, D] -> shared projection h [B, E], then a piece head z [B, E] (L2-normalised)
+    and a rank head scores [B, 19]."""
 
     def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, projection_dim: int,
                  pooling: str, rngs: nnx.Rngs, input_dropout: float = 0.0):
-        if pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
-        self.attention = AttentionPooling(input_dim, rngs) if pooling == "attention" else None
-        widths = [input_dim] + [hidden_dim] * num_layers
-        self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in widths[1:]])
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs)
-        self.projection = nnx.Linear(widths[-1], projection_dim, rngs=rngs)
+        super().__init__(input_dim, hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout,
+                         output_dim=projection_dim, pooling=pooling, rngs=rngs, input_dropout=input_dropout)
         self.piece_head = nnx.Linear(projection_dim, projection_dim, rngs=rngs)
         self.rank_head = nnx.Linear(projection_dim, NUM_DIMENSIONS, rngs=rngs)
 
@@ -107,25 +88,15 @@ class ContrastiveRankingModel(nnx.Module):
 
     def outputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(z [B, E] unit rows, scores [B, 19], the shared projection h [B, E])."""
-        if x.ndim == 2:
-            x = x[:, None, :]  # a pooled vector is a one-frame sequence
-        h = self.attention(x) if self.attention is not None else jnp.mean(x, axis=1)
-        h = self.input_dropout(h)
-        for linear, norm in zip(self.linears, self.norms):
-            h = self.dropout(nnx.gelu(norm(linear(h))))
-        h = self.projection(h)
-        z = self.piece_head(nnx.gelu(h))
-        # rsqrt of a clamped squared norm, not z / max(norm(z), eps): the gradient of norm() is NaN at z = 0, which a
-        # zero padding row reaches at initialisation (zero biases), and 0 * NaN poisons every parameter.
-        z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
+        h, _ = self.embed(x)
+        z = unit_rows(self.piece_head(nnx.gelu(h)))
         return z, self.rank_head(h), h
 
 
-@dataclasses.dataclass(frozen=True)
-class _Objective:
-    """The loss settings `ContrastiveRanking.loss` reads (fixed when the model is built)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ContrastiveObjective(Objective):
+    """The loss settings of approach A (`objective_from_config`)."""
 
-    group_size: int
     margin: float
     min_label_gap: float
     agreement_weighting: bool
@@ -135,74 +106,65 @@ class _Objective:
     strategy: str
 
 
-def objective_from_config(config: ml_collections.ConfigDict) -> _Objective:
+def objective_from_config(config: ml_collections.ConfigDict) -> ContrastiveObjective:
     """The loss settings of ``config.model`` (checked)."""
     model, loss = config.model, config.model.loss
-    if loss.strategy not in STRATEGIES:
-        raise ConfigError(f"unknown model.loss.strategy {loss.strategy!r}; set --config.model.loss.strategy to one "
-                          f"of {STRATEGIES}")
+    choice(loss.strategy, STRATEGIES, "loss.strategy")
     if loss.block_size < 0 or loss.temperature <= 0:
         raise ConfigError("model.loss.block_size must be >= 0 (0 = platform default) and model.loss.temperature > 0")
-    return _Objective(
+    return ContrastiveObjective(
         group_size=model.sampler.group_size, margin=loss.margin, min_label_gap=loss.min_label_gap,
         agreement_weighting=loss.agreement_weighting, lambda_piece=loss.lambda_piece,
         temperature=loss.temperature, block_size=loss.block_size, strategy=loss.strategy)
 
 
-class ContrastiveRanking:
+def ranking_term(objective: Objective, scores: jax.Array, batch: dict[str, jax.Array]
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`margin_ranking_loss` of scores [B, 19] on the P x K layout of ``batch``, with ``objective``'s margin,
+    min_label_gap and agreement_weighting (approach A's ranking term, approach C's "ranking" head)."""
+    grouped = objective.grouped
+    return margin_ranking_loss(
+        grouped(scores), grouped(batch["label_mean"]), grouped(batch["mask"]),
+        grouped(batch["label_std"]) if objective.agreement_weighting else None,
+        margin=objective.margin, min_label_gap=objective.min_label_gap)
+
+
+class ContrastiveRanking(Approach):
     """`Approach` "contrastive" (approach A, a scorer)."""
 
     name = "contrastive"
     kind = SCORER
 
-    def __init__(self) -> None:
-        self._objective: _Objective | None = None
-
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         model = config.model
         check_batch_config(config, model.sampler.group_size)
         model_input(config)
-        if model.pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {model.pooling!r}; set --config.model.pooling to one of {POOLINGS}")
+        check_trunk_options(model)
         if model.input == "frames" and model.sampler.crop_seconds <= 0:
             raise ConfigError("model.sampler.crop_seconds must be positive for frame inputs")
         objective_from_config(config)
 
-    def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
-        model = config.model
-        model_input(config)
-        self._objective = objective_from_config(config)
-        return ContrastiveRankingModel(
-            input_dim, hidden_dim=model.hidden_dim, num_layers=model.num_layers, dropout=model.dropout,
-            projection_dim=model.projection_dim, pooling=model.pooling, rngs=rngs,
-            input_dropout=model.get("input_dropout", 0.0))
+    def objective(self, config: ml_collections.ConfigDict) -> ContrastiveObjective:
+        return objective_from_config(config)
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
-             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
+    def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
+        model_input(config)
+        check_trunk_options(config.model)
+        objective_from_config(config)  # a model is never built for settings its loss would refuse
+        return ContrastiveRankingModel(input_dim, projection_dim=config.model.projection_dim, rngs=rngs,
+                                       **trunk_options(config.model))
+
+    def loss(self, objective: ContrastiveObjective, model: nnx.Module, batch: dict[str, jax.Array],
+             step: jax.Array, mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
         """L_rank on the [P, K] layout plus lambda_piece * InfoNCE over the whole (sharded) batch."""
         del step  # no schedule
-        objective = self._objective
-        if objective is None:
-            raise RuntimeError("ContrastiveRanking.loss needs build_model(config, ...) first (it fixes the loss settings)")
         z, scores = model(batch["x"])
-        rows, k = scores.shape[0], objective.group_size
-        if rows % k:
-            raise ValueError(f"batch of {rows} rows is not whole groups of model.sampler.group_size={k}")
-        grouped = lambda a: a.reshape(rows // k, k, *a.shape[1:])
-        rank_loss, diagnostics = margin_ranking_loss(
-            grouped(scores), grouped(batch["label_mean"]), grouped(batch["mask"]),
-            grouped(batch["label_std"]) if objective.agreement_weighting else None,
-            margin=objective.margin, min_label_gap=objective.min_label_gap)
+        rank_loss, diagnostics = ranking_term(objective, scores, batch)
         if objective.lambda_piece == 0:
             return rank_loss, diagnostics
-        block_size = objective.block_size or None
-        if mesh.devices.size > 1:
-            piece_loss, piece = sharded_infonce_loss(
-                z, batch["group"], batch["mask"], objective.temperature, mesh=mesh, axis_name=mesh.axis_names[0],
-                block_size=block_size, strategy=objective.strategy)
-        else:
-            piece_loss, piece = infonce_loss(z, batch["group"], batch["mask"], objective.temperature,
-                                             block_size=block_size)
+        piece_loss, piece = infonce_loss(z, batch["group"], batch["mask"], objective.temperature,
+                                         block_size=objective.block_size or None, mesh=mesh,
+                                         strategy=objective.strategy)
         diagnostics.update({f"piece_{name}": value for name, value in piece.items()}, piece_loss=piece_loss)
         return rank_loss + objective.lambda_piece * piece_loss, diagnostics
 
@@ -210,6 +172,10 @@ class ContrastiveRanking:
         return GroupSampler(table, config.train.batch_size, config.model.sampler.group_size, seed,
                             crop_frames=crop_frames(config, table.frame_rate))
 
-    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+    def encode(self, objective: ContrastiveObjective, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
         z, scores, h = model.outputs(x)
         return {"scores": scores, "z_piece": z, "hidden": h}
+
+
+__all__ = ["POOLINGS", "ContrastiveObjective", "ContrastiveRanking", "ContrastiveRankingModel",
+           "default_model_config", "objective_from_config", "ranking_term"]

@@ -60,11 +60,12 @@ from crescend_jax.losses.adversarial import (ORTHOGONALITY_KINDS, SCHEDULES, Mom
                                              empty_moments, gradient_reversal, least_squares_adversary_loss,
                                              masked_cross_entropy, orthogonality_penalty, reversal_strength,
                                              update_moments, within_group_variance_hinge)
-from crescend_jax.losses.infonce import STRATEGIES, infonce_loss, sharded_infonce_loss
+from crescend_jax.losses.infonce import STRATEGIES, infonce_loss
 from crescend_jax.losses.pointwise import masked_mse
-from crescend_jax.losses.ranking import margin_ranking_loss
-from crescend_jax.models.contract import SCORER, check_batch_config, crop_frames, model_input
-from crescend_jax.models.contrastive import POOLINGS, AttentionPooling
+from crescend_jax.models.contract import (SCORER, Approach, Objective, check_batch_config, choice, crop_frames,
+                                          model_input)
+from crescend_jax.models.contrastive import ranking_term
+from crescend_jax.models.layers import Encoder, check_trunk_options, trunk_options, unit_rows
 from crescend_jax.models.sampler import GroupSampler
 
 HEAD_LOSSES = ("ranking", "mse")
@@ -78,9 +79,10 @@ LAMBDAS = ("lambda_head", "lambda_piece", "lambda_adv", "lambda_style", "lambda_
 def default_model_config() -> ml_collections.ConfigDict:
     """The ``config.model`` section of approach C.
 
-    input, pooling, input_dim, init_from, hidden_dim, num_layers, dropout, input_dropout: as approach A, for each of
-      the two encoders (each has its own pooling and MLP trunk: Linear, LayerNorm, GELU, dropout). The style
-      encoder's parameters live under ``style/`` (a warm start of another model from it strips that prefix).
+    input, pooling, input_dim, init_from, init_from_prefix, hidden_dim, num_layers, dropout, input_dropout: as
+      approach A, for each of the two encoders (`models.layers.Encoder`: its own pooling and MLP trunk, Linear,
+      LayerNorm, GELU, dropout). The style encoder's parameters live under ``style/`` (a warm start of another model
+      from it strips that prefix: ``model.init_from_prefix="style/"``).
     piece_dim, style_dim: widths of z_piece and z_style. normalize_embeddings: a parameter-free LayerNorm on each
       row of z_piece and z_style (`Encoder`).
     sampler.group_size: K performances per group slot; sampler.crop_seconds: crop length for input="frames".
@@ -108,6 +110,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.pooling = "mean"
     config.input_dim = 0
     config.init_from = ""  # a finished workdir whose parameters start every fold (train/warm_start.py)
+    config.init_from_prefix = ""  # use only the source's parameters under this path prefix
     config.hidden_dim = 512
     config.num_layers = 2
     config.dropout = 0.2
@@ -153,37 +156,6 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------------------------------- the model
-
-
-class Encoder(nnx.Module):
-    """x [B, D] or [B, T, D] -> pooling (mean or attention over T) -> input dropout -> num_layers x (Linear,
-    LayerNorm, GELU, Dropout) -> h [B, H] -> Linear -> z [B, E], then (``normalize``) a parameter-free LayerNorm of
-    each row (mean 0, variance 1 over E), so that no classifier reading z can be evaded by rescaling it. A pooled
-    vector is a one-frame sequence."""
-
-    def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, output_dim: int,
-                 pooling: str, normalize: bool, rngs: nnx.Rngs, input_dropout: float = 0.0):
-        if pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
-        self.attention = AttentionPooling(input_dim, rngs) if pooling == "attention" else None
-        widths = [input_dim] + [hidden_dim] * num_layers
-        self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in widths[1:]])
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs)
-        self.projection = nnx.Linear(widths[-1], output_dim, rngs=rngs)
-        self.output_norm = (nnx.LayerNorm(output_dim, use_scale=False, use_bias=False, rngs=rngs) if normalize
-                            else None)
-
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(z float32 [B, E], the trunk's last hidden layer h [B, H])."""
-        if x.ndim == 2:
-            x = x[:, None, :]
-        h = self.input_dropout(self.attention(x) if self.attention is not None else jnp.mean(x, axis=1))
-        for linear, norm in zip(self.linears, self.norms):
-            h = self.dropout(nnx.gelu(norm(linear(h))))
-        z = self.projection(h)
-        return (self.output_norm(z) if self.output_norm is not None else z), h
 
 
 class ScaledLinear(nnx.Module):
@@ -233,12 +205,6 @@ class RunningMoments(nnx.Module):
             variable[...] = value
 
 
-def unit_rows(z: jax.Array) -> jax.Array:
-    """z [B, E] with L2-normalised rows: rsqrt of a clamped squared norm, so a zero (padding) row stays 0 with a
-    finite gradient (the gradient of norm() is NaN at 0)."""
-    return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
-
-
 @dataclasses.dataclass
 class Outputs:
     """What `DisentangledModel` computes for B rows: z_piece [B, Ep], z_style [B, Es], the heads' raw scores
@@ -260,7 +226,7 @@ class DisentangledModel(nnx.Module):
                  adversary_hidden_dim: int, adversary_lr_multiplier: float, piece_classifier: bool, rngs: nnx.Rngs,
                  input_dropout: float = 0.0):
         encoder = dict(hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout, pooling=pooling,
-                       normalize=normalize, rngs=rngs, input_dropout=input_dropout)
+                       normalize=normalize, rngs=rngs, input_dropout=input_dropout)  # `models.layers.Encoder`
         self.piece = Encoder(input_dim, output_dim=piece_dim, **encoder)
         self.style = Encoder(input_dim, output_dim=style_dim, **encoder)
         self.heads = nnx.Linear(style_dim, NUM_DIMENSIONS, rngs=rngs)
@@ -278,11 +244,10 @@ class DisentangledModel(nnx.Module):
 # ----------------------------------------------------------------------------------------------------- the objective
 
 
-@dataclasses.dataclass(frozen=True)
-class _Objective:
-    """The loss settings `Disentangled.loss` reads (fixed when the model is built)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DisentangledObjective(Objective):
+    """The loss settings of approach C (`objective_from_config`)."""
 
-    group_size: int
     num_steps: int
     head: str
     margin: float
@@ -315,13 +280,7 @@ class _Objective:
         return self.lambda_adv != 0 or (self.lambda_piece != 0 and self.piece_objective == "classifier")
 
 
-def _choice(value: str, choices: tuple[str, ...], field: str) -> str:
-    if value not in choices:
-        raise ConfigError(f"unknown model.{field} {value!r}; set --config.model.{field} to one of {choices}")
-    return value
-
-
-def objective_from_config(config: ml_collections.ConfigDict) -> _Objective:
+def objective_from_config(config: ml_collections.ConfigDict) -> DisentangledObjective:
     """The loss settings of ``config.model`` (checked; a `ConfigError` names the field)."""
     model, loss, adversary = config.model, config.model.loss, config.model.adversary
     lambdas = {name: float(loss[name]) for name in LAMBDAS}
@@ -339,64 +298,57 @@ def objective_from_config(config: ml_collections.ConfigDict) -> _Objective:
     decay = max(0.0, 1.0 - config.train.batch_size / window_rows) if window_rows > 0 else 0.0
     if adversary.gamma <= 0 or model.style.target_std <= 0:
         raise ConfigError("model.adversary.gamma and model.style.target_std must be > 0")
-    orthogonality = _choice(model.orthogonality.kind, ORTHOGONALITY_KINDS, "orthogonality.kind")
+    orthogonality = choice(model.orthogonality.kind, ORTHOGONALITY_KINDS, "orthogonality.kind")
     if orthogonality == "cosine" and lambdas["lambda_orth"] and model.piece_dim != model.style_dim:
         raise ConfigError(f"model.orthogonality.kind='cosine' needs piece_dim == style_dim (got {model.piece_dim} and "
                           f"{model.style_dim}); use 'cross_correlation' or equal widths")
-    return _Objective(
+    return DisentangledObjective(
         group_size=model.sampler.group_size, num_steps=config.train.num_steps,
-        head=_choice(loss.head, HEAD_LOSSES, "loss.head"), margin=loss.margin, min_label_gap=loss.min_label_gap,
+        head=choice(loss.head, HEAD_LOSSES, "loss.head"), margin=loss.margin, min_label_gap=loss.min_label_gap,
         agreement_weighting=loss.agreement_weighting, **lambdas,
-        piece_objective=_choice(model.piece.objective, PIECE_OBJECTIVES, "piece.objective"),
-        piece_positives=_choice(model.piece.positives, PIECE_POSITIVES, "piece.positives"),
+        piece_objective=choice(model.piece.objective, PIECE_OBJECTIVES, "piece.objective"),
+        piece_positives=choice(model.piece.positives, PIECE_POSITIVES, "piece.positives"),
         temperature=model.piece.temperature, block_size=model.piece.block_size,
-        strategy=_choice(model.piece.strategy, STRATEGIES, "piece.strategy"),
-        adversary=_choice(adversary.kind, ADVERSARIES, "adversary.kind"), num_classes=adversary.num_classes,
+        strategy=choice(model.piece.strategy, STRATEGIES, "piece.strategy"),
+        adversary=choice(adversary.kind, ADVERSARIES, "adversary.kind"), num_classes=adversary.num_classes,
         ridge=adversary.ridge, decay=decay,
-        schedule=_choice(adversary.schedule, SCHEDULES, "adversary.schedule"),
+        schedule=choice(adversary.schedule, SCHEDULES, "adversary.schedule"),
         scale=adversary.scale, gamma=adversary.gamma,
-        style_kind=_choice(model.style.kind, STYLE_TERMS, "style.kind"), target_std=model.style.target_std,
+        style_kind=choice(model.style.kind, STYLE_TERMS, "style.kind"), target_std=model.style.target_std,
         orthogonality_kind=orthogonality)
 
 
-class Disentangled:
+class Disentangled(Approach):
     """`Approach` "disentangled" (approach C, a scorer)."""
 
     name = "disentangled"
     kind = SCORER
-
-    def __init__(self) -> None:
-        self._objective: _Objective | None = None
 
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         model = config.model
         check_batch_config(config, model.sampler.group_size)
         if model_input(config) == "frames" and model.sampler.crop_seconds <= 0:
             raise ConfigError("model.sampler.crop_seconds must be positive for frame inputs")
-        _choice(model.pooling, POOLINGS, "pooling")
-        if min(model.hidden_dim, model.piece_dim, model.style_dim) < 1 or model.num_layers < 0:
-            raise ConfigError("model.hidden_dim, model.piece_dim and model.style_dim must be positive and "
-                              "model.num_layers >= 0")
-        for name in ("dropout", "input_dropout"):
-            if not 0 <= model[name] < 1:
-                raise ConfigError(f"model.{name}={model[name]} must be in [0, 1)")
+        check_trunk_options(model)
+        if min(model.piece_dim, model.style_dim) < 1:
+            raise ConfigError("model.piece_dim and model.style_dim must be positive")
         objective_from_config(config)
+
+    def objective(self, config: ml_collections.ConfigDict) -> DisentangledObjective:
+        return objective_from_config(config)
 
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         model = config.model
         model_input(config)
-        objective = self._objective = objective_from_config(config)
+        objective = objective_from_config(config)
         return DisentangledModel(
-            input_dim, hidden_dim=model.hidden_dim, num_layers=model.num_layers, dropout=model.dropout,
-            piece_dim=model.piece_dim, style_dim=model.style_dim, pooling=model.pooling,
-            normalize=model.normalize_embeddings, num_classes=objective.num_classes,
-            adversary=objective.adversary, moments=objective.decay > 0, adversary_hidden_dim=model.adversary.hidden_dim,
-            adversary_lr_multiplier=model.adversary.lr_multiplier,
-            piece_classifier=objective.piece_objective == "classifier", rngs=rngs,
-            input_dropout=model.input_dropout)
+            input_dim, piece_dim=model.piece_dim, style_dim=model.style_dim, normalize=model.normalize_embeddings,
+            num_classes=objective.num_classes, adversary=objective.adversary, moments=objective.decay > 0,
+            adversary_hidden_dim=model.adversary.hidden_dim, adversary_lr_multiplier=model.adversary.lr_multiplier,
+            piece_classifier=objective.piece_objective == "classifier", rngs=rngs, **trunk_options(model))
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
-             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
+    def loss(self, objective: DisentangledObjective, model: nnx.Module, batch: dict[str, jax.Array],
+             step: jax.Array, mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
         """The weighted sum of the switched-on terms on a P x K batch (module doc).
 
         Diagnostics: each switched-on term's value ("head_loss", "piece_loss", "adv_loss", "style_loss",
@@ -404,26 +356,16 @@ class Disentangled:
         ("piece_*"), and for the adversary "adv_accuracy" (on the batch it sees), "adv_lambda" (the reversal
         strength at ``step``) and, for the linear adversary, "adv_r2".
         """
-        objective = self._objective
-        if objective is None:
-            raise RuntimeError("Disentangled.loss needs build_model(config, ...) first (it fixes the loss settings)")
         out = model(batch["x"])
         mask = batch["mask"]
-        rows, k = mask.shape[0], objective.group_size
-        if rows % k:
-            raise ValueError(f"batch of {rows} rows is not whole groups of model.sampler.group_size={k}")
-
-        def grouped(a: jax.Array) -> jax.Array:
-            return a.reshape(rows // k, k, *a.shape[1:])
+        grouped = objective.grouped
+        grouped(mask)  # refuses a batch that is not whole groups before any term runs
 
         total = jnp.float32(0.0)
         diagnostics: dict[str, Any] = {}
         if objective.lambda_head:
             if objective.head == "ranking":
-                head_loss, head = margin_ranking_loss(
-                    grouped(out.logits), grouped(batch["label_mean"]), grouped(mask),
-                    grouped(batch["label_std"]) if objective.agreement_weighting else None,
-                    margin=objective.margin, min_label_gap=objective.min_label_gap)
+                head_loss, head = ranking_term(objective, out.logits, batch)
             else:
                 head_loss, head = masked_mse(jax.nn.sigmoid(out.logits), batch["label_mean"], mask)
             diagnostics.update(head, head_loss=head_loss)
@@ -431,14 +373,9 @@ class Disentangled:
 
         if objective.lambda_piece:
             if objective.piece_objective == "infonce":
-                ids, z = batch[objective.piece_positives], unit_rows(out.z_piece)
-                block_size = objective.block_size or None
-                if mesh.devices.size > 1:
-                    piece_loss, piece = sharded_infonce_loss(
-                        z, ids, mask, objective.temperature, mesh=mesh, axis_name=mesh.axis_names[0],
-                        block_size=block_size, strategy=objective.strategy)
-                else:
-                    piece_loss, piece = infonce_loss(z, ids, mask, objective.temperature, block_size=block_size)
+                piece_loss, piece = infonce_loss(unit_rows(out.z_piece), batch[objective.piece_positives], mask,
+                                                 objective.temperature, block_size=objective.block_size or None,
+                                                 mesh=mesh, strategy=objective.strategy)
             else:
                 piece_loss, piece = masked_cross_entropy(model.piece_classifier(out.z_piece), batch["composition"],
                                                          mask)
@@ -492,13 +429,10 @@ class Disentangled:
         return GroupSampler(table, config.train.batch_size, config.model.sampler.group_size, seed,
                             crop_frames=crop_frames(config, table.frame_rate))
 
-    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+    def encode(self, objective: DisentangledObjective, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
         """{"scores" [N, 19] (raw head scores for loss.head="ranking", their sigmoids for "mse"), "z_style" [N, Es],
         "z_piece" [N, Ep] (as the piece term reads it: unit rows for InfoNCE), "hidden" [N, H] (the style trunk's
         last layer, before the projection to z_style)}."""
-        objective = self._objective
-        if objective is None:
-            raise RuntimeError("Disentangled.encode needs build_model(config, ...) first")
         out = model(x)
         scores = jax.nn.sigmoid(out.logits) if objective.head == "mse" else out.logits
         z_piece = unit_rows(out.z_piece) if objective.piece_objective == "infonce" else out.z_piece

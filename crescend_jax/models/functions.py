@@ -1,7 +1,10 @@
 """An approach's model as jitted functions on a mesh (init, encode, compare), and prediction of table rows.
 
 Shared by training (validation) and evaluation (held-out prediction), so both see the model exactly alike. The
-functions of one (approach, config, input width, mesh) are built once per process and reused by every fold.
+functions of one (approach, model settings, input width, mesh) are kept in a small cache (the `MAX_CACHED` most
+recently used), so the folds of a run and the evaluation that follows it in the same process reuse one
+compilation while a long sweep holds no more than a few; the approach is stateless (`models.contract`), so reusing
+them is only a matter of time, never of correctness.
 
 We use jax.jit over the split NNX state rather than nnx.jit: the NNX graph is traversed once at trace time instead of
 on every call, and the state is a plain pytree with explicit shardings that orbax saves and restores as is.
@@ -13,11 +16,14 @@ different crops are not aligned in time, so their mean means nothing. Such pairs
 instead: for rows a and b with C_a and C_b crops, C = min(C_a, C_b) comparisons pair crop
 floor((c + 1/2) C_a / C) of a with crop floor((c + 1/2) C_b / C) of b (c = 0..C-1: proportional positions, the
 same passages when two performances differ only in tempo), and the pair's logits are the mean of the C logits.
-The alignment does not depend on the order of a and b, so an antisymmetric comparator stays antisymmetric.
+The alignment does not depend on the order of a and b, so an antisymmetric comparator stays antisymmetric. Training
+draws the crops of such a head the same way: the members of a block are cut around one fraction of their tracks
+(`models.sampler.aligned_crop_starts`).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from typing import Any, Callable
@@ -32,12 +38,14 @@ from jax.sharding import Mesh
 from crescend_jax.config import config_to_json
 from crescend_jax.data.groups import within_group_pairs
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.models.contract import COMPARATOR, Approach, Predictions, crop_frames, model_input
+from crescend_jax.models.contract import COMPARATOR, Approach, Objective, Predictions, crop_frames, model_input
 from crescend_jax.runtime import distributed
 
-# Config fields that never change what a model computes (a resumed or re-evaluated run may differ in them).
+# The config fields that never change what a model computes: a resumed run (`train.trainer`), a re-evaluation
+# (`cli evaluate` overrides) and a sweep's finished check may differ in them, and they are left out of the cache key.
 NON_MODEL_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed", "eval", "experiment")
 PREDICT_CHUNK = 4096  # rows (or crops) per prediction call
+MAX_CACHED = 4  # model functions kept per process (least recently used dropped)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -47,23 +55,30 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+def model_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """``config`` flattened ({"model.hidden_dim": 512, ...}) without the `NON_MODEL_FIELDS`."""
+    return {k: v for k, v in flatten(json.loads(config_to_json(config))).items() if not k.startswith(NON_MODEL_FIELDS)}
+
+
 @dataclasses.dataclass
 class ModelFunctions:
     """The jitted functions of one approach's model.
 
+    approach and objective: what the model computes (the objective built from the config, `Approach.objective`);
     graphdef: the train-mode graph; init(fold) -> replicated model state (nnx.State) for ``fold``;
     encode(state, x [N, ...] host) -> dict of host arrays [N, ...]; compare(state, a [P, E], b [P, E]) -> host
     logits [P, 19] (comparators only).
     """
 
     approach: Approach
+    objective: Objective
     graphdef: Any
     init: Callable[[int], Any]
     encode: Callable[[Any, np.ndarray], dict[str, np.ndarray]]
     compare: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] | None
 
 
-_CACHE: dict[tuple, ModelFunctions] = {}
+_CACHE: collections.OrderedDict[tuple, ModelFunctions] = collections.OrderedDict()
 
 
 def _padded_to(x: np.ndarray, multiple: int) -> np.ndarray:
@@ -74,12 +89,21 @@ def _padded_to(x: np.ndarray, multiple: int) -> np.ndarray:
 
 def model_functions(approach: Approach, config: ml_collections.ConfigDict, input_dim: int,
                     mesh: Mesh) -> ModelFunctions:
-    """`ModelFunctions` for these settings, built (and traced) once per process."""
-    settings = {k: v for k, v in flatten(json.loads(config_to_json(config))).items()
-                if not k.startswith(NON_MODEL_FIELDS)}
-    cache_key = (type(approach), json.dumps(settings, sort_keys=True), input_dim, mesh)
+    """`ModelFunctions` for these settings: the cached ones when the same (approach, model settings, input width,
+    mesh) was built recently (module doc), else built and traced now."""
+    cache_key = (type(approach), approach.name, json.dumps(model_settings(config), sort_keys=True), input_dim, mesh)
     if cache_key in _CACHE:
+        _CACHE.move_to_end(cache_key)
         return _CACHE[cache_key]
+    functions = _build(approach, config, input_dim, mesh)
+    _CACHE[cache_key] = functions
+    while len(_CACHE) > MAX_CACHED:
+        _CACHE.popitem(last=False)
+    return functions
+
+
+def _build(approach: Approach, config: ml_collections.ConfigDict, input_dim: int, mesh: Mesh) -> ModelFunctions:
+    objective = approach.objective(config)
 
     def create(fold: jax.Array) -> nnx.Module:
         key = jax.random.fold_in(jax.random.key(config.train.seed), fold)
@@ -93,7 +117,7 @@ def model_functions(approach: Approach, config: ml_collections.ConfigDict, input
     jitted_init = jax.jit(lambda fold: nnx.state(create(fold)), out_shardings=replicated)
     devices = mesh.devices.size
 
-    jitted_encode = jax.jit(lambda state, x: approach.encode(nnx.merge(eval_graphdef, state), x),
+    jitted_encode = jax.jit(lambda state, x: approach.encode(objective, nnx.merge(eval_graphdef, state), x),
                             out_shardings=sharded)
 
     def encode(state, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -107,8 +131,9 @@ def model_functions(approach: Approach, config: ml_collections.ConfigDict, input
 
     compare = None
     if approach.kind == COMPARATOR:
-        jitted_compare = jax.jit(lambda state, a, b: approach.compare(nnx.merge(eval_graphdef, state), a, b),
-                                 out_shardings=sharded)
+        jitted_compare = jax.jit(
+            lambda state, a, b: approach.compare(objective, nnx.merge(eval_graphdef, state), a, b),
+            out_shardings=sharded)
 
         def compare(state, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             parts = []
@@ -120,10 +145,8 @@ def model_functions(approach: Approach, config: ml_collections.ConfigDict, input
                 parts.append(logits[: min(PREDICT_CHUNK, len(a) - start)])
             return np.concatenate(parts) if parts else np.zeros((0, 19), np.float32)
 
-    functions = ModelFunctions(approach=approach, graphdef=graphdef, init=lambda fold: jitted_init(np.int32(fold)),
-                               encode=encode, compare=compare)
-    _CACHE[cache_key] = functions
-    return functions
+    return ModelFunctions(approach=approach, objective=objective, graphdef=graphdef,
+                          init=lambda fold: jitted_init(np.int32(fold)), encode=encode, compare=compare)
 
 
 # ----------------------------------------------------------------------------------------------------- prediction

@@ -26,7 +26,9 @@ joined end to end: a batch that straddles two epochs takes its last blocks from 
 and has a static shape.
 
 `PairBatchSampler` is the training core's `Sampler` over this: `BatchPlan` s of int32 rows (plus frame-crop starts
-for frame inputs), checkpointable (``state()`` is JSON: the generator's state and the blocks left of the current
+for frame inputs: drawn per row, or with ``aligned_crops`` centred at one fraction of the track per block, so that a
+head that compares frame sequences trains on the same passage of both performances, as the evaluation compares them,
+`models.functions.aligned_crops`), checkpointable (``state()`` is JSON: the generator's state and the blocks left of the current
 epoch; ``restore`` continues exactly there).
 """
 
@@ -41,7 +43,7 @@ import numpy as np
 from crescend_jax.config import ConfigError
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.models.contract import BatchPlan
-from crescend_jax.models.sampler import crop_starts, frame_lengths
+from crescend_jax.models.sampler import aligned_crop_starts, crop_starts, frame_lengths
 
 
 def blocks_per_group(size: int, group_size: int) -> int:
@@ -154,7 +156,9 @@ class PairBatchSampler:
     """The `Sampler` of approach B: endless `BatchPlan` s of ``batch_size // group_size`` pair-covering blocks.
 
     Rows are `PairSampler` blocks of ``table`` (group-major, -1 padding, as int32); with ``crop_frames`` > 0 each row
-    also gets a uniform crop start (`crop_starts`; padding 0). Groups of one performance give no pair: they are
+    also gets a uniform crop start (`crop_starts`; padding 0), or with ``aligned_crops`` the members of a block get
+    crops centred at one shared fraction f ~ U[0, 1) of their tracks (`aligned_crop_starts`: the same passage of
+    performances that differ in tempo, as the evaluation aligns them). Groups of one performance give no pair: they are
     counted in ``num_singletons`` and reported once with a warning, never an error.
 
     Args:
@@ -162,10 +166,12 @@ class PairBatchSampler:
       seed: anything `numpy.random.default_rng` takes (the trainer passes [train.seed, fold]).
       crop_frames: frames per crop for frame inputs (0 = pooled inputs, no crop starts).
       hard_pair_weight, hard_gap, min_label_gap: hard-pair emphasis (see `PairSampler`; labels are the table's means).
+      aligned_crops: one crop position per block (above) instead of one per row.
     """
 
     def __init__(self, table: EmbeddingTable, batch_size: int, group_size: int, seed: Any, *, crop_frames: int = 0,
-                 hard_pair_weight: float = 0.0, hard_gap: float = 0.05, min_label_gap: float = 0.0):
+                 hard_pair_weight: float = 0.0, hard_gap: float = 0.05, min_label_gap: float = 0.0,
+                 aligned_crops: bool = False):
         if group_size < 2 or batch_size % group_size:
             raise ConfigError(f"train.batch_size={batch_size} must be a multiple of model.sampler.group_size="
                               f"{group_size} >= 2; set --config.train.batch_size / --config.model.sampler.group_size")
@@ -177,6 +183,7 @@ class PairBatchSampler:
             warnings.warn(f"{self.num_singletons} same-music group(s) of the {len(table)} training rows hold a single "
                           "performance: they give no pair and are left out of the comparison batches", stacklevel=2)
         self.crop_frames = crop_frames
+        self.aligned_crops = aligned_crops
         self.lengths = frame_lengths(table) if crop_frames > 0 else None
         self.rng = np.random.default_rng(seed)
         self.queue = np.empty((0, group_size), np.int64)  # blocks left of the current epoch
@@ -190,7 +197,12 @@ class PairBatchSampler:
             self.queue = np.concatenate([self.queue, self.pairs.epoch(self.rng)])
         blocks, self.queue = self.queue[:needed], self.queue[needed:]
         rows = blocks.reshape(-1).astype(np.int32)
-        starts = crop_starts(self.lengths, rows, self.crop_frames, self.rng) if self.crop_frames > 0 else None
+        starts = None
+        if self.crop_frames > 0 and self.aligned_crops:
+            fraction = np.repeat(self.rng.random(needed), self.pairs.group_size)  # one per block
+            starts = aligned_crop_starts(self.lengths, rows, self.crop_frames, fraction)
+        elif self.crop_frames > 0:
+            starts = crop_starts(self.lengths, rows, self.crop_frames, self.rng)
         return BatchPlan(rows=rows, crop_start=starts)
 
     def state(self) -> dict[str, Any]:

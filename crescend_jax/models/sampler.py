@@ -47,6 +47,17 @@ def crop_starts(lengths: np.ndarray, rows: np.ndarray, crop_frames: int, rng: np
     return np.where(rows >= 0, starts, 0).astype(np.int32)
 
 
+def aligned_crop_starts(lengths: np.ndarray, rows: np.ndarray, crop_frames: int, fraction: np.ndarray) -> np.ndarray:
+    """int32 [B] starts of the crops centred at the fraction f_b in [0, 1) of each row's track: start =
+    clip(floor(f T - crop / 2), 0, max(T - crop, 0)) (-1 rows -> 0). Rows given the same f are cut at the same
+    relative place of their tracks, the same passage when two performances differ only in tempo; the evaluation
+    pairs crops the same way (`models.functions.aligned_crops`: crop centres at the fractions (c + 1/2) / C)."""
+    safe = np.where(rows >= 0, rows, 0)
+    length = lengths[safe]
+    starts = np.clip(np.floor(fraction * length - crop_frames / 2), 0, np.maximum(length - crop_frames, 0))
+    return np.where(rows >= 0, starts, 0).astype(np.int32)
+
+
 def frame_lengths(table: EmbeddingTable) -> np.ndarray:
     """int64 [N] frames per row of a table with frames."""
     if table.frames is None:

@@ -4,8 +4,10 @@
     logit_d(a, b) = head_d(encoding_a, encoding_b)    antisymmetric: logit(a, b) = -logit(b, a)
     P(a above b on d) = sigmoid(logit_d(a, b))
 
-The encoder f is an MLP trunk (num_layers x (Linear, LayerNorm, GELU, Dropout), then a Linear projection to
-``embedding_dim``), as approach A's. The head (``model.comparison``) is one of `crescend_jax.models.comparators`:
+The encoder f is the shared `models.layers.Encoder` (num_layers x (Linear, LayerNorm, GELU, Dropout), then a
+Linear projection to ``embedding_dim``), approach A's encoder and C's style encoder, with the same parameter paths,
+so either warm-starts it (``model.init_from``, with ``model.init_from_prefix="style/"`` for C's). The head
+(``model.comparison``) is one of `crescend_jax.models.comparators`:
 
 * ``concat``, ``bilinear``: the encoding is a vector [E]. Pooled inputs [B, D] go straight through the trunk; frame
   crops [B, T, F] are pooled over time first (``pooling``: mean, or a learned softmax over time).
@@ -15,7 +17,8 @@ The encoder f is an MLP trunk (num_layers x (Linear, LayerNorm, GELU, Dropout), 
   It needs frame inputs (``model.input="frames"``, a store extracted with frames).
 
 Training: a batch is P blocks of K performances of one group (`PairBatchSampler`: over an epoch every pair of every
-group meets in a block); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
+group meets in a block; for the cross_attention head the crops of a block's members are centred at one fraction of
+their tracks, the passages the evaluation compares); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
 each block on the encodings ([P, K, K, 19], exactly antisymmetric), and `block_comparison_loss` scores the tile
 (BCE / logistic-margin / hinge on which is higher; ties and gaps <= min_label_gap skipped; label smoothing;
 optional rater-agreement weights). Evaluation reads P(a above b) from ``compare`` on the encodings
@@ -36,8 +39,10 @@ from jax.sharding import Mesh
 from crescend_jax.config import ConfigError
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.losses.comparison import KINDS, block_comparison_loss
-from crescend_jax.models.comparators import COMPARATORS, POOLINGS, make_comparator
-from crescend_jax.models.contract import COMPARATOR, check_batch_config, crop_frames, model_input
+from crescend_jax.models.comparators import COMPARATORS, make_comparator
+from crescend_jax.models.contract import (COMPARATOR, Approach, Objective, check_batch_config, choice, crop_frames,
+                                          model_input)
+from crescend_jax.models.layers import POOLINGS, Encoder, check_trunk_options
 from crescend_jax.models.pair_sampler import PairBatchSampler
 
 SEQUENCE_HEADS = ("cross_attention",)  # heads whose encoding is a frame sequence
@@ -60,6 +65,10 @@ def default_model_config() -> ml_collections.ConfigDict:
     frame_stride: cross_attention only, consecutive frames concatenated into one step before the trunk (T' = crop
       frames // stride; attention costs T'^2 per pair).
     input_dim: 0 = the store's width. hidden_dim, num_layers, dropout: the MLP trunk. embedding_dim: E.
+    normalize_embeddings: a parameter-free LayerNorm of each encoding (as approach C's z_style; set it when starting
+      from C's style encoder).
+    init_from, init_from_prefix: a finished workdir whose parameters start every fold, and the path prefix of the
+      source's parameters to use ("style/": C's style encoder), as in approach A (`train.warm_start`).
     head.*: the head's settings (concat: hidden_dim, num_layers, dropout; bilinear: rank; cross_attention:
       num_heads, attention_dim (0 = E), hidden_dim, num_layers, pooling, dropout).
     sampler.group_size: K performances per block (batch = batch_size / K blocks); sampler.crop_seconds: frame crops;
@@ -75,10 +84,13 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.pooling = "mean"
     config.frame_stride = 5
     config.input_dim = 0
+    config.init_from = ""
+    config.init_from_prefix = ""
     config.hidden_dim = 512
     config.num_layers = 2
     config.dropout = 0.2
     config.embedding_dim = 256
+    config.normalize_embeddings = False
     config.head = ml_collections.ConfigDict()
     config.head.hidden_dim = 256
     config.head.num_layers = 1
@@ -101,36 +113,22 @@ def default_model_config() -> ml_collections.ConfigDict:
     return config
 
 
-class TimePooling(nnx.Module):
-    """x [B, T, F] -> [B, F]: the mean over time, or sum_t a_t x_t with a = softmax_t(x_t . w / sqrt(F))."""
-
-    def __init__(self, dim: int, pooling: str, rngs: nnx.Rngs):
-        self.score = nnx.Linear(dim, 1, use_bias=False, rngs=rngs) if pooling == "attention" else None
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.score is None:
-            return jnp.mean(x, axis=1)
-        weights = jax.nn.softmax(self.score(x)[..., 0] * x.shape[-1] ** -0.5, axis=-1)
-        return jnp.einsum("bt,btf->bf", weights, x)
-
-
-class SiameseModel(nnx.Module):
-    """The shared encoder and the comparison head.
+class SiameseModel(Encoder):
+    """The shared encoder (an `Encoder`) and the comparison head.
 
     encode(x): x [B, D] or [B, T, F] -> (encoding [B, E] or, for a sequence head, [B, T', E]; hidden [B, hidden]).
     block_logits(encoding [P, K, ...]) -> [P, K, K, 19]; compare(a, b) (encodings [P, ...]) -> [P, 19].
     """
 
     def __init__(self, input_dim: int, *, comparison: str, hidden_dim: int, num_layers: int, dropout: float,
-                 embedding_dim: int, pooling: str, frame_stride: int, head: dict[str, Any], rngs: nnx.Rngs):
-        self.sequence = comparison in SEQUENCE_HEADS
+                 embedding_dim: int, pooling: str, frame_stride: int, head: dict[str, Any], rngs: nnx.Rngs,
+                 normalize: bool = False):
+        sequence = comparison in SEQUENCE_HEADS
+        super().__init__(input_dim * frame_stride if sequence else input_dim, hidden_dim=hidden_dim,
+                         num_layers=num_layers, dropout=dropout, output_dim=embedding_dim,
+                         pooling=None if sequence else pooling, rngs=rngs, input_dropout=None, normalize=normalize)
+        self.sequence = sequence
         self.frame_stride = frame_stride
-        self.pool = None if self.sequence else TimePooling(input_dim, pooling, rngs)
-        widths = [input_dim * frame_stride if self.sequence else input_dim] + [hidden_dim] * num_layers
-        self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in widths[1:]])
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.projection = nnx.Linear(widths[-1], embedding_dim, rngs=rngs)
         self.head = make_comparator(comparison, embedding_dim, rngs=rngs, **head)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -142,12 +140,7 @@ class SiameseModel(nnx.Module):
                 raise ValueError(f"a crop of {x.shape[1]} frames is shorter than model.frame_stride="
                                  f"{self.frame_stride}")
             x = x[:, : steps * self.frame_stride].reshape(x.shape[0], steps, self.frame_stride * x.shape[2])
-        elif x.ndim == 3:
-            x = self.pool(x)
-        h = x
-        for linear, norm in zip(self.linears, self.norms):
-            h = self.dropout(nnx.gelu(norm(linear(h))))
-        encoding = self.projection(h)
+        encoding, h = self.embed(x)
         return encoding, (jnp.mean(h, axis=1) if self.sequence else h)
 
     def block_logits(self, encoding: jax.Array) -> jax.Array:
@@ -161,11 +154,10 @@ class SiameseModel(nnx.Module):
         return self.head(a, b)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Objective:
-    """The loss settings `Siamese.loss` reads (fixed when the model is built)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SiameseObjective(Objective):
+    """The loss settings of approach B (`check_model_config`)."""
 
-    group_size: int
     kind: str
     margin: float
     min_label_gap: float
@@ -178,23 +170,21 @@ def _positive(value, name: str) -> None:
         raise ConfigError(f"model.{name}={value} must be >= 1; set --config.model.{name}")
 
 
-def check_model_config(config: ml_collections.ConfigDict) -> _Objective:
+def check_model_config(config: ml_collections.ConfigDict) -> SiameseObjective:
     """Every check of ``config.model`` (and the batch settings); returns the loss settings. Raises `ConfigError`."""
     model = config.model
     check_batch_config(config, model.sampler.group_size)
     source = model_input(config)
-    if model.comparison not in COMPARATORS:
-        raise ConfigError(f"unknown model.comparison {model.comparison!r}; set --config.model.comparison to one of "
-                          f"{tuple(COMPARATORS)}")
+    choice(model.comparison, tuple(COMPARATORS), "comparison")
     if model.comparison in SEQUENCE_HEADS and source != "frames":
         raise ConfigError(f"model.comparison={model.comparison!r} compares frame sequences, so it needs "
                           f"model.input='frames': {FRAMES_HINT}")
     for name in ("hidden_dim", "num_layers", "embedding_dim", "frame_stride"):
         _positive(model[name], name)
-    if not 0 <= model.dropout < 1 or not 0 <= model.head.dropout < 1:
-        raise ConfigError("model.dropout and model.head.dropout must be in [0, 1)")
-    if model.pooling not in POOLINGS or model.head.pooling not in POOLINGS:
-        raise ConfigError(f"model.pooling and model.head.pooling must be one of {POOLINGS}")
+    check_trunk_options(model, min_layers=1)
+    if not 0 <= model.head.dropout < 1:
+        raise ConfigError("model.head.dropout must be in [0, 1)")
+    choice(model.head.pooling, POOLINGS, "head.pooling")
     head = model.head
     for name in ("hidden_dim", "num_layers", "rank", "num_heads"):
         _positive(head[name], f"head.{name}")
@@ -207,49 +197,43 @@ def check_model_config(config: ml_collections.ConfigDict) -> _Objective:
     if model.sampler.hard_pair_weight < 0 or model.sampler.hard_gap <= 0:
         raise ConfigError("model.sampler.hard_pair_weight must be >= 0 (0 = off) and model.sampler.hard_gap > 0")
     loss = model.loss
-    if loss.kind not in KINDS:
-        raise ConfigError(f"unknown model.loss.kind {loss.kind!r}; set --config.model.loss.kind to one of {KINDS}")
+    choice(loss.kind, KINDS, "loss.kind")
     if not 0 <= loss.label_smoothing < 1:
         raise ConfigError(f"model.loss.label_smoothing={loss.label_smoothing} must be in [0, 1)")
     if loss.margin < 0 or loss.min_label_gap < 0:
         raise ConfigError("model.loss.margin and model.loss.min_label_gap must be >= 0")
-    return _Objective(group_size=model.sampler.group_size, kind=loss.kind, margin=float(loss.margin),
-                      min_label_gap=float(loss.min_label_gap), label_smoothing=float(loss.label_smoothing),
-                      agreement_weighting=bool(loss.agreement_weighting))
+    return SiameseObjective(group_size=model.sampler.group_size, kind=loss.kind, margin=float(loss.margin),
+                            min_label_gap=float(loss.min_label_gap), label_smoothing=float(loss.label_smoothing),
+                            agreement_weighting=bool(loss.agreement_weighting))
 
 
-class Siamese:
+class Siamese(Approach):
     """`Approach` "siamese" (approach B, a comparator)."""
 
     name = "siamese"
     kind = COMPARATOR
 
-    def __init__(self) -> None:
-        self._objective: _Objective | None = None
-
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         check_model_config(config)
 
+    def objective(self, config: ml_collections.ConfigDict) -> SiameseObjective:
+        return check_model_config(config)
+
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
-        self._objective = check_model_config(config)
+        check_model_config(config)
         model = config.model
         head = {name: model.head[name] for name in HEAD_OPTIONS[model.comparison]}
         return SiameseModel(input_dim, comparison=model.comparison, hidden_dim=model.hidden_dim,
                             num_layers=model.num_layers, dropout=model.dropout, embedding_dim=model.embedding_dim,
-                            pooling=model.pooling, frame_stride=model.frame_stride, head=head, rngs=rngs)
+                            pooling=model.pooling, frame_stride=model.frame_stride, head=head, rngs=rngs,
+                            normalize=model.get("normalize_embeddings", False))
 
-    def loss(self, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
-             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
+    def loss(self, objective: SiameseObjective, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
+             mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
         """`block_comparison_loss` of every ordered pair of each block of the [P, K] layout (encoded once)."""
         del step, mesh  # no schedule; jit partitions the encoder over the batch and sums the tile's terms
-        objective = self._objective
-        if objective is None:
-            raise RuntimeError("Siamese.loss needs build_model(config, ...) first (it fixes the loss settings)")
         encoding, _ = model.encode(batch["x"])
-        rows, k = encoding.shape[0], objective.group_size
-        if rows % k:
-            raise ValueError(f"batch of {rows} rows is not whole blocks of model.sampler.group_size={k}")
-        grouped = lambda a: a.reshape(rows // k, k, *a.shape[1:])
+        grouped = objective.grouped
         logits = model.block_logits(grouped(encoding))
         return block_comparison_loss(
             logits, grouped(batch["label_mean"]), grouped(batch["mask"]),
@@ -258,6 +242,8 @@ class Siamese:
             label_smoothing=objective.label_smoothing)
 
     def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: Any) -> PairBatchSampler:
+        """`PairBatchSampler` blocks; a sequence head's crops are aligned within each block (centred at one fraction
+        of every member's track), as the evaluation aligns the crops it compares."""
         model = config.model
         crop = crop_frames(config, table.frame_rate)
         if crop > 0 and table.frames is None:
@@ -268,11 +254,12 @@ class Siamese:
                               "raise the crop or lower the stride")
         return PairBatchSampler(table, config.train.batch_size, model.sampler.group_size, seed, crop_frames=crop,
                                 hard_pair_weight=model.sampler.hard_pair_weight, hard_gap=model.sampler.hard_gap,
-                                min_label_gap=model.loss.min_label_gap)
+                                min_label_gap=model.loss.min_label_gap,
+                                aligned_crops=model.comparison in SEQUENCE_HEADS)
 
-    def encode(self, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
+    def encode(self, objective: SiameseObjective, model: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
         encoding, hidden = model.encode(x)
         return {"encoding": encoding, "hidden": hidden}
 
-    def compare(self, model: nnx.Module, a: jax.Array, b: jax.Array) -> jax.Array:
+    def compare(self, objective: SiameseObjective, model: nnx.Module, a: jax.Array, b: jax.Array) -> jax.Array:
         return model.compare(a, b)

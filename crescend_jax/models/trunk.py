@@ -49,7 +49,7 @@ from jax.sharding import Mesh
 from crescend_jax.config import ConfigError
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.encoders.muq_flax import ConformerConfig, MuQLayers
-from crescend_jax.models.contract import Approach
+from crescend_jax.models.contract import Approach, InputError, InputStats, Objective, standardisation
 
 KINDS = ("frozen", "finetune")
 MUQ_DEPTH = 12  # MuQ-large; a checkpoint's own config.json decides for other sizes
@@ -58,7 +58,7 @@ MUQ_DEPTH = 12  # MuQ-large; a checkpoint's own config.json decides for other si
 WEIGHTS_TOLERANCE = 0.05
 
 
-class TrunkError(ValueError):
+class TrunkError(InputError):
     """A store or weights that cannot feed the fine-tuned trunk; the message names the fix."""
 
 
@@ -236,8 +236,11 @@ class TrunkedModel(nnx.Module):
         self.head = head
 
 
-class Finetuned:
-    """An `Approach` with a fine-tuned MuQ trunk in front of ``inner``'s model (module doc); same name and kind."""
+class Finetuned(Approach):
+    """An `Approach` with a fine-tuned MuQ trunk in front of ``inner``'s model (module doc); same name and kind. It
+    overrides the contract's input hooks: the table's frames become the stored layer-input frames, the inputs are not
+    standardised (the pooled output is, with the fold's pooled statistics), a fold starts from MuQ's converted
+    weights, and the trunk has its own optimiser groups."""
 
     def __init__(self, inner: Approach) -> None:
         self.inner = inner
@@ -246,6 +249,9 @@ class Finetuned:
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         check_trunk_config(config)
         self.inner.check_config(head_config(config))
+
+    def objective(self, config: ml_collections.ConfigDict) -> Objective:
+        return self.inner.objective(head_config(config))
 
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         conformer = conformer_config(config)
@@ -258,18 +264,43 @@ class Finetuned:
                                rngs=rngs)
         return TrunkedModel(trunk, self.inner.build_model(head_config(config), width, rngs))
 
-    def loss(self, model: TrunkedModel, batch: dict[str, jax.Array], step: jax.Array,
-             mesh: Mesh) -> tuple[jax.Array, dict[str, Any]]:
-        return self.inner.loss(model.head, {**batch, "x": model.trunk(batch["x"])}, step, mesh)
+    def loss(self, objective: Objective, model: TrunkedModel, batch: dict[str, jax.Array], step: jax.Array,
+             mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
+        return self.inner.loss(objective, model.head, {**batch, "x": model.trunk(batch["x"])}, step, mesh)
 
     def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed):
         return self.inner.sampler(table, config, seed)  # config.model.input="frames": crops of the input frames
 
-    def encode(self, model: TrunkedModel, x: jax.Array) -> dict[str, jax.Array]:
-        return self.inner.encode(model.head, model.trunk(x))
+    def encode(self, objective: Objective, model: TrunkedModel, x: jax.Array) -> dict[str, jax.Array]:
+        return self.inner.encode(objective, model.head, model.trunk(x))
 
-    def compare(self, model: TrunkedModel, a: jax.Array, b: jax.Array) -> jax.Array:
-        return self.inner.compare(model.head, a, b)
+    def compare(self, objective: Objective, model: TrunkedModel, a: jax.Array, b: jax.Array) -> jax.Array:
+        return self.inner.compare(objective, model.head, a, b)
+
+    # -- the input hooks
+
+    def prepare_table(self, table: EmbeddingTable, config: ml_collections.ConfigDict, *,
+                      training: bool) -> EmbeddingTable:
+        """`trunk_table`; when ``training``, also `check_weights` (the weights a fold starts from must be the
+        store's encoder). Raises `TrunkError`."""
+        prepared = trunk_table(table, config)
+        if training:
+            check_weights(table, config)
+        return prepared
+
+    def input_stats(self, table: EmbeddingTable, config: ml_collections.ConfigDict) -> InputStats:
+        """Identity for the layer-input frames (they enter MuQ's layers as MuQ computed them); the stored pooled
+        vectors' statistics for the trunk's pooled output."""
+        mean, std = identity_stats(table)
+        pooled_mean, pooled_std = standardisation(table.pooled, config.train.get("standardize_inputs", True))
+        return InputStats(mean=mean, std=std, pooled_mean=pooled_mean, pooled_std=pooled_std)
+
+    def initial_state(self, model_state: nnx.State, config: ml_collections.ConfigDict,
+                      stats: InputStats) -> nnx.State:
+        return initial_state(model_state, config, stats.pooled_mean, stats.pooled_std)
+
+    def param_groups(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        return param_groups(config)
 
 
 # ----------------------------------------------------------------------------------------------------- initial state

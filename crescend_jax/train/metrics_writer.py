@@ -1,5 +1,6 @@
 """Per-step metrics to ``metrics.jsonl`` (pandas: ``pd.read_json(path, lines=True)``) and TensorBoard events,
-plus a tqdm progress bar with the loss and steps/s. Only process 0 writes."""
+plus a tqdm progress bar with the loss and steps/s. Only process 0 writes. A write that fails (a full disk) is one
+`MetricsWriteError` naming the file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from typing import Mapping
 import jax
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
+
+from crescend_jax.errors import DataError
+
+
+class MetricsWriteError(DataError):
+    """The metrics of a fold cannot be written (disk full, read-only)."""
+
+
+def _cannot_write(path: Path, err: OSError) -> MetricsWriteError:
+    return MetricsWriteError(f"cannot write {path} ({err.strerror or err}); free space there or choose another "
+                             "--workdir, then resume with --config.train.resume=True")
 
 
 class MetricsWriter:
@@ -46,8 +58,11 @@ class MetricsWriter:
             record["steps_per_s"] = (step - self._last_step) / max(now - self._last_time, 1e-9)
             self._bar.update(step - self._last_step)
             self._last_time, self._last_step = now, step
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+        except OSError as err:
+            raise _cannot_write(self.directory / "metrics.jsonl", err) from None
         for name, value in record.items():
             if name != "step":
                 self._tensorboard.add_scalar(name, value, step)
@@ -56,7 +71,17 @@ class MetricsWriter:
             self._bar.set_postfix(shown, refresh=False)
 
     def close(self) -> None:
-        if self.enabled:
-            self._bar.close()
-            self._tensorboard.close()
-            self._jsonl.close()
+        """Closes the bar, the TensorBoard events and metrics.jsonl; a failed final write is a `MetricsWriteError`
+        (after everything was closed)."""
+        if not self.enabled:
+            return
+        self._bar.close()
+        failures = []
+        for path, close in ((self.directory / "tensorboard", self._tensorboard.close),
+                            (self.directory / "metrics.jsonl", self._jsonl.close)):
+            try:
+                close()
+            except OSError as err:
+                failures.append(_cannot_write(path, err))
+        if failures:
+            raise failures[0]

@@ -68,7 +68,7 @@ def build_optimizer(train: ml_collections.ConfigDict, params,
     if not groups:
         return default
     if isinstance(params, nnx.State):  # a whole model state: the optimiser sees its parameters only
-        params = params.filter(nnx.Param)
+        params = nnx.filter_state(params, nnx.Param)
     labels = param_labels(params, groups)
     used = set(jax.tree.leaves(labels))
     for name in [name for name in extra if name not in used]:

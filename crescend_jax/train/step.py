@@ -2,6 +2,9 @@
 
     (model_state, opt_state, device_table, plan, step) -> (model_state, opt_state, metrics)
 
+A pure function of its arguments and of what it is built from (the model's graph, the approach's frozen objective,
+the optimiser, the mesh), as the flax examples' ``train_step``.
+
 The state is donated (updated in place); metrics are replicated scalars: "loss", "grad_norm" and the approach's
 diagnostics. `update_step` is the same step on an already gathered batch (the benchmark's "step alone").
 """
@@ -16,7 +19,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from crescend_jax.models.contract import Approach
+from crescend_jax.models.functions import ModelFunctions
 from crescend_jax.runtime import distributed
 from crescend_jax.train.input_pipeline import gather
 
@@ -30,13 +33,14 @@ class TrainStep:
     init_optimizer: Callable[[Any], Any]
 
 
-def build_train_step(approach: Approach, graphdef: Any, tx: optax.GradientTransformation, mesh: Mesh) -> TrainStep:
-    """The jitted functions of one run (built once per run; every fold reuses them)."""
+def build_train_step(functions: ModelFunctions, tx: optax.GradientTransformation, mesh: Mesh) -> TrainStep:
+    """The jitted functions of one run on ``functions``' model (its train-mode graph, approach and objective)."""
+    approach, objective, graphdef = functions.approach, functions.objective, functions.graphdef
 
     def update(model_state, opt_state, batch, step):
         model = nnx.merge(graphdef, model_state)
         (loss, diagnostics), grads = nnx.value_and_grad(
-            lambda m: approach.loss(m, batch, step, mesh), has_aux=True)(model)
+            lambda m: approach.loss(objective, m, batch, step, mesh), has_aux=True)(model)
         params = nnx.state(model, nnx.Param)
         updates, opt_state = tx.update(grads, opt_state, params)
         nnx.update(model, optax.apply_updates(params, updates))

@@ -4,16 +4,18 @@ Workdir layout::
 
     config.json            the config of the run (a resume must match it)
     fingerprint.json       what it trained on: stores, data root, hashes of keys and labels (`data.fingerprint`)
-    folds.json             per fold: held-out compositions and keys
+    folds.json             per fold: held-out compositions, works and keys; training and validation compositions
     fold_<k>/checkpoints/  orbax: latest and best-by-validation steps ("model" and "optimizer" items)
     fold_<k>/metrics.jsonl, fold_<k>/tensorboard/, fold_<k>/done.json
     fold_<k>/input_stats.npz   mean, std: the standardisation of the model's inputs; pooled_mean, pooled_std: that
-                           of the pooled vectors (the same for a frozen trunk; a fine-tuned trunk's inputs are raw)
+                           of the pooled vectors (`Approach.input_stats`: the same for a plain approach)
 
-The approach supplies the model, loss, sampler and predictions (`crescend_jax.models.contract`); splitting lives in
+The approach supplies the model, objective, loss, sampler and predictions, and the input hooks the trainer calls
+without knowing what lies behind them (`Approach.prepare_table`, ``input_stats``, ``initial_state``,
+``param_groups``: a trunk's; `crescend_jax.models.contract`); splitting lives in
 `crescend_jax.data.splits`, the model's jitted functions in `crescend_jax.models.functions`, the step in `step`,
 the optimiser in `optimizer`, the on-device input path in `input_pipeline`, held-out prediction in
-`crescend_jax.evaluate.predict`, exit codes in `crescend_jax.cli`.
+`crescend_jax.evaluate.predict`, error kinds and exit codes in `crescend_jax.errors`.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ import ml_collections
 import numpy as np
 
 from crescend_jax.config import ConfigError, config_to_json
+from crescend_jax.errors import DataError
 from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
                                       validation_mask)
-from crescend_jax.data.table import EmbeddingTable
+from crescend_jax.data.table import EmbeddingTable, default_input_config
 from crescend_jax.models import approach_for
-from crescend_jax.models import trunk as trunk_lib
-from crescend_jax.models.contract import Approach, crop_frames, mean_pairwise_accuracy
+from crescend_jax.models.contract import Approach, InputError, InputStats, crop_frames, mean_pairwise_accuracy
 from crescend_jax.models.functions import NON_MODEL_FIELDS, flatten, model_functions, predict_rows
+from crescend_jax.models.trunk import default_trunk_config
 from crescend_jax.runtime import distributed
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
 from crescend_jax.train.input_pipeline import host_table, place_plan, place_table
@@ -47,16 +50,18 @@ from crescend_jax.train.optimizer import build_optimizer
 from crescend_jax.train.step import build_train_step
 from crescend_jax.train.warm_start import warm_start
 
-# Fields that may differ between a killed run and its resumption.
-RESUME_IGNORED_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed")
+# Fields that may differ between a killed run and its resumption: those that do not change the model (one list,
+# `models.functions.NON_MODEL_FIELDS`; this name is kept for the sweep's finished check).
+RESUME_IGNORED_FIELDS = NON_MODEL_FIELDS
 
 
 def added_field_defaults() -> dict[str, Any]:
     """Config fields added after runs existed, flattened, with the value that reproduces what those runs did (a run
     saved without the trunk section trained on the frozen store; one without ``train.label_free`` refused unrated
-    rows). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
+    rows; one without ``data.group_relative`` read the inputs as stored). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
     the runs made before it look like another config (resume, sweeps skipping finished points)."""
-    added = ml_collections.ConfigDict({"trunk": trunk_lib.default_trunk_config(), "train": {"label_free": False}})
+    added = ml_collections.ConfigDict({"trunk": default_trunk_config(), "train": {"label_free": False},
+                                       "data": default_input_config()})
     return flatten(json.loads(config_to_json(added)))
 
 
@@ -66,7 +71,7 @@ def saved_config_fields(saved: dict[str, Any]) -> dict[str, Any]:
     return {**added_field_defaults(), **flatten(saved)}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DataError):
     """Bad input or a failed run; the message names the item and the fix."""
 
 
@@ -74,8 +79,9 @@ class NonFiniteLossError(TrainingError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
-class TrainingStopped(TrainingError):
-    """``train.stop_after_steps`` stopped the run abruptly (a simulated kill, for tests)."""
+class TrainingStopped(BaseException):
+    """``train.stop_after_steps`` stopped the run abruptly (a simulated kill, for tests): like KeyboardInterrupt, not
+    a failure any command reports (it is neither a `ConfigError` nor a `DataError`)."""
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -120,6 +126,12 @@ def default_train_config() -> ml_collections.ConfigDict:
 def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
     """Config mistakes, refused before a workdir is created: `ConfigError`."""
     approach.check_config(config)
+    for field in ("batch_size", "num_steps", "eval_every", "log_every"):
+        if int(config.train[field]) < 1:
+            raise ConfigError(f"train.{field}={config.train[field]} must be >= 1; change --config.train.{field}")
+    if not float(config.train.learning_rate) > 0:  # a negative rate climbs the loss; 0 trains nothing
+        raise ConfigError(f"train.learning_rate={config.train.learning_rate} must be > 0; change "
+                          "--config.train.learning_rate")
     devices = jax.device_count()
     if config.train.batch_size % devices:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is not a multiple of the {devices} devices; "
@@ -202,16 +214,6 @@ def _prepare_workdir(workdir: Path, config: ml_collections.ConfigDict, fingerpri
 # ----------------------------------------------------------------------------------------------------- the fold loop
 
 
-def input_stats(table: EmbeddingTable, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) float32 [D] of the pooled vectors (std 1 where constant); (0, 1) when disabled."""
-    width = table.pooled.shape[1]
-    if not enabled:
-        return np.zeros(width, np.float32), np.ones(width, np.float32)
-    mean = table.pooled.mean(axis=0, dtype=np.float64)
-    std = table.pooled.std(axis=0, dtype=np.float64)
-    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
-
-
 def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.ndarray, fold: int,
                   saved_step: int | None) -> None:
     """Raises `NonFiniteLossError` naming the first step in ``pending`` with a NaN/inf loss and its batch's keys."""
@@ -233,35 +235,54 @@ def _check_losses(pending: list[tuple[int, jax.Array, np.ndarray]], keys: np.nda
 class _FoldData:
     fit: EmbeddingTable
     val: EmbeddingTable | None
-    mean: np.ndarray  # the model inputs' standardisation
-    std: np.ndarray
+    stats: InputStats  # `Approach.input_stats` of the fit rows
     selection: str
-    pooled_mean: np.ndarray  # the pooled vectors' (a fine-tuned trunk standardises its pooled output with them)
-    pooled_std: np.ndarray
 
 
-def _fold_data(table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray, config: ml_collections.ConfigDict,
-               fold: int) -> _FoldData:
+def _validation(train_table: EmbeddingTable, train_units: np.ndarray, config: ml_collections.ConfigDict,
+                fold: int) -> tuple[np.ndarray | None, str]:
+    """(bool [M] validation rows of a fold's training rows, or None; how the checkpoint is selected)."""
+    if config.train.get("label_free", False) and np.isnan(train_table.label_mean).all():
+        return None, "last step (label-free training: no labels to validate on)"
+    val = validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
+    if val is None:
+        count, needed = len(np.unique(train_units)), max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))
+        return None, (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
+                      f"validation split by whole units needs >= {needed})")
+    return val, "best validation pairwise accuracy (validation by whole compositions)"
+
+
+def _fold_data(approach: Approach, table: EmbeddingTable, units: np.ndarray, test_mask: np.ndarray,
+               config: ml_collections.ConfigDict, fold: int) -> _FoldData:
     train_table, train_units = table.subset(~test_mask), units[~test_mask]
-    label_free = config.train.get("label_free", False) and np.isnan(train_table.label_mean).all()
-    val = None if label_free else validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
-    if label_free:
-        selection = "last step (label-free training: no labels to validate on)"
-        fit, val_table = train_table, None
-    elif val is None:
-        count = len(np.unique(train_units))
-        selection = (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
-                     f"validation split by whole units needs >= {max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))})")
+    val, selection = _validation(train_table, train_units, config, fold)
+    if val is None:
         fit, val_table = train_table, None
     else:
         check_split(train_table.groups, train_table.performers, val, name=f"fold {fold} validation split")
-        selection = "best validation pairwise accuracy (validation by whole compositions)"
         fit = train_table.subset(~val)
         val_table = train_table.subset(val & first_render_mask(train_table.renders))
-    pooled_mean, pooled_std = input_stats(fit, config.train.standardize_inputs)
-    mean, std = trunk_lib.identity_stats(fit) if trunk_lib.is_finetuned(config) else (pooled_mean, pooled_std)
-    return _FoldData(fit=fit, val=val_table, mean=mean, std=std, selection=selection, pooled_mean=pooled_mean,
-                     pooled_std=pooled_std)
+    return _FoldData(fit=fit, val=val_table, stats=approach.input_stats(fit, config), selection=selection)
+
+
+def folds_record(table: EmbeddingTable, masks: list[np.ndarray], units: np.ndarray,
+                 config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """What ``folds.json`` holds per fold: its test compositions and keys (`fingerprint.folds_record`), its test
+    works, and what the fold trains on: its training compositions and works, and the validation compositions the
+    network never fits (its checkpoint is chosen on them). The ridge reference fits on exactly the rows the network
+    fits (`evaluate.reference`), and a warm start refuses a source that trained on the music a fold tests
+    (`train.warm_start`)."""
+    works = split_units(table.compositions, "work", config.get("corpus", ""), table.works)
+    records = fingerprint_lib.folds_record(table, masks)
+    for k, (record, mask) in enumerate(zip(records, masks)):
+        train_table = table.subset(~mask)
+        val, _ = _validation(train_table, units[~mask], config, k)
+        record.update(
+            test_works=sorted(set(works[mask].tolist())),
+            train_compositions=sorted(set(train_table.compositions.tolist())),
+            train_works=sorted(set(works[~mask].tolist())),
+            validation_compositions=[] if val is None else sorted(set(train_table.compositions[val].tolist())))
+    return records
 
 
 def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: EmbeddingTable, units: np.ndarray,
@@ -271,26 +292,26 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     done_path = fold_dir / "done.json"
     if done_path.exists():
         return json.loads(done_path.read_text())
-    data = _fold_data(table, units, test_mask, config, fold)
+    data = _fold_data(approach, table, units, test_mask, config, fold)
+    stats = data.stats
     if jax.process_index() == 0:
         fold_dir.mkdir(parents=True, exist_ok=True)
-        np.savez(fold_dir / "input_stats.npz", mean=data.mean, std=data.std, pooled_mean=data.pooled_mean,
-                 pooled_std=data.pooled_std)
+        np.savez(fold_dir / "input_stats.npz", mean=stats.mean, std=stats.std, pooled_mean=stats.pooled_mean,
+                 pooled_std=stats.pooled_std)
         print(f"fold {fold}: {len(data.fit)} training rows; checkpoint selection: {data.selection}", file=sys.stderr)
 
     functions = model_functions(approach, config, table.pooled.shape[1], mesh)
-    model_state = functions.init(fold)
-    if trunk_lib.is_finetuned(config):  # MuQ's converted weights and this fold's pooled statistics
-        model_state = trunk_lib.initial_state(model_state, config, data.pooled_mean, data.pooled_std)
-    tx = build_optimizer(config.train, model_state, trunk_lib.param_groups(config))
-    steps = build_train_step(functions.approach, functions.graphdef, tx, mesh)  # the instance that built the model
+    model_state = approach.initial_state(functions.init(fold), config, stats)
+    tx = build_optimizer(config.train, model_state, approach.param_groups(config))
+    steps = build_train_step(functions, tx, mesh)
     opt_state = steps.init_optimizer(model_state)
-    sampler = functions.approach.sampler(data.fit, config, [config.train.seed, fold])
+    sampler = approach.sampler(data.fit, config, [config.train.seed, fold])
     crop = crop_frames(config, table.frame_rate)
-    device_table = place_table(host_table(data.fit, data.mean, data.std, crop), mesh)
+    device_table = place_table(host_table(data.fit, stats.mean, stats.std, crop), mesh)
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
     with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
-        checkpoints = cleanup.enter_context(contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")))
+        checkpoints = cleanup.enter_context(contextlib.closing(
+            FoldCheckpoints(fold_dir / "checkpoints", by_validation=data.val is not None)))
         step, warm = 0, None
         if (latest := checkpoints.latest_step()) is None and config.model.get("init_from", ""):
             model_state, warm = warm_start(model_state, config, fold, target_folds, mesh)
@@ -319,7 +340,7 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
                 if step % eval_every == 0 or step == num_steps:
                     val_accuracy = None
                     if data.val is not None:
-                        predictions = predict_rows(functions, model_state, data.val, data.mean, data.std, config)
+                        predictions = predict_rows(functions, model_state, data.val, stats.mean, stats.std, config)
                         val_accuracy = mean_pairwise_accuracy(predictions, data.val.label_mean, data.val.groups)
                         logged["val_accuracy"] = val_accuracy
                     try:
@@ -375,14 +396,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
         table = load_table(config)
     table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", ""), table.works))
     try:
-        table = trunk_lib.trunk_table(table, config)  # a fine-tuned trunk reads the stored layer-input frames
-        check_table(table, config)
-        trunk_lib.check_weights(table, config)
-    except trunk_lib.TrunkError as err:
+        table = approach.prepare_table(table, config, training=True)  # e.g. a trunk's own frames, its weights checked
+    except InputError as err:
         raise TrainingError(str(err)) from None
+    check_table(table, config)
     masks, units = fold_masks(table, config)
     folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
-                             fingerprint_lib.folds_record(table, masks))
+                             folds_record(table, masks, units, config))
     mesh = distributed.make_mesh()
     records = []
     for entry in folds:

@@ -28,6 +28,7 @@ from jax.sharding import Mesh
 
 from crescend_jax.config import ConfigError
 from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.data.asap import percepiano_overlap
 from crescend_jax.models import approach_for
 from crescend_jax.models.functions import model_functions
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
@@ -44,18 +45,58 @@ def _params(state: nnx.State) -> dict[str, Any]:
     return {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(state.filter(nnx.Param))[0]}
 
 
-def source_fold(source: Path, fold: int, target_folds: list[dict[str, Any]]) -> int:
-    """The source fold whose parameters initialise target fold ``fold`` (see the module doc)."""
+def source_fold(source: Path, fold: int, target_folds: list[dict[str, Any]]) -> tuple[int, dict[str, Any], bool]:
+    """(the source fold whose parameters initialise target fold ``fold`` (see the module doc), its folds.json entry,
+    whether the source holds out the target's folds exactly)."""
     _, source_folds = fingerprint_lib.read_record(source)
     if source_folds is None:
         raise ConfigError(f"model.init_from={source} is not a training workdir (no folds.json)")
     simplify = lambda folds: [(f["fold"], sorted(f["test_keys"])) for f in folds]
     if simplify(source_folds) == simplify(target_folds):
-        return fold
+        return fold, next(f for f in source_folds if f["fold"] == fold), True
     if len(source_folds) == 1:
-        return int(source_folds[0]["fold"])
+        return int(source_folds[0]["fold"]), source_folds[0], False
     raise ConfigError(f"model.init_from={source} holds out other folds than this run and has "
                       f"{len(source_folds)} folds: train it on the same data.* split, or as one pre-training fold")
+
+
+def overlap_with_test_music(trained: dict[str, Any], source_corpus: str, tested: dict[str, Any],
+                       target_corpus: str, target_level: str) -> list[str]:
+    """The target's test music that the source trained on, as readable names ("composition X", "work W",
+    "X (ASAP) may be Y"): ``trained`` is the source fold's folds.json entry (train_compositions, train_works),
+    ``tested`` the target fold's (test_compositions, test_works); works count when the target splits by work."""
+    compositions = set(trained.get("train_compositions", ()))
+    overlap = [f"composition {name}" for name in sorted(compositions & set(tested.get("test_compositions", ())))]
+    if target_level == "work" and source_corpus == target_corpus:
+        works = set(trained.get("train_works", ())) & set(tested.get("test_works", ()))
+        overlap += [f"work {name}" for name in sorted(works)]
+    corpora = {source_corpus, target_corpus}
+    if corpora == {"asap", "percepiano"}:  # different names for one piece: compare catalogue numbers
+        asap, percepiano = ((compositions, tested.get("test_compositions", ())) if source_corpus == "asap"
+                            else (tested.get("test_compositions", ()), compositions))
+        overlap += [f"{a} (ASAP) may be {', '.join(p)} (PercePiano)"
+                    for a, p in percepiano_overlap(asap, percepiano).items()]
+    return overlap
+
+
+def _check_no_test_music(source: Path, k: int, entry: dict[str, Any], same_folds: bool,
+                         source_config: ml_collections.ConfigDict, config: ml_collections.ConfigDict, fold: int,
+                         target_folds: list[dict[str, Any]]) -> None:
+    """Raises `ConfigError` (one line naming the overlap) when source fold ``k`` trained on the music that target
+    fold ``fold`` tests, or cannot be checked (a single-fold source without the record of its training music)."""
+    if "train_compositions" not in entry:
+        if same_folds:
+            return  # held out exactly the target's folds: it never trained on the target's test rows
+        raise ConfigError(f"model.init_from={source}: its folds.json does not list what fold {k} trained on (made "
+                          "by an older version), so it cannot be checked against this run's test music; retrain it")
+    tested = next((f for f in target_folds if f["fold"] == fold), {})
+    overlap = overlap_with_test_music(entry, source_config.get("corpus", ""), tested, config.get("corpus", ""),
+                                 config.data.get("split_level", "composition"))
+    if overlap:
+        shown = "; ".join(overlap[:4]) + (f"; and {len(overlap) - 4} more" if len(overlap) > 4 else "")
+        raise ConfigError(f"model.init_from={source} (fold {k}) trained on music that fold {fold} of this run tests: "
+                          f"{shown}; hold it out of the source (its data.test_compositions / "
+                          "data.exclude_compositions) or start this run from scratch")
 
 
 def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, target_folds: list[dict[str, Any]],
@@ -67,7 +108,8 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
     if not config_path.is_file():
         raise ConfigError(f"model.init_from={source} has no config.json: point it at a finished training workdir")
     source_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    k = source_fold(source, fold, target_folds)
+    k, entry, same_folds = source_fold(source, fold, target_folds)
+    _check_no_test_music(source, k, entry, same_folds, source_config, config, fold, target_folds)
     fold_dir = source / f"fold_{k}"
     stats = fold_dir / "input_stats.npz"
     if not stats.is_file():

@@ -1,0 +1,121 @@
+"""The layers the approaches share: time pooling, the MLP trunk, the encoder built from them, L2-normalised rows.
+
+    Encoder:  x [B, D] or [B, T, D] -> pool over T (mean, or a learned softmax) -> input dropout
+              -> num_layers x (Linear, LayerNorm, GELU, Dropout) = h [B, H] -> Linear = z [B, E]
+              -> (normalize) a parameter-free LayerNorm of each row of z
+
+Approach A's and B's models are encoders with heads (they subclass `Encoder`, so their parameters live at the top
+level: ``pool/``, ``trunk/``, ``projection/``); approach C holds two (``piece/``, ``style/``). The same paths in
+every approach are what lets a warm start copy one approach's encoder into another's (`train.warm_start`: A's
+encoder into B, or C's ``style/`` encoder into B with ``model.init_from_prefix="style/"``).
+
+A pooled vector [B, D] is read as a one-frame sequence: pooling leaves it as it is (the mean or the softmax of a
+single frame is that frame). Without pooling (``pooling=None``) the trunk runs on every step of a sequence
+[B, T', D] (approach B's cross-attention head reads frame sequences).
+
+`trunk_options` reads these settings from ``config.model`` (hidden_dim, num_layers, dropout, pooling, input_dropout)
+and `check_trunk_options` refuses bad ones, for every approach alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from crescend_jax.config import ConfigError
+
+POOLINGS = ("mean", "attention")
+
+
+def unit_rows(z: jax.Array) -> jax.Array:
+    """z [B, E] with L2-normalised rows: z * rsqrt(max(|z|^2, 1e-12)). A zero (padding) row stays 0 with a finite
+    gradient: the gradient of norm() is NaN at 0, which a zero padding row reaches at initialisation (zero biases),
+    and 0 * NaN would poison every parameter."""
+    return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
+
+
+class TimePooling(nnx.Module):
+    """x [B, T, F] -> [B, F]: the mean over time ("mean"), or sum_t a_t x_t with a = softmax_t(x_t . w / sqrt(F))
+    ("attention", w a learned [F] vector)."""
+
+    def __init__(self, dim: int, pooling: str, rngs: nnx.Rngs):
+        if pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {pooling!r}; set --config.model.pooling to one of {POOLINGS}")
+        self.score = nnx.Linear(dim, 1, use_bias=False, rngs=rngs) if pooling == "attention" else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.score is None:
+            return jnp.mean(x, axis=1)
+        weights = jax.nn.softmax(self.score(x)[..., 0] * x.shape[-1] ** -0.5, axis=-1)
+        return jnp.einsum("bt,btf->bf", weights, x)
+
+
+class MLP(nnx.Module):
+    """h [..., D] -> num_layers x (Linear, LayerNorm, GELU, Dropout) -> [..., hidden_dim] (num_layers = 0: h as is,
+    ``output_dim`` = D). One dropout module serves every layer."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int, dropout: float, rngs: nnx.Rngs):
+        widths = [input_dim] + [hidden_dim] * num_layers
+        self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in widths[1:]])
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.output_dim = widths[-1]
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        for linear, norm in zip(self.linears, self.norms):
+            h = self.dropout(nnx.gelu(norm(linear(h))))
+        return h
+
+
+class Encoder(nnx.Module):
+    """x [B, D] or [B, T, D] -> (z [B, E], h [B, H]) (module doc); with ``pooling=None`` x [B, T', D] ->
+    (z [B, T', E], h [B, T', H]).
+
+    input_dropout: rate of the dropout on the pooled inputs, or None for no such module (approach B has none).
+    normalize: a parameter-free LayerNorm of each row of z (mean 0, variance 1 over E), so that no classifier
+    reading z can be evaded by rescaling it (approach C).
+    """
+
+    def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, output_dim: int,
+                 pooling: str | None, rngs: nnx.Rngs, input_dropout: float | None = 0.0, normalize: bool = False):
+        self.pool = TimePooling(input_dim, pooling, rngs) if pooling is not None else None
+        self.trunk = MLP(input_dim, hidden_dim, num_layers, dropout, rngs)
+        self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs) if input_dropout is not None else None
+        self.projection = nnx.Linear(self.trunk.output_dim, output_dim, rngs=rngs)
+        self.output_norm = (nnx.LayerNorm(output_dim, use_scale=False, use_bias=False, rngs=rngs) if normalize
+                            else None)
+
+    def embed(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(z, h): the projection and the trunk's last hidden layer (see the class doc for shapes)."""
+        if self.pool is not None and x.ndim == 3:
+            x = self.pool(x)
+        h = self.input_dropout(x) if self.input_dropout is not None else x
+        h = self.trunk(h)
+        z = self.projection(h)
+        return (self.output_norm(z) if self.output_norm is not None else z), h
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.embed(x)
+
+
+def trunk_options(model: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The `Encoder` keyword arguments ``config.model`` sets: hidden_dim, num_layers, dropout, pooling and
+    input_dropout (0 when the section has no such field)."""
+    return {"hidden_dim": model.hidden_dim, "num_layers": model.num_layers, "dropout": model.dropout,
+            "pooling": model.pooling, "input_dropout": model.get("input_dropout", 0.0)}
+
+
+def check_trunk_options(model: ml_collections.ConfigDict, *, min_layers: int = 0) -> None:
+    """Raises `ConfigError` naming the field for a trunk setting of ``config.model`` out of range."""
+    if model.pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {model.pooling!r}; set --config.model.pooling to one of {POOLINGS}")
+    if model.hidden_dim < 1 or model.num_layers < min_layers:
+        raise ConfigError(f"model.hidden_dim={model.hidden_dim} must be >= 1 and model.num_layers="
+                          f"{model.num_layers} >= {min_layers}; set --config.model.hidden_dim / num_layers")
+    for name in ("dropout", "input_dropout"):
+        if name in model and not 0 <= model[name] < 1:
+            raise ConfigError(f"model.{name}={model[name]} must be in [0, 1); set --config.model.{name}")
