@@ -70,3 +70,16 @@ def run_validation_mask(table: EmbeddingTable, units: np.ndarray, fraction: floa
     if table.corpora is not None:
         return joint.joint_validation_mask(units, table.corpora, fraction, seed)
     return validation_mask(units, fraction, seed)
+
+
+def run_works(table: EmbeddingTable, config: ml_collections.ConfigDict) -> np.ndarray:
+    """str [N]: each row's work (`split_units` at level "work", by its own corpus's rule for a joint table), for
+    the fold records (`train.trainer.folds_record`) and the warm start's overlap check."""
+    if table.corpora is None:
+        return split_units(table.compositions, "work", config.get("corpus", ""), table.works)
+    works = np.empty(len(table), dtype=object)
+    for corpus in dict.fromkeys(table.corpora.tolist()):
+        rows = table.corpora == corpus
+        works[rows] = split_units(table.compositions[rows], "work", corpus,
+                                  None if table.works is None else table.works[rows])
+    return works.astype(str)

@@ -213,3 +213,13 @@ def with_targets(table: EmbeddingTable, data_config) -> EmbeddingTable:
                    for r in table.ratings]
     return dataclasses.replace(table, label_mean=mean.astype(np.float32), label_std=std.astype(np.float32),
                                label_truth=truth.astype(np.float32), ratings=ratings, label_names=names)
+
+
+def selection_labels(table: EmbeddingTable) -> np.ndarray:
+    """float [N, T]: the label columns a checkpoint is selected on (validation pairwise accuracy): every column, but
+    with both ratings and derived targets (a joint run) only the ratings, the derived columns set to NaN (no pair of
+    theirs counts): the derived targets are the auxiliary task, the ratings the one the run is for."""
+    derived = derived_columns(table.label_names) if table.label_names else np.zeros(table.label_mean.shape[1], bool)
+    if not derived.any() or derived.all():
+        return table.label_mean
+    return np.where(derived[None, :], np.nan, table.label_mean)
