@@ -23,7 +23,12 @@ def reference_predictions(source: EmbeddingTable, folds: list[dict[str, Any]],
                           heldout: EmbeddingTable) -> tuple[Predictions, dict[str, Any]]:
     """(ridge scores of the ``heldout`` rows [M, 19] as `Predictions`, a JSON-ready summary of the chosen
     regularisation). ``source``: the full table the run trained on; ``folds``: its folds.json entries."""
-    masks = [np.isin(source.keys, entry["test_keys"]) for entry in folds]
+    masks, seen = [], np.zeros(len(source), bool)
+    for entry in folds:  # a row held out by several folds (a joint run's held-out ASAP works) counts in the first
+        mask = np.isin(source.keys, entry["test_keys"]) & ~seen
+        seen |= mask
+        masks.append(mask)
+    masks = [mask for mask in masks if mask.any()] or masks
     fit = ridge.ridge_reference(source.pooled, source.label_mean, source.compositions, source.groups, masks)
     ids = np.char.add(np.char.add(source.keys.astype(str), "|"), source.renders.astype(str))
     lookup = {name: index for index, name in enumerate(ids.tolist())}
