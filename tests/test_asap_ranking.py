@@ -14,6 +14,7 @@ from flax import nnx
 
 from crescend_jax.config import ConfigError
 from crescend_jax.data.dimensions import DIMENSIONS
+from crescend_jax.data.fingerprint import FingerprintMismatch
 from crescend_jax.data.joint import default_joint_data_config, joint_table
 from crescend_jax.data.performance_labels import DERIVED_LABELS
 from crescend_jax.data.run_table import run_table
@@ -209,6 +210,16 @@ def test_held_out_asap_works_are_evaluated_per_derived_target(tmp_path, monkeypa
     assert block["probe"]["input"]["mean"] > 0.75  # the group-relative targets are linear in the inputs
     assert block["interval"]["mean"]["low"] <= block["accuracy"]["mean"] <= block["interval"]["mean"]["high"]
 
+    # fine-tuning on PercePiano from it: the encoder is copied, the 6 derived heads make way for 19 fresh ones
+    finetune = with_model(tiny_config(num_steps=5, eval_every=5), "a")
+    finetune.corpus = "percepiano"
+    finetune.data.test_compositions = ("Comp0",)
+    finetune.model.init_from = str(tmp_path / "run")
+    train(finetune, tmp_path / "finetune", table=synthetic_table())
+    record = json.loads((tmp_path / "finetune" / "fold_0" / "done.json").read_text())["init_from"]
+    assert record["fresh_heads"] == ["rank_head/bias", "rank_head/kernel"]
+    assert "piece_head/kernel" in record["copied"] and "rank_head/kernel" not in record["copied"]
+
 
 def test_a_joint_run_reports_percepianos_ratings_and_asaps_held_out_works(tmp_path, monkeypatch):
     config = joint_config(num_steps=20, eval_every=10)
@@ -227,3 +238,17 @@ def test_a_joint_run_reports_percepianos_ratings_and_asaps_held_out_works(tmp_pa
     block = metrics["derived"]
     assert block["num_rows"] == len(held_asap[0]) and block["dimensions"] == list(DERIVED_LABELS)
     assert block["interval"]["unit"] == "work"  # ASAP's own split level
+
+    # paired with a PercePiano-only run of the same folds: compared on the PercePiano rows it shares
+    alone = with_model(tiny_config(num_steps=20, eval_every=10), "a")
+    alone.corpus = "percepiano"
+    alone.data = config.data.percepiano
+    train(alone, tmp_path / "alone")
+    evaluate_workdir(str(tmp_path / "alone"))
+    compared = evaluate_workdir(str(tmp_path / "joint"), baseline=str(tmp_path / "alone"))
+    assert compared["versus_baseline"]["mean"]["low"] <= compared["versus_baseline"]["mean"]["high"]
+    alone.data.fold_seed, alone.data.num_folds = 1, 3
+    train(alone, tmp_path / "other_folds")
+    evaluate_workdir(str(tmp_path / "other_folds"))
+    with pytest.raises(FingerprintMismatch, match="hold out different folds"):
+        evaluate_workdir(str(tmp_path / "joint"), baseline=str(tmp_path / "other_folds"))

@@ -62,15 +62,17 @@ def eval_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     return section
 
 
-def load_baseline_metrics(baseline: str | Path, workdir: str | Path) -> dict:
-    """The metrics a previous ``evaluate`` wrote into the baseline workdir, after checking that the baseline was
+def load_baseline_metrics(baseline: str | Path, workdir: str | Path, check: bool = True) -> dict:
+    """The metrics a previous ``evaluate`` wrote into the baseline workdir, after checking (unless not ``check``: a
+    joint run checks its shared part once its table is read, `fingerprint.check_same_part`) that the baseline was
     trained on the same data and folds as ``workdir`` (`FingerprintMismatch` otherwise)."""
     path = Path(baseline) / "metrics.json"
     if not path.is_file():
         raise EvaluationError(
             f"baseline {path} does not exist: run `crescend-jax evaluate --workdir {baseline}` on the baseline first"
         )
-    fingerprint_lib.check_same_folds(workdir, baseline, "compare with the baseline")
+    if check:
+        fingerprint_lib.check_same_folds(workdir, baseline, "compare with the baseline")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -175,7 +177,8 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     boot = comparison.bootstrap_options(saved_config, settings)  # an unknown scheme fails here, before predicting
     baseline = baseline or settings.baseline_workdir or None
     # the baseline is checked before the costly prediction: a wrong one fails in a second, not after the run
-    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
+    joint = is_joint(saved_config)  # a joint run is compared on its PercePiano part, checked once it is read
+    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir, check=not joint)
     has_derived = bool(derived_columns(target_names(saved_config.get("data") or {})).any())
     # the derived block's probes read the training rows' embeddings too
     heldout = predict_heldout(workdir, training_embeddings=bool(settings.disentanglement) or has_derived)
@@ -185,6 +188,11 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     table = derived_lib.view_table(heldout.table, view)
     predictions = derived_lib.view_predictions(heldout.predictions, view)
     fold = heldout.fold[view.rows]
+    if baseline is not None and joint:
+        part = derived_lib.view_table(heldout.source, view, all_rows=True)
+        part = part.subset(np.flatnonzero(np.isfinite(part.label_mean).any(axis=1)))
+        fingerprint_lib.check_same_part(workdir_path, baseline, fingerprint_lib.table_fingerprint(part),
+                                        set(part.keys.tolist()), "compare with the baseline")
     primary_boot = _view_boot(saved_config, settings, heldout.table, view.rows, boot)
     metrics = evaluate_predictions(table, predictions, fold, min_gap=float(settings.min_gap),
                                    ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))

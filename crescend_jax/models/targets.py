@@ -65,6 +65,14 @@ def num_targets(config: ml_collections.ConfigDict) -> int:
         raise ConfigError(str(err)) from None
 
 
+def target_names_of(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The label-column names of ``config`` (`target_names` of its data section; the 19 ratings when it has none)."""
+    try:
+        return tuple(target_names(config.get("data") or {}))
+    except TargetError as err:
+        raise ConfigError(str(err)) from None
+
+
 def target_columns(config: ml_collections.ConfigDict) -> TargetColumns:
     """The `TargetColumns` of ``config`` (checked: w >= 0, gaps >= 0, at least one term that trains)."""
     try:
