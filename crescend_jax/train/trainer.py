@@ -252,6 +252,8 @@ def _validation(train_table: EmbeddingTable, train_units: np.ndarray, config: ml
     """(bool [M] validation rows of a fold's training rows, or None; how the checkpoint is selected)."""
     if config.train.get("label_free", False) and np.isnan(train_table.label_mean).all():
         return None, "last step (label-free training: no labels to validate on)"
+    if not config.train.val_fraction > 0:
+        return None, "last step (train.val_fraction=0: no validation split)"
     val = run_validation_mask(train_table, train_units, config.train.val_fraction, config.train.seed + fold)
     if val is None:
         count, needed = len(np.unique(train_units)), max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))
