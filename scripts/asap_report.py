@@ -211,11 +211,12 @@ def plot_batch(rows: list[dict[str, Any]], root: str | Path) -> list[Path]:
     return written
 
 
-def batch_report(root: str | Path) -> str:
+def batch_report(root: str | Path, figures: str | Path | None = None, link: str = "") -> str:
+    """The batch-size table; the plots go to ``figures`` (default: the sweep folder), linked as ``link`` + name."""
     rows = batch_rows(root)
-    written = plot_batch(rows, root)
+    written = plot_batch(rows, figures or root)
     lines = [f"Regenerate: `python scripts/asap_report.py batch_size {root}`; plots: "
-             + ", ".join(f"`{p.name}`" for p in written), "",
+             + ", ".join(f"[{p.stem}]({link}{p.name})" if link else f"`{p.name}`" for p in written), "",
              "| point | steps | lr | examples/s | peak GB | retrieval top-1 (h / z) | derived acc. heads / probe | "
              "PercePiano after fine-tuning | vs pp-scratch |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
