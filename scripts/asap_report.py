@@ -160,7 +160,9 @@ def batch_rows(root: str | Path) -> list[dict[str, Any]]:
                "learning_rate": entry.get("learning_rate"),
                "retrieval": _seed_mean([_get(m, "derived.retrieval.hidden.all.top1") for m, _ in runs]),
                "retrieval_infonce_head": _seed_mean([_get(m, "derived.retrieval.z_piece.all.top1") for m, _ in runs]),
-               "derived_heads": _seed_mean([_get(m, "derived.accuracy.mean") for m, _ in runs]),
+               # an InfoNCE point's rank heads never train (derived_weight=0): their accuracy is not a measure
+               "derived_heads": None if match.group(1) == "infonce" else _seed_mean(
+                   [_get(m, "derived.accuracy.mean") for m, _ in runs]),
                "derived_probe": _seed_mean([_get(m, "derived.probe.hidden.mean") for m, _ in runs]),
                "examples_per_second": _seed_mean([d.get("examples_per_second") for _, d in runs]),
                "peak_memory_gb": _seed_mean([(d.get("device_peak_bytes") or d.get("peak_rss_bytes") or np.nan) / 1e9
@@ -170,7 +172,8 @@ def batch_rows(root: str | Path) -> list[dict[str, Any]]:
         row["percepiano_interval"] = (_get(finetuned, "interval.mean.low"), _get(finetuned, "interval.mean.high"))
         row["versus_scratch"] = finetuned.get("versus_baseline")
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["objective"], r["rule"], r["batch"]))
+    rules = ("none", "linear", "sqrt")
+    return sorted(rows, key=lambda r: (r["objective"], r["batch"], rules.index(r["rule"])))
 
 
 def plot_batch(rows: list[dict[str, Any]], root: str | Path) -> list[Path]:
@@ -184,8 +187,9 @@ def plot_batch(rows: list[dict[str, Any]], root: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn = False
         for objective in ("infonce", "rank"):
-            reference = [r for r in rows if r["objective"] == objective and r["rule"] == "none"
-                         and r["batch"] == min((x["batch"] for x in rows), default=0)]
+            own = [r for r in rows if r["objective"] == objective]
+            ruled = {r["batch"] for r in own if r["rule"] != "none"}
+            reference = [r for r in own if r["rule"] == "none" and r["batch"] not in ruled]  # all rules agree there
             for rule, style in (("none", "-o"), ("linear", "--s"), ("sqrt", ":^")):
                 line = sorted({r["batch"]: r for r in rows if r["objective"] == objective and r["rule"] == rule}
                               .values(), key=lambda r: r["batch"])
