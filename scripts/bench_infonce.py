@@ -2,7 +2,8 @@
 
 Every configuration runs in its own subprocess under an address-space cap (RLIMIT_AS), so one that needs more memory
 fails cleanly ("out of memory (> cap)") instead of thrashing the machine; its peak RSS comes from os.wait4.
-Writes bench/infonce.md and bench/infonce.json. Usage: python scripts/bench_infonce.py [--quick] [--cap-gib 6]
+Writes infonce.md and infonce.json into bench/tmp/ (--publish: bench/).
+Usage: python scripts/bench_infonce.py [--quick] [--cap-gib 6] [--publish]
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import add_output_args, output_dir  # noqa: E402
 DIM = 256
 TEMPERATURE = 0.07
 GROUP_SIZE = 8  # performances per piece in a synthetic batch
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     parser.add_argument("--cap-gib", type=float, default=6.0, help="address-space cap per configuration")
+    add_output_args(parser)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
@@ -167,8 +171,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "cap_gib": args.cap_gib,
     }
-    out_dir = ROOT / "bench"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = output_dir(args)
     (out_dir / "infonce.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
     (out_dir / "infonce.md").write_text(_markdown(machine, results, matmul_gflops))
     print(f"wrote {out_dir / 'infonce.md'} and infonce.json in {machine['wall_seconds']} s")

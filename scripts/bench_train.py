@@ -1,98 +1,129 @@
-"""Training-step throughput of every approach, with and without the input path: ``python scripts/bench_train.py``.
+"""Training-step throughput of every approach in both units at both input widths: ``python scripts/bench_train.py``.
 
-For each approach and global batch size, on this machine's default JAX backend (all local devices as the mesh):
+For each approach, input width (``--dims``: 4,096 = MuQ layers 9-12 as the PyTorch reference reads them, 1,024 = one
+MuQ layer) and global batch (rows = performances encoded per step), on this machine's default JAX backend:
 
-* "step + input": what the trainer does each step -- the host samples the batch's row indices (`Sampler`), places
-  them sharded (`place_plan`) and the jitted step gathers the rows from the device-resident table, computes the loss
-  and gradients and updates the optimizer state;
-* "step alone": the same update on a batch gathered in advance (no sampling, no placement, no gather).
+* "step alone": the jitted update on a batch gathered beforehand (what the reference's benchmark times: a fixed
+  batch, no data loading), and "step + input": what the trainer runs each step (host index sampling, sharded
+  placement, on-device gather, update). Medians of interleaved repeats after a warm-up.
+* two units, never divided one by the other: **performances encoded per second** (rows / step; every approach encodes
+  each row once per step) and **distinct same-music pairs supervised per second**: the unordered within-group pairs
+  of distinct rows that the step's loss reads, counted on the sampled batches (A and C: C(4, 2) = 6 per group slot of
+  4, i.e. 1.5 per encoded row; B: C(8, 2) = 28 per block of 8, 3.5 per row; the baseline's pointwise MSE: none),
+  before the loss's own label-gap filter.
+* FLOPs per step counted exactly from the update's jaxpr (`bench_common.count_flops`): matrix products 2 m n k
+  (scan bodies such as the tiled InfoNCE's times their trips) and, apart, elementwise and transcendental element
+  operations. "% of matmul" = matmul FLOPs / step-alone seconds / the float32 rate of a [4096, 4096]^2 product measured
+  in the same process (at the start and the end; their median), i.e. like-for-like matmul work.
 
-Both are medians over repeats after a warm-up, measured in one process one after the other. FLOPs per step come from
-XLA's cost analysis of the compiled update; the fraction of the float32 matmul rate divides the achieved rate by a
-[4096, 4096] @ [4096, 4096] matmul measured in the same process. The table is synthetic (random pooled vectors of
-``--dim`` features, groups of 8 performances, compositions of 16 groups): throughput does not depend on the values.
+Full run: batches 256, 1,024 and 4,096 at both widths and 16,384 at the narrower (about 8 minutes idle); ``--quick``:
+256 and 1,024 (about 3 minutes).
 
-Writes bench/train.md and bench/train.json. Other approaches add an entry to APPROACHES.
+The table is synthetic (random pooled vectors, same-music groups of 8 performances, 128 compositions; 2 x batch rows so
+that a batch draws each group about once): throughput does not depend on the values. Writes train.md, train.json
+and train.png into bench/tmp/ (``--publish``: bench/). The load average is recorded with every measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
-import platform
-import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from crescend_jax.config import load_config
-from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.models import get_approach
-from crescend_jax.models.functions import model_functions
-from crescend_jax.runtime import distributed
-from crescend_jax.train.input_pipeline import gather, host_table, place_plan, place_table
-from crescend_jax.train.optimizer import build_optimizer
-from crescend_jax.train.step import build_train_step
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (ROOT, add_output_args, count_flops, load_average, load_note, machine,  # noqa: E402
+                          matmul_rate, median, output_dir, timed)
 
-ROOT = Path(__file__).resolve().parents[1]
-MATMUL_SIZE = 4096
-GROUP_ROWS, GROUPS_PER_COMPOSITION = 8, 16
+from crescend_jax.config import load_config  # noqa: E402
+from crescend_jax.data.table import EmbeddingTable  # noqa: E402
+from crescend_jax.models import get_approach  # noqa: E402
+from crescend_jax.models.functions import model_functions  # noqa: E402
+from crescend_jax.runtime import distributed  # noqa: E402
+from crescend_jax.train.input_pipeline import gather, host_table, place_plan, place_table  # noqa: E402
+from crescend_jax.train.optimizer import build_optimizer  # noqa: E402
+from crescend_jax.train.step import build_train_step  # noqa: E402
 
-# name -> (config file, overrides, what a "unit" of throughput is: rows (performances) or within-group pairs)
+GROUP_ROWS, COMPOSITIONS = 8, 128
+
+# name -> (config file, overrides)
 APPROACHES = {
-    "baseline": ("configs/baseline.py", [], "rows"),
-    "approach_a": ("configs/approach_a.py", [], "pairs"),
-    "approach_b": ("configs/approach_b.py", [], "pairs"),
-    # approach C's composition classifiers need a class per training composition: 16,384 rows hold 128
-    "approach_c": ("configs/approach_c.py", ["--config.model.adversary.num_classes=128"], "rows"),
+    "baseline": ("configs/baseline.py", []),
+    "approach_a": ("configs/approach_a.py", []),
+    "approach_b": ("configs/approach_b.py", []),
+    # approach C's composition classifiers need a class per training composition
+    "approach_c": ("configs/approach_c.py", [f"--config.model.adversary.num_classes={COMPOSITIONS}"]),
 }
+QUICK = {"batches": "256,1024", "large": "", "repeats": 3}
+FULL = {"batches": "256,1024,4096", "large": "16384", "repeats": 5}
 
 
+@functools.lru_cache(maxsize=2)
 def synthetic_table(rows: int, dim: int, seed: int = 0) -> EmbeddingTable:
+    """``rows`` random pooled vectors of width ``dim`` in same-music groups of GROUP_ROWS, group g in composition
+    g mod COMPOSITIONS; uniform labels. The last two tables are kept (approaches measured one after another at one
+    size share them); nothing writes into a table."""
     rng = np.random.default_rng(seed)
     index = np.arange(rows)
-    groups = np.array([f"g{i // GROUP_ROWS}" for i in index])
-    compositions = np.array([f"c{i // (GROUP_ROWS * GROUPS_PER_COMPOSITION)}" for i in index])
+    group = index // GROUP_ROWS
+    groups = np.array([f"g{g}" for g in group])
+    compositions = np.array([f"c{g % COMPOSITIONS}" for g in group])
     labels = rng.uniform(size=(rows, 19)).astype(np.float32)
     return EmbeddingTable(
         keys=np.array([f"k{i}" for i in index]), compositions=compositions, pieces=compositions,
         performers=np.array([str(i % GROUP_ROWS) for i in index]), groups=groups, renders=np.array(["r"] * rows),
         label_mean=labels, label_std=np.full((rows, 19), 0.1, np.float32),
         label_truth=np.full((rows, 19), np.nan, np.float32), ratings=[np.zeros((0, 19), np.float32)] * rows,
-        pooled=rng.normal(size=(rows, dim)).astype(np.float32), frames=None, encoder="synthetic", frame_rate=0.0)
+        pooled=rng.standard_normal((rows, dim), dtype=np.float32), frames=None, encoder="synthetic", frame_rate=0.0)
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return times
+def distinct_pairs(rows: np.ndarray, group_size: int) -> int:
+    """Distinct unordered pairs {i, j} of distinct real rows (>= 0) that share a group slot of ``group_size``
+    consecutive entries of ``rows`` [B] (a pair met in two slots counts once)."""
+    slots = rows.reshape(-1, group_size)
+    i, j = np.triu_indices(group_size, k=1)
+    a, b = slots[:, i].ravel(), slots[:, j].ravel()
+    keep = (a >= 0) & (b >= 0) & (a != b)
+    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+    return len(np.unique(lo.astype(np.int64) * (int(rows.max()) + 1) + hi))
 
 
-def matmul_gflops() -> float:
-    a = jax.random.normal(jax.random.key(0), (MATMUL_SIZE, MATMUL_SIZE), np.float32)
-    f = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(f(a))
-    return 2 * MATMUL_SIZE**3 / statistics.median(_timed(lambda: f(a), 5)) / 1e9
+@dataclasses.dataclass
+class Step:
+    """One approach's jitted step, set up and compiled: ``alone()`` and ``with_input()`` each run one update and
+    return its loss (the state is carried between calls, as in training); ``lower()`` lowers the update on the
+    current state (for HLO dumps and cost analysis)."""
+
+    name: str
+    batch: int
+    dim: int
+    group_size: int
+    pairs_per_step: float
+    flops: Any
+    alone: Callable[[], Any]
+    with_input: Callable[[], Any]
+    host_sampling_seconds: float
+    compile_seconds: float
+    lower: Callable[[], Any]
 
 
-def _flops(compiled) -> float:
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get("flops", float("nan")))
-
-
-def bench_one(name: str, batch: int, dim: int, repeats: int) -> dict:
-    path, overrides, unit = APPROACHES[name]
-    config = load_config(ROOT / path, [*overrides, f"--config.train.batch_size={batch}"])
+def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (), table_rows: int = 0) -> Step:
+    """Set up ``name``'s train step at ``batch`` rows and input width ``dim`` on the default mesh (config
+    ``overrides`` appended; a synthetic table of ``table_rows`` rows, default 2 x batch), compile both variants (one
+    warm-up call each) and count its FLOPs and supervised pairs."""
+    path, own = APPROACHES[name]
+    config = load_config(ROOT / path, [*own, *overrides, f"--config.train.batch_size={batch}"])
     approach = get_approach(config.model.name)
     approach.check_config(config)
     mesh = distributed.make_mesh()
-    table = synthetic_table(max(batch, GROUP_ROWS * GROUPS_PER_COMPOSITION * 2), dim)
+    table = synthetic_table(max(table_rows or 2 * batch, GROUP_ROWS * 32), dim)
     functions = model_functions(approach, config, dim, mesh)
     model_state = functions.init(0)
     steps = build_train_step(functions, build_optimizer(config.train, model_state), mesh)
@@ -100,6 +131,11 @@ def bench_one(name: str, batch: int, dim: int, repeats: int) -> dict:
     device_table = place_table(host_table(table, np.zeros(dim, np.float32), np.ones(dim, np.float32), 0), mesh)
     sampler = functions.approach.sampler(table, config, 0)
     state = {"model": model_state, "opt": opt_state, "step": 0}
+    sampled = [next(sampler) for _ in range(4)]
+    group_size = int(config.model.get("sampler", {}).get("group_size", 0))
+    pointwise = name == "baseline" or (name == "approach_c" and config.model.loss.head == "mse")
+    pairs = 0.0 if pointwise or not group_size else float(np.mean([distinct_pairs(p.rows, group_size)
+                                                                     for p in sampled]))
 
     def with_input():
         plan = place_plan(next(sampler), mesh)
@@ -108,7 +144,7 @@ def bench_one(name: str, batch: int, dim: int, repeats: int) -> dict:
         state["step"] += 1
         return metrics["loss"]
 
-    fixed = jax.jit(gather)(device_table, place_plan(next(sampler), mesh))
+    fixed = jax.jit(gather)(device_table, place_plan(sampled[0], mesh))
 
     def alone():
         state["model"], state["opt"], metrics = steps.update(state["model"], state["opt"], fixed,
@@ -116,113 +152,165 @@ def bench_one(name: str, batch: int, dim: int, repeats: int) -> dict:
         state["step"] += 1
         return metrics["loss"]
 
-    flops = _flops(steps.update.lower(state["model"], state["opt"], fixed, np.int32(0)).compile())
-    host = statistics.median(_timed(lambda: next(sampler).rows, max(repeats, 5)))
-    for fn in (with_input, alone):  # warm-up: compile both
-        _timed(fn, 2)
-    times_input, times_alone = [], []
-    for _ in range(repeats):  # interleaved, so load drift hits both alike
-        times_input += _timed(with_input, 1)
-        times_alone += _timed(alone, 1)
-    seconds_input, seconds_alone = statistics.median(times_input), statistics.median(times_alone)
-    group_size = config.model.get("sampler", {}).get("group_size", 0) if unit == "pairs" else 0
-    units = batch // group_size * group_size * (group_size - 1) // 2 if group_size else batch
-    return {"approach": name, "batch": batch, "unit": unit, "units_per_batch": units, "dim": dim,
-            "seconds_with_input": seconds_input, "seconds_alone": seconds_alone,
-            "input_overhead": seconds_input / seconds_alone - 1.0, "host_sampling_seconds": host,
-            "units_per_s": units / seconds_input, "rows_per_s": batch / seconds_input, "flops_per_step": flops,
-            "gflops": flops / seconds_alone / 1e9}
+    flops = count_flops(steps.update, state["model"], state["opt"], fixed, np.int32(0))
+    start = time.perf_counter()
+    for fn in (alone, with_input):  # compiles both
+        timed(fn, 1)
+    compile_seconds = time.perf_counter() - start
+    host = median(timed(lambda: next(sampler).rows, 5))
+    lower = lambda: steps.update.lower(state["model"], state["opt"], fixed, np.int32(state["step"]))
+    return Step(name=name, batch=batch, dim=dim, group_size=group_size, pairs_per_step=pairs, flops=flops,
+                alone=alone, with_input=with_input, host_sampling_seconds=host, compile_seconds=compile_seconds,
+                lower=lower)
+
+
+def measure(step: Step, repeats: int) -> tuple[list[float], list[float]]:
+    """(step-alone seconds, step + input seconds), ``repeats`` each, interleaved so that load drift hits both."""
+    timed(step.alone, 1)  # one more warm-up: the first calls after compilation are slower
+    alone, with_input = [], []
+    for _ in range(repeats):
+        with_input += timed(step.with_input, 1)
+        alone += timed(step.alone, 1)
+    return alone, with_input
+
+
+def summarise(step: Step, alone: list[float], with_input: list[float], rate: float) -> dict[str, Any]:
+    """The result row of one measurement (rate: the matmul FLOP/s of the same run)."""
+    seconds_alone, seconds_input = median(alone), median(with_input)
+    return {
+        "approach": step.name, "batch": step.batch, "dim": step.dim, "group_size": step.group_size,
+        "pairs_per_step": step.pairs_per_step, "pairs_per_encoded": step.pairs_per_step / step.batch,
+        "seconds_alone": seconds_alone, "seconds_with_input": seconds_input,
+        "times_alone": [round(t, 5) for t in alone], "times_with_input": [round(t, 5) for t in with_input],
+        "input_overhead": seconds_input / seconds_alone - 1.0, "host_sampling_seconds": step.host_sampling_seconds,
+        "encoded_per_s": step.batch / seconds_alone, "encoded_per_s_with_input": step.batch / seconds_input,
+        "pairs_per_s": step.pairs_per_step / seconds_alone,
+        "matmul_flops": step.flops.dot, "elementwise_flops": step.flops.elementwise,
+        "transcendental_flops": step.flops.transcendental, "scan_trips": step.flops.scan_trips,
+        "matmul_flops_per_encoded": step.flops.dot / step.batch,
+        "matmul_gflops_achieved": step.flops.dot / seconds_alone / 1e9,
+        "fraction_of_matmul": step.flops.dot / seconds_alone / rate, "compile_seconds": step.compile_seconds,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--approaches", default=",".join(APPROACHES))
-    parser.add_argument("--batches", default="256,1024,4096,16384")
-    parser.add_argument("--dim", type=int, default=1024, help="input width (MuQ layers 9-12: 4096; features: 648)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=str(ROOT / "bench"))
+    parser.add_argument("--dims", default="4096,1024", help="input widths (MuQ layers 9-12: 4096; one layer: 1024)")
+    parser.add_argument("--batches", default=None, help=f"rows per step (default {FULL['batches']}; "
+                                                         f"--quick {QUICK['batches']})")
+    parser.add_argument("--large", default=None, help=f"batches run at the narrowest width only (default "
+                                                       f"{FULL['large']}; --quick none)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="fewer batches and repeats (a few minutes)")
     parser.add_argument("--replot", action="store_true", help="only redraw train.png from OUT/train.json")
+    add_output_args(parser)
     args = parser.parse_args()
-    out = Path(args.out)
+    mode = QUICK if args.quick else FULL
+    batches = [int(b) for b in (args.batches or mode["batches"]).split(",")]
+    large = [int(b) for b in (mode["large"] if args.large is None else args.large).split(",") if b]
+    dims = [int(d) for d in args.dims.split(",")]
+    repeats = args.repeats or mode["repeats"]
+    out = output_dir(args)
     if args.replot:
         saved = json.loads((out / "train.json").read_text())
         plot(saved["machine"], saved["results"], out / "train.png")
         print(f"wrote {out / 'train.png'}")
         return
-    rate = matmul_gflops()
+    info = machine()
+    rates = [matmul_rate()]
     results = []
-    for name in args.approaches.split(","):
-        for batch in (int(b) for b in args.batches.split(",")):
-            result = bench_one(name, batch, args.dim, args.repeats)
-            result["fraction_of_matmul"] = result["gflops"] / rate
-            results.append(result)
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
-    rate = statistics.median([rate, matmul_gflops()])  # once more at the end: the load may have drifted
+    for dim in dims:
+        for name in args.approaches.split(","):
+            for batch in batches + (large if dim == min(dims) else []):
+                load = load_average()
+                step = build_step(name, batch, dim)
+                alone, with_input = measure(step, repeats)
+                result = summarise(step, alone, with_input, rates[0])
+                result["load_average"] = load
+                results.append(result)
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()
+                                  if not k.startswith("times_")}), flush=True)
+    rates.append(matmul_rate())  # once more at the end: the load may have drifted
+    rate = median(rates)
     for result in results:
-        result["fraction_of_matmul"] = result["gflops"] / rate
-    machine = {"cpu": platform.processor() or platform.machine(), "backend": jax.default_backend(),
-               "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
-               "matmul_gflops": rate}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps({"machine": machine, "results": results}, indent=1))
-    (out / "train.md").write_text(markdown(machine, results))
-    plot(machine, results, out / "train.png")
-    print(f"wrote {out / 'train.md'} and {out / 'train.png'}")
+        result["fraction_of_matmul"] = result["matmul_flops"] / result["seconds_alone"] / rate
+    info.update(matmul_gflops=rate / 1e9, matmul_gflops_runs=[r / 1e9 for r in rates], repeats=repeats,
+                load_average_end=load_average(), mode="quick" if args.quick else "full")
+    (out / "train.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
+    (out / "train.md").write_text(markdown(info, results))
+    plot(info, results, out / "train.png")
+    print(f"wrote {out / 'train.md'}, train.json and train.png")
 
 
-def plot(machine: dict, results: list[dict], path: Path) -> None:
-    """Throughput (units/s, step + input) against the batch, every approach on one log-log plot; the unit (rows or
-    pairs) is in each line's label. Dashed: the fraction of the matmul rate on the right axis."""
+def plot(info: dict, results: list[dict], path: Path) -> None:
+    """Left: performances encoded per second (step alone) against the batch, one line per approach and width (solid
+    4,096, dashed 1,024). Right: the share of the measured matmul rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, left = plt.subplots(figsize=(7, 4.2))
-    right = left.twinx()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    dims = sorted({r["dim"] for r in results}, reverse=True)
     for index, name in enumerate(dict.fromkeys(r["approach"] for r in results)):
-        rows = sorted((r for r in results if r["approach"] == name), key=lambda r: r["batch"])
-        color = f"C{index}"
-        batches = [r["batch"] for r in rows]
-        left.plot(batches, [r["units_per_s"] for r in rows], "o-", color=color, label=f"{name} ({rows[0]['unit']}/s)")
-        right.plot(batches, [100 * r["fraction_of_matmul"] for r in rows], "--", color=color, alpha=0.5)
-    left.set_xscale("log", base=2)
+        for dim, style in zip(dims, ("o-", "s--", "^:")):
+            rows = sorted((r for r in results if r["approach"] == name and r["dim"] == dim), key=lambda r: r["batch"])
+            if not rows:
+                continue
+            batches = [r["batch"] for r in rows]
+            label = f"{name}, width {dim:,}"
+            left.plot(batches, [r["encoded_per_s"] for r in rows], style, color=f"C{index}", label=label)
+            right.plot(batches, [100 * r["fraction_of_matmul"] for r in rows], style, color=f"C{index}")
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("batch (rows encoded per step)")
     left.set_yscale("log")
-    left.set_xlabel("batch (rows)")
-    left.set_ylabel("throughput, step + input (units/s)")
-    right.set_ylabel("% of the float32 matmul rate (dashed)")
+    left.set_ylabel("performances encoded / s (step alone)")
+    right.set_ylabel("% of the measured float32 matmul rate")
     right.set_ylim(0, 100)
-    left.legend(fontsize=8, loc="lower left")
-    left.set_title(f"train step throughput, {machine['backend']} ({machine['device_kind']}), matmul "
-                   f"{machine['matmul_gflops']:.0f} GFLOP/s", fontsize=9)
+    left.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"train step, {info['backend']} ({info['cpu']}, {info['cores']} cores), matmul "
+                 f"{info['matmul_gflops']:.0f} GFLOP/s, load {info['load_average_start'][0]}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def markdown(machine: dict, results: list[dict]) -> str:
+def markdown(info: dict, results: list[dict]) -> str:
     lines = [
         "# Training-step throughput (`scripts/bench_train.py`)",
         "",
-        f"Backend {machine['backend']} ({machine['device_kind']}, {machine['devices']} device(s)), jax "
-        f"{machine['jax']}; float32 matmul rate {machine['matmul_gflops']:.0f} GFLOP/s ({MATMUL_SIZE}^3). Synthetic "
-        f"pooled inputs of {results[0]['dim'] if results else 0} features; each approach's own config; medians of "
-        "interleaved repeats after a warm-up. \"step + input\" is what the trainer runs (host index sampling, "
-        "sharded placement, on-device gather, step); \"alone\" the same update on a batch gathered beforehand.",
+        f"{info['date']}, backend {info['backend']} ({info['cpu']}, {info['cores']} cores, {info['devices']} "
+        f"device(s)), jax {info['jax']}, XLA_FLAGS `{info['xla_flags'] or '(none)'}`; float32 matmul rate "
+        f"{info['matmul_gflops']:.0f} GFLOP/s ([4096, 4096]^2, median of "
+        f"{', '.join(f'{r:.0f}' for r in info['matmul_gflops_runs'])} at the start and end). {load_note(info)}",
         "",
-        "| approach | batch rows | unit | units/s (step + input) | step + input s | alone s | input overhead | "
-        "host sampling ms | GFLOP/step | of matmul |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Synthetic pooled inputs, each approach's own config; medians of "
+        f"{info['repeats']} interleaved repeats after a warm-up. **encoded/s** = performances encoded per second by "
+        "the step alone (a batch gathered beforehand, as the reference's benchmark times it); **+ input** = the "
+        "trainer's step with host sampling, placement and on-device gather. **pairs/enc** = distinct same-music "
+        "pairs the loss supervises per encoded performance, **pairs/s** their rate (a different unit: never divide "
+        "one by the other). **matmul GFLOP** is counted exactly from the jaxpr (scan bodies times their trips); "
+        "**other** is elementwise + transcendental element operations; **% matmul** = matmul FLOPs per second of "
+        "the step alone / the measured matmul rate.",
     ]
-    for r in results:
-        lines.append(
-            f"| {r['approach']} | {r['batch']:,} | {r['unit']} | {r['units_per_s']:,.0f} | "
-            f"{r['seconds_with_input']:.4f} | {r['seconds_alone']:.4f} | {r['input_overhead']:+.1%} | "
-            f"{1e3 * r['host_sampling_seconds']:.2f} | {r['flops_per_step'] / 1e9:.2f} | {r['fraction_of_matmul']:.0%} |")
-    worst = max(results, key=lambda r: r["input_overhead"]) if results else None
-    if worst is not None:
-        lines += ["", f"Largest input overhead: {worst['input_overhead']:+.1%} ({worst['approach']}, batch "
-                      f"{worst['batch']:,}); the goal is within 10% of the step alone."]
+    for dim in sorted({r["dim"] for r in results}, reverse=True):
+        lines += ["", f"## Input width {dim:,}", "",
+                  "| approach | batch | pairs/enc | encoded/s | + input | pairs/s | step ms | input overhead | "
+                  "matmul GFLOP | MFLOP/enc | other GFLOP | % matmul | load 1 min |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in results if r["dim"] == dim):
+            pairs = f"{r['pairs_per_s']:,.0f}" if r["pairs_per_step"] else "-"
+            lines.append(
+                f"| {r['approach']} | {r['batch']:,} | {r['pairs_per_encoded']:.2f} | {r['encoded_per_s']:,.0f} | "
+                f"{r['encoded_per_s_with_input']:,.0f} | {pairs} | {1e3 * r['seconds_alone']:.1f} | "
+                f"{r['input_overhead']:+.1%} | {r['matmul_flops'] / 1e9:.2f} | "
+                f"{r['matmul_flops_per_encoded'] / 1e6:.2f} | "
+                f"{(r['elementwise_flops'] + r['transcendental_flops']) / 1e9:.2f} | {r['fraction_of_matmul']:.0%} | "
+                f"{r['load_average'][0]} |")
+    lines += ["", "Ratios to the PyTorch reference are in reference.md (`scripts/bench_reference.py`, its steps run "
+              "back to back with these in one process run)."]
     return "\n".join(lines) + "\n"
 
 

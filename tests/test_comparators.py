@@ -45,13 +45,15 @@ def pair_call(model, name, a, b):
 
 
 @pytest.mark.parametrize("name,options", HEADS, ids=IDS)
-def test_antisymmetric_to_float_tolerance(name, options):
+def test_antisymmetric_bit_for_bit(name, options):
     model = perturb(make_comparator(name, 8, 5, rngs=nnx.Rngs(0), **options), seed=1)
     a, b = inputs(name, (7,), seed=2), inputs(name, (7,), seed=3)
     forward, backward = pair_call(model, name, a, b), pair_call(model, name, b, a)
     assert forward.shape == (7, 5)
     assert float(jnp.std(forward)) > 0.1  # not trivially zero
-    np.testing.assert_allclose(np.asarray(forward), -np.asarray(backward), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(forward), -np.asarray(backward))  # eager and jitted alike
+    jitted = nnx.jit(lambda m, a, b: pair_call(m, name, a, b))
+    np.testing.assert_array_equal(np.asarray(jitted(model, a, b)), -np.asarray(jitted(model, b, a)))
     np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(forward) + jax.nn.sigmoid(backward)), 1.0, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(pair_call(model, name, a, a)), 0.0)  # a vs itself: P = 1/2
 
@@ -62,7 +64,7 @@ def test_tile_is_antisymmetric_and_equals_explicit_pairs(name, options):
     x = inputs(name, (3, 4), seed=5)
     tile = model.block_logits(*x)
     assert tile.shape == (3, 4, 4, 5)
-    np.testing.assert_allclose(np.asarray(tile), -np.asarray(jnp.swapaxes(tile, 1, 2)), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(tile), -np.asarray(jnp.swapaxes(tile, 1, 2)))
     first = tuple(t[:, :, None] for t in x)  # member i against member j, by broadcasting the encoded batch
     second = tuple(t[:, None, :] for t in x)
     np.testing.assert_allclose(np.asarray(tile), np.asarray(pair_call(model, name, first, second)), atol=1e-5)

@@ -82,6 +82,26 @@ def test_checkpoint_selection_scores_exactly_what_the_report_reports():
                                   [[0.5, 1.0, 0.0, np.nan, np.nan]])
 
 
+def test_model_functions_are_cached_a_few_at_a_time():
+    """The folds of a run share one compilation; a long sweep keeps at most MAX_CACHED models' functions."""
+    from _distributed_worker import tiny_config
+
+    from crescend_jax.models import functions
+    from crescend_jax.models.baseline import PointwiseBaseline
+    from crescend_jax.runtime import distributed
+
+    mesh = distributed.make_mesh()
+    config = tiny_config()
+    first = functions.model_functions(PointwiseBaseline(), config, 16, mesh)
+    renamed = tiny_config()
+    renamed.experiment = {"name": "another"}  # not a model field: the same functions
+    assert functions.model_functions(PointwiseBaseline(), renamed, 16, mesh) is first
+    for width in range(functions.MAX_CACHED + 2):
+        config.model.hidden_dim = 8 + width
+        functions.model_functions(PointwiseBaseline(), config, 16, mesh)
+    assert len(functions._CACHE) == functions.MAX_CACHED
+
+
 def test_evaluation_crops_cover_the_whole_track():
     assert list(evaluation_crops(25, 10)) == [0, 10, 15]
     assert list(evaluation_crops(20, 10)) == [0, 10]

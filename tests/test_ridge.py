@@ -1,4 +1,7 @@
-"""The ridge reference against a direct numpy solve, its inner selection, and a planted linear signal."""
+"""The ridge reference against a direct numpy solve, its inner selection, a planted linear signal, and the rows of a
+run it fits."""
+
+import json
 
 import numpy as np
 import pytest
@@ -133,3 +136,50 @@ def test_missing_labels_and_bad_folds():
         ridge.ridge_reference(np.where(x > 2.5, np.nan, x), labels, compositions, groups, masks)
     with pytest.raises(ValueError, match="both are needed"):
         ridge.ridge_reference(x, labels, compositions, groups, [np.ones(len(x), bool)])
+
+
+def test_the_reference_fits_the_rows_the_network_fits_and_selects_on_its_validation_rows():
+    """With the run's validation compositions: fitted on the other training rows only, alpha chosen by within-group
+    pairwise accuracy on the validation rows; the test predictions are that model's."""
+    x, labels, compositions, groups = planted(noise=1.0)
+    test, validation = compositions == "c0", compositions == "c1"
+    result = ridge.ridge_reference(x, labels, compositions, groups, [test], fit_masks=[~validation],
+                                   selection_masks=[validation])
+    fit = ~test & ~validation
+    on_validation = ridge.ridge_path(x[fit], labels[fit], x[validation], result.alpha_grid)
+    for a, alpha in enumerate(result.alpha_grid):
+        np.testing.assert_array_equal(result.inner_scores[0, a], metrics.pairwise_accuracy(
+            on_validation[a], labels[validation], groups[validation]).accuracy)
+    best = ridge._select(result.inner_scores[0])
+    path = ridge.ridge_path(x[fit], labels[fit], x[test], result.alpha_grid)
+    np.testing.assert_array_equal(result.predictions[test], np.take_along_axis(path, best[None, None], axis=0)[0])
+    assert result.inner_schemes[0].startswith("chosen on the run's 1 validation composition(s)")
+    # the validation rows' labels reach the model through the choice of alpha only
+    moved = labels.copy()
+    moved[validation] += 1.0  # the same within-group order: the same alphas
+    again = ridge.ridge_reference(x, moved, compositions, groups, [test], fit_masks=[~validation],
+                                  selection_masks=[validation])
+    np.testing.assert_array_equal(again.predictions, result.predictions)
+
+
+def test_the_reference_of_a_run_fits_exactly_its_fit_rows(tmp_path):
+    from _distributed_worker import synthetic_table, tiny_config
+
+    from crescend_jax.evaluate.predict import predict_heldout
+    from crescend_jax.evaluate.reference import reference_predictions
+    from crescend_jax.train.trainer import train
+
+    table = synthetic_table()
+    config = tiny_config(num_steps=5, eval_every=5)
+    config.data.num_folds, config.data.test_compositions = 0, ("Comp0",)  # 3 training compositions: 1 validates
+    (done,) = train(config, tmp_path, table=table)
+    (entry,) = json.loads((tmp_path / "folds.json").read_text())
+    assert len(entry["validation_compositions"]) == 1 and done["val_rows"] > 0
+    held = predict_heldout(tmp_path, table=table)
+    predictions, summary = reference_predictions(held.source, [entry], held.table)
+    assert summary["fit_rows"] == [done["fit_rows"]] and summary["rows_as_the_run"]
+    assert summary["inner_schemes"][0].startswith("chosen on the run's 1 validation composition(s)")
+    assert np.isfinite(predictions.scores).all() and len(predictions.scores) == len(held.table)
+    del entry["validation_compositions"]  # a run made before folds.json recorded them: said, not hidden
+    _, old = reference_predictions(held.source, [entry], held.table)
+    assert not old["rows_as_the_run"] and "predates" in old["note"] and old["fit_rows"][0] > done["fit_rows"]

@@ -297,6 +297,18 @@ def get_config():
     assert (tmp_path / "analysis" / "dimensions.png").is_file()
     assert cli.main(["analyze"]) == 2
 
+    # an eval-only change re-evaluates every point with the new settings, without training a step more; then it
+    # is finished again
+    steps_before = (out / "wide" / "seed_0" / "fold_0" / "metrics.jsonl").read_text()
+    eval_argv = argv + ["--all.eval.bootstrap_replicates=150"]
+    assert cli.main(eval_argv) == 0
+    assert (out / "wide" / "seed_0" / "fold_0" / "metrics.jsonl").read_text() == steps_before
+    assert base_metrics.stat().st_mtime_ns > written
+    assert json.loads(base_metrics.read_text())["eval_config"]["bootstrap_replicates"] == 150
+    calls.clear()
+    assert cli.main(eval_argv) == 0 and calls == []
+    capsys.readouterr()
+
     # a point changed after it ran is not taken as finished: the trainer refuses to resume it, the sweep says so
     sweep_file.write_text(sweep_file.read_text().replace('"model.hidden_dim": 48', '"model.hidden_dim": 64'))
     assert cli.main(argv) == 1

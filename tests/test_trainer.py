@@ -91,6 +91,10 @@ def test_resume_with_another_config_names_the_fields(tmp_path):
         train(one_fold_config(num_steps=10), tmp_path, table=table)
     with pytest.raises(TrainingError, match=r"another config \(train.learning_rate: 0.01 -> 0.5\)"):
         train(one_fold_config(num_steps=10, learning_rate=0.5, resume=True), tmp_path, table=table)
+    other_notes = one_fold_config(num_steps=10, resume=True)  # fields that do not change the model: one list
+    other_notes.experiment = {"name": "renamed"}
+    assert all(name.startswith(trainer.NON_MODEL_FIELDS) for name in ("experiment.name", "eval.min_gap"))
+    assert train(other_notes, tmp_path, table=table)[0]["steps"] == 10
 
 
 class PoisonedBaseline(PointwiseBaseline):
@@ -194,7 +198,7 @@ def test_label_free_pretraining_learns_the_infonce_and_warm_starts_a_rated_run(t
     rated = approach_a_config(num_steps=5)
     rated.model.init_from = str(tmp_path / "pretrain")
     (warm,) = train(rated, tmp_path / "rated", table=synthetic_table())
-    assert warm["init_from"]["source_fold"] == 0 and "trunk/linears/0/kernel" in warm["init_from"]["copied"]
+    assert warm["init_from"]["source_fold"] == 0 and "mlp/linears/0/kernel" in warm["init_from"]["copied"]
 
 
 def test_a_run_saved_before_a_config_field_existed_still_resumes(tmp_path):

@@ -119,6 +119,6 @@ def test_b_starts_from_a_encoder_and_from_c_style_encoder(tmp_path):
         config.model.sampler.group_size = 4
         (record,) = train(config, tmp_path / f"b_from_{name}", table=table)
         copied = record["init_from"]["copied"]
-        assert {"trunk/linears/0/kernel", "trunk/linears/1/kernel", "trunk/norms/1/scale", "projection/kernel"} <= set(
+        assert {"mlp/linears/0/kernel", "mlp/linears/1/kernel", "mlp/norms/1/scale", "projection/kernel"} <= set(
             copied), name
         assert not any(path.startswith("head/") for path in copied) and record["init_from"]["source_prefix"] == prefix

@@ -7,7 +7,7 @@ Points (3 seeds, each compared with the baseline of the same seed):
 * ``approach_a``, ``approach_b``: each approach alone (B from a fresh initialisation);
 * ``a_then_b``: approach B whose every fold starts from the selected checkpoint of ``approach_a``'s same fold and
   seed (``model.init_from="@approach_a"``, `crescend_jax.train.warm_start`): the encoder is copied (A's and B's
-  `models.layers.Encoder` share the paths ``pool/``, ``trunk/``, ``projection/``; A's heads and B's comparison head
+  `models.layers.Encoder` share the paths ``pool/``, ``mlp/``, ``projection/``; A's heads and B's comparison head
   have no counterpart and stay as they are). B's encoder widths are set to A's (``hidden_dim``, ``num_layers``,
   ``embedding_dim`` = A's ``projection_dim``, ``pooling``) so the shapes agree; the warm start refuses any other
   shape.

@@ -3,7 +3,8 @@
 `ridge_path` is the project's one ridge solver (the disentanglement probes use it too).
 
 Every approach must beat this number on the same inputs and folds. For one outer fold (a boolean test mask over
-the N rows), with the training rows T = the rows outside the mask:
+the N rows), with the training rows T = the rows outside the mask (or, given ``fit_masks``, those of them the
+network fits on: a run's validation compositions are left out, as the network never fits them):
 
 1. x is standardised with T's mean and standard deviation (a feature whose std is at most `STD_FLOOR`, i.e.
    constant, is only centred and so becomes 0).
@@ -11,12 +12,14 @@ the N rows), with the training rows T = the rows outside the mask:
    whose label k is known (NaN labels are dropped per dimension):
    w_k(alpha) = argmin ||y_k - ybar_k - (X - xbar) w||^2 + alpha ||w||^2 = (Xc^T Xc + alpha I)^-1 Xc^T yc,
    prediction f(z) = ybar_k + (z - xbar) w_k(alpha), with Xc, yc the centred rows (ybar_k: label mean).
-3. alpha_k is chosen by inner cross-validation over T only: leave one *training* composition out (or, when T holds
-   a single composition, folds of same-music groups, said so in ``inner_schemes``); every row of T is predicted
-   once by a model that never saw its inner fold, and alpha_k maximises the within-group pairwise accuracy of
-   those out-of-fold predictions (`metrics.pairwise_accuracy`, the metric the project judges by); ties go to the
-   larger alpha (the simpler model).
-4. The model refitted on all of T with alpha_k predicts the test rows. The test rows' labels are never read.
+3. alpha_k is chosen, given ``selection_masks`` (the run's validation rows), as the network chooses its checkpoint:
+   the model fitted on T predicts the selection rows and alpha_k maximises their within-group pairwise accuracy;
+   otherwise by inner cross-validation over T only: leave one *training* composition out (or, when T holds a
+   single composition, folds of same-music groups), every row of T predicted once by a model that never saw its
+   inner fold, alpha_k maximising the within-group pairwise accuracy of those out-of-fold predictions
+   (`metrics.pairwise_accuracy`, the metric the project judges by). ``inner_schemes`` says which per fold; ties go
+   to the larger alpha (the simpler model).
+4. The model fitted on all of T with alpha_k predicts the test rows. The test rows' labels are never read.
 
 One eigendecomposition serves every alpha and every dimension of a (fold, inner fold): with n training rows and
 D features, when n <= D the dual Gram matrix Xc Xc^T = U diag(lam) U^T (n x n) gives
@@ -44,8 +47,8 @@ STD_FLOOR = 1e-12  # a training feature whose std is at most this is only centre
 class RidgeReference:
     """predictions: float [N, K] for each fold's test rows (NaN elsewhere); alphas: float [F, K] chosen per fold and
     dimension (NaN where a dimension has no training label); alpha_grid: float [A]; inner_scores: float [F, A, K]
-    out-of-fold within-group pairwise accuracy of each alpha on the fold's training rows; inner_schemes: F strings
-    naming the inner cross-validation of each fold."""
+    within-group pairwise accuracy of each alpha on the rows it is chosen on (the validation rows, or out of fold on
+    the fitted rows); inner_schemes: F strings naming how each fold chose it."""
 
     predictions: np.ndarray
     alphas: np.ndarray
@@ -146,15 +149,20 @@ def ridge_reference(
     groups: np.ndarray,
     test_masks: list[np.ndarray],
     *,
+    fit_masks: list[np.ndarray] | None = None,
+    selection_masks: list[np.ndarray | None] | None = None,
     alphas: np.ndarray = DEFAULT_ALPHAS,
     inner_group_folds: int = DEFAULT_INNER_GROUP_FOLDS,
     seed: int = 0,
 ) -> RidgeReference:
-    """Per-dimension ridge on the run's folds, alpha chosen by inner cross-validation on each fold's training rows.
+    """Per-dimension ridge on the run's folds, alpha chosen on each fold's training side only.
 
     Args:
       x: float [N, D] inputs (e.g. the pooled embeddings the run trained on); labels: float [N, K] (NaN = unknown,
         dropped per dimension); compositions, groups: [N]; test_masks: F bool masks [N] (disjoint), the run's folds;
+      fit_masks: F bool masks [N] of the rows each fold fits on (default: every row outside its test mask; test
+        rows are never fitted on in any case); selection_masks: F bool masks [N] (or None entries) of the rows alpha
+        is chosen on (the run's validation rows; default and None: inner cross-validation over the fitted rows);
       alphas: the grid [A]; inner_group_folds: folds of same-music groups when a fold trains on one composition;
       seed: the group-fold assignment's seed (unused with >= 2 training compositions).
     Returns: `RidgeReference` (see the module docstring for the procedure).
@@ -176,23 +184,36 @@ def ridge_reference(
         raise ValueError(f"test_masks must be a non-empty list of bool [{num_rows}] masks")
     if np.any(np.sum(masks, axis=0) > 1):
         raise ValueError("test masks overlap: a row may be held out by one fold only")
+    fits = [~m for m in masks] if fit_masks is None else [np.asarray(f, bool) & ~m for f, m in zip(fit_masks, masks)]
+    selections = [None] * len(masks) if selection_masks is None else [
+        None if s is None or not np.any(s) else np.asarray(s, bool) & ~m & ~f
+        for s, m, f in zip(selection_masks, masks, fits)]
+    if len(fits) != len(masks) or len(selections) != len(masks):
+        raise ValueError(f"fit_masks and selection_masks need one mask per fold ({len(masks)})")
 
     predictions = np.full((num_rows, num_dims), np.nan)
     chosen = np.full((len(masks), num_dims), np.nan)
     inner_scores = np.full((len(masks), len(alphas), num_dims), np.nan)
     schemes = []
-    for f, test in enumerate(masks):
-        train = np.flatnonzero(~test)
+    for f, (test, fit_rows, selection) in enumerate(zip(masks, fits, selections)):
+        train = np.flatnonzero(fit_rows)
         if len(train) == 0 or not test.any():
             raise ValueError(f"fold {f} has {len(train)} training and {int(test.sum())} test rows; both are needed")
-        inner, scheme = _inner_folds(compositions[train], groups[train], inner_group_folds, seed)
-        schemes.append(scheme)
-        out_of_fold = np.full((len(alphas), len(train), num_dims), np.nan)
-        for i in np.unique(inner):
-            fit, held = train[inner != i], inner == i
-            out_of_fold[:, held] = ridge_path(x[fit], labels[fit], x[train[held]], alphas)
-        stacked = np.moveaxis(out_of_fold, 0, 1).reshape(len(train), -1)  # [n, A * K]
-        accuracy = metrics.pairwise_accuracy(stacked, np.tile(labels[train], len(alphas)), groups[train]).accuracy
+        if selection is not None:
+            held = np.flatnonzero(selection)
+            scored = ridge_path(x[train], labels[train], x[held], alphas)  # [A, s, K]
+            schemes.append(f"chosen on the run's {len(np.unique(compositions[held]))} validation composition(s) "
+                           f"({len(held)} rows), fitted on the other {len(train)} training rows")
+        else:
+            held = train
+            inner, scheme = _inner_folds(compositions[train], groups[train], inner_group_folds, seed)
+            schemes.append(scheme)
+            scored = np.full((len(alphas), len(train), num_dims), np.nan)
+            for i in np.unique(inner):
+                part = inner == i
+                scored[:, part] = ridge_path(x[train[~part]], labels[train[~part]], x[train[part]], alphas)
+        stacked = np.moveaxis(scored, 0, 1).reshape(len(held), -1)  # [n, A * K]
+        accuracy = metrics.pairwise_accuracy(stacked, np.tile(labels[held], len(alphas)), groups[held]).accuracy
         inner_scores[f] = accuracy.reshape(len(alphas), num_dims)
         best = _select(inner_scores[f])  # [K]
         has_labels = np.isfinite(labels[train]).any(axis=0)

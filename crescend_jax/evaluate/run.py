@@ -197,6 +197,7 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     metrics = evaluate_predictions(table, predictions, fold, min_gap=float(settings.min_gap),
                                    ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))
     metrics["interval"] = to_json(comparison.accuracy_interval(predictions, table, **primary_boot))
+    metrics["eval_config"] = settings.to_dict()  # what a sweep's finished check compares (eval.* may change alone)
     with _writing(workdir_path):
         save_heldout_atomically(workdir_path, table, predictions, fold)
     if settings.reference:

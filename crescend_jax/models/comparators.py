@@ -1,9 +1,10 @@
 """Comparison heads of approach B: logit P(a above b) for each of the D perceptual dimensions.
 
-Every head is antisymmetric by construction, logit(a, b) = -logit(b, a) exactly, so P(a > b) + P(b > a) = 1:
-each one computes some not necessarily antisymmetric score M(a, b) (or g(a, b)) and returns a difference
-M(a, b) - M(b, a) (plus s(a) - s(b) for a per-performance score s); IEEE rounding is symmetric, fl(x - y) =
--fl(y - x), so swapping the operands negates the result bit for bit.
+Every head is antisymmetric by construction, logit(a, b) = -logit(b, a) exactly, so P(a > b) + P(b > a) = 1 (up to
+the sigmoid's own rounding, ~1e-7): each one computes some not necessarily antisymmetric score M(a, b) (or g(a, b))
+and returns a difference M(a, b) - M(b, a) (plus s(a) - s(b) for a per-performance score s); IEEE rounding is
+symmetric, fl(x - y) = -fl(y - x), so swapping the operands negates the result bit for bit (tested with exact
+equality, eager and jitted, on CPU; the tile's is exact by construction, one gather of v and -v).
 
 Heads read the encoder's output of each performance once (vectors [.., E] or frame sequences [.., T, F]) and form
 pairs by indexing / broadcasting that encoded batch, never by re-encoding a performance per pair. Two entry points:

@@ -25,7 +25,7 @@ from crescend_jax.losses.infonce import STRATEGIES, infonce_loss
 from crescend_jax.losses.ranking import margin_ranking_loss
 from crescend_jax.models.contract import (SCORER, Approach, Objective, check_batch_config, choice, crop_frames,
                                           model_input)
-from crescend_jax.models.layers import POOLINGS, Encoder, check_trunk_options, trunk_options, unit_rows
+from crescend_jax.models.layers import POOLINGS, Encoder, check_encoder_options, encoder_options, unit_rows
 from crescend_jax.models.sampler import GroupSampler
 from crescend_jax.models.targets import (DEFAULT_DERIVED_MIN_LABEL_GAP, DEFAULT_DERIVED_WEIGHT, TargetColumns,
                                          split_terms, target_columns)
@@ -159,7 +159,7 @@ class ContrastiveRanking(Approach):
         model = config.model
         check_batch_config(config, model.sampler.group_size)
         model_input(config)
-        check_trunk_options(model)
+        check_encoder_options(model)
         if model.input == "frames" and model.sampler.crop_seconds <= 0:
             raise ConfigError("model.sampler.crop_seconds must be positive for frame inputs")
         objective_from_config(config)
@@ -169,10 +169,11 @@ class ContrastiveRanking(Approach):
 
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         model_input(config)
-        check_trunk_options(config.model)
+        check_encoder_options(config.model)
         objective_from_config(config)  # a model is never built for settings its loss would refuse
         return ContrastiveRankingModel(input_dim, projection_dim=config.model.projection_dim, rngs=rngs,
-                                       num_targets=target_columns(config).num_targets, **trunk_options(config.model))
+                                       num_targets=target_columns(config).num_targets,
+                                       **encoder_options(config.model))
 
     def loss(self, objective: ContrastiveObjective, model: nnx.Module, batch: dict[str, jax.Array],
              step: jax.Array, mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:

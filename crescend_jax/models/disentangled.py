@@ -65,7 +65,7 @@ from crescend_jax.losses.pointwise import masked_mse
 from crescend_jax.models.contract import (SCORER, Approach, Objective, check_batch_config, choice, crop_frames,
                                           model_input)
 from crescend_jax.models.contrastive import ranking_term
-from crescend_jax.models.layers import Encoder, check_trunk_options, trunk_options, unit_rows
+from crescend_jax.models.layers import Encoder, check_encoder_options, encoder_options, unit_rows
 from crescend_jax.models.sampler import GroupSampler
 from crescend_jax.models.targets import ratings_only
 
@@ -331,7 +331,7 @@ class Disentangled(Approach):
         ratings_only(config, "disentangled")
         if model_input(config) == "frames" and model.sampler.crop_seconds <= 0:
             raise ConfigError("model.sampler.crop_seconds must be positive for frame inputs")
-        check_trunk_options(model)
+        check_encoder_options(model)
         if min(model.piece_dim, model.style_dim) < 1:
             raise ConfigError("model.piece_dim and model.style_dim must be positive")
         objective_from_config(config)
@@ -347,7 +347,7 @@ class Disentangled(Approach):
             input_dim, piece_dim=model.piece_dim, style_dim=model.style_dim, normalize=model.normalize_embeddings,
             num_classes=objective.num_classes, adversary=objective.adversary, moments=objective.decay > 0,
             adversary_hidden_dim=model.adversary.hidden_dim, adversary_lr_multiplier=model.adversary.lr_multiplier,
-            piece_classifier=objective.piece_objective == "classifier", rngs=rngs, **trunk_options(model))
+            piece_classifier=objective.piece_objective == "classifier", rngs=rngs, **encoder_options(model))
 
     def loss(self, objective: DisentangledObjective, model: nnx.Module, batch: dict[str, jax.Array],
              step: jax.Array, mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:

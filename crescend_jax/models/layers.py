@@ -1,20 +1,23 @@
-"""The layers the approaches share: time pooling, the MLP trunk, the encoder built from them, L2-normalised rows.
+"""The layers the approaches share: time pooling, the MLP, the encoder built from them, L2-normalised rows.
+
+(This encoder is each approach's own; ``config.trunk``, `models.trunk`, is what may sit in front of the approach,
+e.g. MuQ's fine-tuned layers, whose parameters live under ``trunk/``.)
 
     Encoder:  x [B, D] or [B, T, D] -> pool over T (mean, or a learned softmax) -> input dropout
               -> num_layers x (Linear, LayerNorm, GELU, Dropout) = h [B, H] -> Linear = z [B, E]
               -> (normalize) a parameter-free LayerNorm of each row of z
 
 Approach A's and B's models are encoders with heads (they subclass `Encoder`, so their parameters live at the top
-level: ``pool/``, ``trunk/``, ``projection/``); approach C holds two (``piece/``, ``style/``). The same paths in
+level: ``pool/``, ``mlp/``, ``projection/``); approach C holds two (``piece/``, ``style/``). The same paths in
 every approach are what lets a warm start copy one approach's encoder into another's (`train.warm_start`: A's
 encoder into B, or C's ``style/`` encoder into B with ``model.init_from_prefix="style/"``).
 
 A pooled vector [B, D] is read as a one-frame sequence: pooling leaves it as it is (the mean or the softmax of a
-single frame is that frame). Without pooling (``pooling=None``) the trunk runs on every step of a sequence
+single frame is that frame). Without pooling (``pooling=None``) the MLP runs on every step of a sequence
 [B, T', D] (approach B's cross-attention head reads frame sequences).
 
-`trunk_options` reads these settings from ``config.model`` (hidden_dim, num_layers, dropout, pooling, input_dropout)
-and `check_trunk_options` refuses bad ones, for every approach alike.
+`encoder_options` reads these settings from ``config.model`` (hidden_dim, num_layers, dropout, pooling, input_dropout)
+and `check_encoder_options` refuses bad ones, for every approach alike.
 """
 
 from __future__ import annotations
@@ -83,18 +86,18 @@ class Encoder(nnx.Module):
     def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, output_dim: int,
                  pooling: str | None, rngs: nnx.Rngs, input_dropout: float | None = 0.0, normalize: bool = False):
         self.pool = TimePooling(input_dim, pooling, rngs) if pooling is not None else None
-        self.trunk = MLP(input_dim, hidden_dim, num_layers, dropout, rngs)
+        self.mlp = MLP(input_dim, hidden_dim, num_layers, dropout, rngs)
         self.input_dropout = nnx.Dropout(input_dropout, rngs=rngs) if input_dropout is not None else None
-        self.projection = nnx.Linear(self.trunk.output_dim, output_dim, rngs=rngs)
+        self.projection = nnx.Linear(self.mlp.output_dim, output_dim, rngs=rngs)
         self.output_norm = (nnx.LayerNorm(output_dim, use_scale=False, use_bias=False, rngs=rngs) if normalize
                             else None)
 
     def embed(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(z, h): the projection and the trunk's last hidden layer (see the class doc for shapes)."""
+        """(z, h): the projection and the MLP's last hidden layer (see the class doc for shapes)."""
         if self.pool is not None and x.ndim == 3:
             x = self.pool(x)
         h = self.input_dropout(x) if self.input_dropout is not None else x
-        h = self.trunk(h)
+        h = self.mlp(h)
         z = self.projection(h)
         return (self.output_norm(z) if self.output_norm is not None else z), h
 
@@ -102,15 +105,15 @@ class Encoder(nnx.Module):
         return self.embed(x)
 
 
-def trunk_options(model: ml_collections.ConfigDict) -> dict[str, Any]:
+def encoder_options(model: ml_collections.ConfigDict) -> dict[str, Any]:
     """The `Encoder` keyword arguments ``config.model`` sets: hidden_dim, num_layers, dropout, pooling and
     input_dropout (0 when the section has no such field)."""
     return {"hidden_dim": model.hidden_dim, "num_layers": model.num_layers, "dropout": model.dropout,
             "pooling": model.pooling, "input_dropout": model.get("input_dropout", 0.0)}
 
 
-def check_trunk_options(model: ml_collections.ConfigDict, *, min_layers: int = 0) -> None:
-    """Raises `ConfigError` naming the field for a trunk setting of ``config.model`` out of range."""
+def check_encoder_options(model: ml_collections.ConfigDict, *, min_layers: int = 0) -> None:
+    """Raises `ConfigError` naming the field for an encoder setting of ``config.model`` out of range."""
     if model.pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {model.pooling!r}; set --config.model.pooling to one of {POOLINGS}")
     if model.hidden_dim < 1 or model.num_layers < min_layers:

@@ -28,8 +28,8 @@ and has a static shape.
 `PairBatchSampler` is the training core's `Sampler` over this: `BatchPlan` s of int32 rows (plus frame-crop starts
 for frame inputs: drawn per row, or with ``aligned_crops`` centred at one fraction of the track per block, so that a
 head that compares frame sequences trains on the same passage of both performances, as the evaluation compares them,
-`models.functions.aligned_crops`), checkpointable (``state()`` is JSON: the generator's state and the blocks left of the current
-epoch; ``restore`` continues exactly there).
+`models.functions.aligned_crops`), checkpointable (``state()`` is JSON: the generator's state and the blocks left of
+the current epoch; ``restore`` continues exactly there).
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ so either warm-starts it (``model.init_from``, with ``model.init_from_prefix="st
 
 Training: a batch is P blocks of K performances of one group (`PairBatchSampler`: over an epoch every pair of every
 group meets in a block; for the cross_attention head the crops of a block's members are centred at one fraction of
-their tracks, the passages the evaluation compares); the B = P K rows are encoded once, the head's ``block_logits`` forms every ordered pair of
-each block on the encodings ([P, K, K, 19], exactly antisymmetric), and `block_comparison_loss` scores the tile
+their tracks, the passages the evaluation compares); the B = P K rows are encoded once, the head's ``block_logits``
+forms every ordered pair of each block on the encodings ([P, K, K, 19], exactly antisymmetric), and
+`block_comparison_loss` scores the tile
 (BCE / logistic-margin / hinge on which is higher; ties and gaps <= min_label_gap skipped; label smoothing;
 optional rater-agreement weights). The head has one output per label column: the 19 ratings, or the targets of
 ``data.targets`` (then the loss is split into the ratings' term plus ``model.loss.derived_weight`` times the derived
@@ -44,7 +45,7 @@ from crescend_jax.losses.comparison import KINDS, block_comparison_loss
 from crescend_jax.models.comparators import COMPARATORS, make_comparator
 from crescend_jax.models.contract import (COMPARATOR, Approach, Objective, check_batch_config, choice, crop_frames,
                                           model_input)
-from crescend_jax.models.layers import POOLINGS, Encoder, check_trunk_options
+from crescend_jax.models.layers import POOLINGS, Encoder, check_encoder_options
 from crescend_jax.models.pair_sampler import PairBatchSampler
 from crescend_jax.models.targets import (DEFAULT_DERIVED_MIN_LABEL_GAP, DEFAULT_DERIVED_WEIGHT, TargetColumns,
                                          split_terms, target_columns)
@@ -190,7 +191,7 @@ def check_model_config(config: ml_collections.ConfigDict) -> SiameseObjective:
                           f"model.input='frames': {FRAMES_HINT}")
     for name in ("hidden_dim", "num_layers", "embedding_dim", "frame_stride"):
         _positive(model[name], name)
-    check_trunk_options(model, min_layers=1)
+    check_encoder_options(model, min_layers=1)
     if not 0 <= model.head.dropout < 1:
         raise ConfigError("model.head.dropout must be in [0, 1)")
     choice(model.head.pooling, POOLINGS, "head.pooling")

@@ -28,12 +28,23 @@ def same_config(workdir: str | Path, config: ml_collections.ConfigDict) -> bool:
     return all(saved.get(n) == now.get(n) for n in set(saved) | set(now) if not n.startswith(RESUME_IGNORED_FIELDS))
 
 
+def same_evaluation(written_metrics: dict, config: ml_collections.ConfigDict) -> bool:
+    """Whether ``metrics.json`` (``written_metrics``) was evaluated with ``config``'s eval section (completed with
+    its defaults): changing only ``eval.*`` re-evaluates a point without retraining it."""
+    from crescend_jax.evaluate.run import eval_settings
+
+    written = written_metrics.get("eval_config") if isinstance(written_metrics, dict) else None
+    now = json.loads(config_to_json(eval_settings(config)))
+    return written is not None and json.loads(json.dumps(written)) == now
+
+
 def finished(workdir: str | Path, baseline: str | Path | None = None,
              config: ml_collections.ConfigDict | None = None) -> bool:
     """Whether ``workdir`` holds an up-to-date evaluation: a readable metrics.json and a non-empty heldout.npz,
     metrics.json newer than every fold's done.json (every fold of folds.json done) and, with a ``baseline`` workdir, holding the comparison with that workdir and newer than
     the baseline's heldout.npz; with ``config``, also trained with that config (a changed sweep point is not finished:
-    its rerun reaches the trainer, which refuses to resume a workdir made by another config)."""
+    its rerun reaches the trainer, which refuses to resume a workdir made by another config) and evaluated with
+    its eval section (`same_evaluation`)."""
     from crescend_jax.data import fingerprint as fingerprint_lib
     from crescend_jax.evaluate.comparison import HELDOUT_FILE
 
@@ -47,6 +58,8 @@ def finished(workdir: str | Path, baseline: str | Path | None = None,
     except (OSError, json.JSONDecodeError):  # half-written (a kill or a full disk): evaluate again
         return False
     if config is not None and not same_config(workdir, config):
+        return False
+    if config is not None and not same_evaluation(written_metrics, config):
         return False
     _, folds = fingerprint_lib.read_record(workdir)
     if not folds:

@@ -133,10 +133,13 @@ def pooled_metrics(item: SweepPoint, runs: list[tuple[int, Path, dict]], baselin
                                            if len(first.get("folds", [])) >= 2 else None}},
     }
     if settings.reference and "reference" in first:
-        reference = tables.reference(item.config, runs[0][1], heldout)
-        result["reference"] = {"pairwise_accuracy": first["reference"].get("pairwise_accuracy"),
-                               "interval": seed_pooling.pooled_interval([reference], heldout, **boot),
-                               "difference": seed_pooling.pooled_difference(predictions, [reference], heldout,
+        # one reference per seed: each fits the rows its seed's network fitted (its own validation compositions)
+        references = [tables.reference(item.config, workdir, heldout) for _, workdir, _ in runs]
+        reference_interval = seed_pooling.pooled_interval(references, heldout, **boot)
+        result["reference"] = {"pairwise_accuracy": {"mean": reference_interval["mean"]["estimate"],
+                                                     "per_dimension": reference_interval["per_dimension"]["estimate"]},
+                               "interval": reference_interval,
+                               "difference": seed_pooling.pooled_difference(predictions, references, heldout,
                                                                             **boot)}
     if item.baseline and baseline_runs:
         base = [load_heldout(workdir, heldout) for workdir in baseline_runs]

@@ -32,7 +32,7 @@ def run_point(item: SweepPoint, seed: int, root: str | Path, points: Mapping[str
     if finished(workdir, baseline, config):
         return "skipped"
     trainer.train(config, workdir)
-    evaluate_workdir(str(workdir), baseline=None if baseline is None else str(baseline))
+    evaluate_workdir(str(workdir), baseline=None if baseline is None else str(baseline), config=config)
     return "ran"
 
 

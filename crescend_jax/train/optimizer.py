@@ -1,9 +1,10 @@
 """The optimiser of a run: AdamW, optionally one per parameter group (optax ``multi_transform``).
 
 ``config.train.param_groups`` maps a group name to a section ``{pattern, learning_rate, weight_decay, frozen}``:
-every parameter whose path (``"linears/0/kernel"``, ``"trunk/layers/3/attention/query/kernel"``) matches the regular
-expression ``pattern`` (``re.search``; the first group that matches wins) gets that group's AdamW, or no update when
-``frozen``; the other parameters get ``train.learning_rate`` / ``train.weight_decay``. Empty (default): one AdamW.
+every parameter whose path (``"mlp/linears/0/kernel"``, ``"trunk/layers/3/attention/query/kernel"``) matches the
+regular expression ``pattern`` (``re.search``; the first group that matches wins) gets that group's AdamW, or no
+update when ``frozen``; the other parameters get ``train.learning_rate`` / ``train.weight_decay``. Empty (default):
+one AdamW.
 
     --config.train.param_groups.trunk.pattern=^trunk/ (after adding the section in a config file)
 """

@@ -40,7 +40,7 @@ from crescend_jax.runtime.checkpoint import FoldCheckpoints
 
 
 def _path(path) -> str:
-    """"linears/0/kernel" from a pytree key path (the trailing ".value" of a variable dropped)."""
+    """"mlp/linears/0/kernel" from a pytree key path (the trailing ".value" of a variable dropped)."""
     names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
     return "/".join(names[:-1] if names and names[-1] == "value" else names)
 
@@ -153,6 +153,7 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
 
     params = jax.tree_util.tree_map_with_path(replace, model_state.filter(nnx.Param))
     state = nnx.merge_state(model_state, params)  # the non-parameter variables (e.g. RNG state) stay fresh
-    record = {"source": str(source), "source_prefix": prefix, "source_fold": k, "source_step": int(step), "copied": copied,
+    record = {"source": str(source), "source_prefix": prefix, "source_fold": k, "source_step": int(step),
+              "copied": copied,
               "fresh": sorted(p for p in target_params if p not in source_params), "fresh_heads": heads}
     return state, record

@@ -1,0 +1,66 @@
+"""The benchmarks' exact FLOP counter (scripts/bench_common.py) and their small helpers."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from bench_common import PUBLISHED, SCRATCH, count_flops, output_dir  # noqa: E402
+from bench_train import distinct_pairs  # noqa: E402
+
+from crescend_jax.losses.infonce import infonce_loss  # noqa: E402
+
+
+def test_scan_body_counts_once_per_trip():
+    """A scan of L products [m, k] @ [k, n] costs L x 2 m n k (XLA's cost analysis counts the body once)."""
+    m, k, n, trips = 8, 16, 4, 5
+    w = jnp.ones((k, k))
+
+    def f(x):
+        return jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=trips)[0] @ jnp.ones((k, n))
+
+    flops = count_flops(f, jnp.ones((m, k)))
+    assert flops.dot == trips * 2 * m * k * k + 2 * m * k * n
+    assert flops.scan_trips == trips and flops.while_loops == 0
+
+
+def test_mlp_gradient_matches_the_hand_count():
+    """grad of sum(gelu(x W1) W2) w.r.t. (W1, W2): forward 2BDH + 2BHO, backward dW2 2BHO, dh 2BHO, dW1 2BDH
+    (no product for dx: x is not differentiated)."""
+    b, d, h, o = 32, 24, 16, 8
+    loss = lambda params, x: jnp.sum(jax.nn.gelu(x @ params[0]) @ params[1])
+    flops = count_flops(jax.grad(loss), (jnp.ones((d, h)), jnp.ones((h, o))), jnp.ones((b, d)))
+    assert flops.dot == 4 * b * d * h + 6 * b * h * o
+    assert flops.transcendental > 0 and flops.elementwise > 0
+
+
+@pytest.mark.parametrize("block", [16, 64])
+def test_tiled_infonce_counts_every_tile(block):
+    """The tiled InfoNCE's value and gradient: 2 B^2 E in the forward tiles, 4 B^2 E in the backward (the tile's
+    logits recomputed, then H k), whatever the tile size (scan trips multiplied in)."""
+    size, dim = 64, 8
+    z = jnp.ones((size, dim)) / np.sqrt(dim)
+    group, mask = jnp.arange(size, dtype=jnp.int32) // 4, jnp.ones(size)
+    grad = jax.value_and_grad(lambda z: infonce_loss(z, group, mask, 0.1, block_size=block)[0])
+    flops = count_flops(grad, z)
+    assert flops.dot == 6 * size * size * dim
+    assert flops.scan_trips > 0
+
+
+def test_distinct_pairs_dedupes_and_skips_padding():
+    rows = np.array([0, 1, 2, 3, 1, 0, 5, -1])  # slots of 4: {0,1,2,3} -> 6 pairs; {1,0,5,-1} -> {0,1} again, 2 new
+    assert distinct_pairs(rows, 4) == 8
+
+
+def test_output_goes_to_scratch_unless_published(tmp_path):
+    args = lambda **kw: argparse.Namespace(**{"out": None, "publish": False, **kw})
+    assert output_dir(args()) == SCRATCH
+    assert output_dir(args(publish=True)) == PUBLISHED
+    assert output_dir(args(out=str(tmp_path / "x"))) == tmp_path / "x"
+    with pytest.raises(SystemExit):
+        output_dir(args(out=str(tmp_path), publish=True))
