@@ -22,7 +22,9 @@ only the ``none`` point runs, standing for all three):
   ``pp-scratch`` on the same folds.
 
 Every ASAP point holds out the same works (``data.test_fraction=0.2``, ``data.fold_seed=0``) and keeps its last step
-(``train.val_fraction=0``: no early stopping to confound the budget). Measured per point: same-window retrieval top-1
+(``train.val_fraction=0``: no early stopping to confound the budget); the ridge on the inputs is the ``input`` probe
+of every point's derived block (the same for every point: ``eval.reference=False`` spares its 26 recomputations,
+each an inner cross-validation over ~130 works). Measured per point: same-window retrieval top-1
 on the held-out works (``metrics.json`` derived.retrieval), derived-target ranking accuracy (the rank heads, and a
 linear probe of the shared projection for both objectives), PercePiano accuracy after fine-tuning (with its paired
 interval against pp-scratch), and from ``done.json`` the steady-state examples/s and the fold's peak RSS (the
@@ -73,7 +75,7 @@ def get_config(argument: str | None = None) -> ml_collections.ConfigDict:
                 name = f"{objective}-b{batch}-{rule}"
                 points.append(point(name, base=ranking, baseline="", fields={
                     **fields, "train.batch_size": batch, "train.num_steps": steps, "lr_scaling.rule": rule,
-                    "train.learning_rate": 1e-4, "train.val_fraction": 0.0,
+                    "train.learning_rate": 1e-4, "train.val_fraction": 0.0, "eval.reference": False,
                     "train.eval_every": max(1, steps // 4), "train.log_every": max(1, min(25, steps // 8))}))
                 points.append(point(f"pp-{name}", fields={"model.init_from": f"@{name}"}))
     config.points = tuple(points)

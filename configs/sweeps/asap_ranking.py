@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
         point("a-scratch"),
         point("asap-rank", base=ranking, baseline=""),
         point("asap-infonce", base=ranking, baseline="",
-              fields={"model.loss.derived_weight": 0.0, "model.loss.lambda_piece": 1.0, "train.val_fraction": 0.0}),
+              fields={"model.loss.derived_weight": 0.0, "model.loss.lambda_piece": 1.0, "train.val_fraction": 0.0,
+                      "eval.reference": False}),  # the same inputs and held-out works as asap-rank: its reference
         point("a-from_rank", fields={"model.init_from": "@asap-rank"}),
         point("a-from_infonce", fields={"model.init_from": "@asap-infonce"}),
         point("joint", base=str(CONFIGS / "asap_joint.py")),

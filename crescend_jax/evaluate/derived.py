@@ -15,10 +15,11 @@ held-out works, first render):
 * ``accuracy``: the run's within-group pairwise accuracy per derived target and its mean (a comparator's from its
   probabilities), with the interval of `comparison.accuracy_interval` (two-stage: works, then groups);
 * ``probe``: the same accuracy of a linear probe on each named embedding of the model (and on the standardised
-  ``input``): `ridge.ridge_reference` fitted on the first fold's training rows' embeddings (alpha by inner cross-
-  validation over training compositions), predicting the held-out rows. For a label-free (InfoNCE) run, whose rank
-  heads never trained, this is its derived-target accuracy; for a ranking run it says how linearly the embedding
-  holds the targets;
+  ``input``: the ridge on the same inputs): `ridge.ridge_reference` fitted on the first fold's training rows'
+  embeddings, alpha chosen on `PROBE_VALIDATION` of the training compositions (whole, drawn by seed 0, left out of
+  the fit; one fit per alpha path instead of an inner leave-one-composition-out over ASAP's ~130 training works),
+  predicting the held-out rows. For a label-free (InfoNCE) run, whose rank heads never trained, this is its
+  derived-target accuracy; for a ranking run it says how linearly the embedding holds the targets;
 * ``retrieval``: same-window retrieval top-1 of each named embedding and of the input (`evaluate.retrieval`), over all
   held-out windows and within each window's own composition, with chance.
 """
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from crescend_jax.data.dimensions import DIMENSIONS
+from crescend_jax.data.splits import validation_mask
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.data.targets import derived_columns
 from crescend_jax.evaluate import comparison
@@ -38,6 +40,9 @@ from crescend_jax.evaluate import ridge
 from crescend_jax.evaluate.retrieval import retrieval_top1
 from crescend_jax.evaluate.summary import to_json
 from crescend_jax.models.contract import Predictions
+
+
+PROBE_VALIDATION = 0.15  # share of the training compositions a probe's alpha is chosen on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +120,18 @@ def _standardised_input(heldout, rows_source: np.ndarray, train_rows: np.ndarray
 
 
 def _probe(train_x: np.ndarray, test_x: np.ndarray, train: EmbeddingTable, test: EmbeddingTable) -> dict[str, Any]:
-    """Within-group accuracy per target of a ridge fitted on ``train_x`` [M, E] to ``train``'s labels, on ``test``."""
+    """Within-group accuracy per target of a ridge fitted on ``train_x`` [M, E] to ``train``'s labels, on ``test``
+    (alpha chosen on `PROBE_VALIDATION` of the training compositions, or by inner cross-validation when too few)."""
     x = np.concatenate([train_x, test_x]).astype(np.float64)
     labels = np.concatenate([train.label_mean, test.label_mean])
     compositions = np.concatenate([train.compositions, test.compositions])
     groups = np.concatenate([train.groups, test.groups])
     mask = np.arange(len(x)) >= len(train_x)
-    fit = ridge.ridge_reference(x, labels, compositions, groups, [mask])
+    validation = validation_mask(train.compositions, PROBE_VALIDATION, seed=0)
+    selection = None if validation is None else np.concatenate([validation, np.zeros(len(test_x), bool)])
+    fit = ridge.ridge_reference(x, labels, compositions, groups, [mask],
+                                fit_masks=None if selection is None else [~selection],
+                                selection_masks=None if selection is None else [selection])
     scores = fit.predictions[mask]
     result = _accuracy(Predictions(scores=scores), test)
     result["alpha_median"] = float(np.nanmedian(fit.alphas)) if np.isfinite(fit.alphas).any() else None
