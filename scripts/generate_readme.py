@@ -182,8 +182,33 @@ def demo(runs: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _asap_report():
+    """scripts/asap_report.py (the ASAP sweeps' tables and plots) as a module."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("asap_report", Path(__file__).with_name("asap_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def asap_ranking(runs: Path) -> str:
+    """`configs/sweeps/asap_ranking.py`'s results (``runs/asap_ranking``): `asap_report.ranking_report`."""
+    _json(runs / "asap_ranking" / "results.json")
+    return _asap_report().ranking_report(runs / "asap_ranking") + "\n"
+
+
+def asap_batch_size(runs: Path) -> str:
+    """`configs/sweeps/asap_batch_size.py`'s results (``runs/asap_batch_size``): the table, and a plot per measure
+    against the batch written to docs/figures."""
+    _json(runs / "asap_batch_size" / "results.json")
+    figures = Path(__file__).resolve().parents[1] / "docs" / "figures"
+    return _asap_report().batch_report(runs / "asap_batch_size", figures, link="docs/figures/") + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {"percepiano_table": percepiano_table, "ablations": ablations,
-                                           "demo": demo}
+                                           "demo": demo, "asap_ranking": asap_ranking,
+                                           "asap_batch_size": asap_batch_size}
 
 
 def render(text: str, runs: Path, only: set[str] | None = None) -> tuple[str, list[str]]:

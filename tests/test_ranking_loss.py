@@ -108,6 +108,20 @@ def test_padding_is_ignored_even_with_nan():
     assert float(jnp.abs(grads[0, 3]).sum()) == 0.0
 
 
+def test_unrated_dimensions_of_real_performances_give_finite_gradients():
+    """A real performance may lack a label on some dimensions (a joint ASAP + PercePiano batch: ASAP rows have no
+    ratings, PercePiano rows no derived targets): NaN labels there, with agreement weights, never reach the
+    gradient (a NaN weight outside the qualifying pairs once did, as 0 * NaN)."""
+    rng = np.random.default_rng(3)
+    scores = jnp.asarray(rng.normal(size=(2, 4, 5)), jnp.float32)
+    labels = jnp.asarray(rng.uniform(size=(2, 4, 5)), jnp.float32).at[1, :, 2:].set(jnp.nan)
+    std = jnp.asarray(rng.uniform(0.05, 0.2, size=(2, 4, 5)), jnp.float32).at[1, :, 2:].set(jnp.nan)
+    mask = jnp.ones((2, 4), jnp.float32)
+    grads = jax.grad(lambda s: margin_ranking_loss(s, labels, where=mask, label_std=std)[0])(scores)
+    assert np.isfinite(np.asarray(grads)).all() and float(jnp.abs(grads[1, :, 2:]).sum()) == 0.0
+    assert float(jnp.abs(grads[1, :, :2]).sum()) > 0
+
+
 def test_no_pairs_gives_zero_loss():
     loss, diag = margin_ranking_loss(jnp.ones((2, 3, 19)), jnp.full((2, 3, 19), 0.5), where=jnp.ones((2, 3)))
     assert float(loss) == 0.0 and float(diag["rank_pairs"]) == 0.0

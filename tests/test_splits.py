@@ -10,6 +10,7 @@ from crescend_jax.data.splits import (
     check_split,
     composition_folds,
     evaluation_splits,
+    heldout_units,
     holdout_split,
     kept_rows,
     split_units,
@@ -187,3 +188,17 @@ def test_the_trainer_folds_by_the_tables_works():
     assert len(masks) == 3 and sorted(set(units)) == ["Bach/bwv_848", "Bach/bwv_858", "Beethoven/Sonata_17-1"]
     config.data.split_level = "composition"
     assert len(fold_masks(table, config)[0]) == 4
+
+
+def test_a_held_out_fraction_of_whole_units():
+    compositions, groups, performers = toy_rows({f"c{i}": 1 + i % 3 for i in range(10)})
+    (mask,) = evaluation_splits(compositions, 5, (), seed=3, test_fraction=0.25)
+    assert 0.15 <= mask.mean() <= 0.35
+    assert not set(compositions[mask]) & set(compositions[~mask])
+    np.testing.assert_array_equal(mask, heldout_units(compositions, 0.25, 3))
+    (named,) = evaluation_splits(compositions, 5, ("c1",), seed=3, test_fraction=0.25)  # names come first
+    assert set(compositions[named]) == {"c1"}
+    with pytest.raises(SplitError, match=r"test_fraction=1.5 must be in \(0, 1\)"):
+        heldout_units(compositions, 1.5, 0)
+    with pytest.raises(SplitError, match="needs at least 10 split units; there are 2"):
+        heldout_units(np.array(["a", "a", "b"]), 0.1, 0)

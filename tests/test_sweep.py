@@ -106,6 +106,9 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         assert scratch.model.init_from == "" and pretrained.model.init_from.endswith("runs/asap_pretrain")
         assert scratch.data.to_dict() == pretrained.data.to_dict() and pretrained.corpus == "percepiano"
         return
+    if path.stem in ("asap_ranking", "asap_batch_size"):  # approach A throughout (tests/test_asap_sweeps.py)
+        assert approaches == {"contrastive"}
+        return
     assert {"baseline", "contrastive"} <= approaches
     if path.stem == "ablations":
         assert {"a-no_infonce", "a-no_agreement", "a-no_margin", "a-temperature=0.5", "a-projection_dim=64"} <= set(

@@ -107,7 +107,12 @@ def default_data_config() -> ml_collections.ConfigDict:
     cache_dir: parsed MIDI arrays and the windows' MIDI files.
     workers: processes reading pieces in parallel (1 = this process).
     num_folds, test_compositions, fold_seed, exclude_compositions: as PercePiano's data config.
+    test_fraction: > 0 (and no test_compositions) holds out whole works holding about this share of the windows, as
+      one fold drawn by fold_seed (`crescend_jax.data.splits.heldout_units`): the held-out works of ranking
+      pre-training, never trained on. 0 = folds by num_folds.
     split_level: "work" (default: a score folder and its no-repeat twin stay on one side) or "composition".
+    targets, target_transform, derived_labels: what a run ranks by (`crescend_jax.data.targets`): "ratings" (ASAP has
+      none: label-free training), "derived" (the group-relative derived labels) or "both".
     """
     config = ml_collections.ConfigDict()
     config.root = "../shared/data/asap"
@@ -125,6 +130,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     config.fold_seed = 0
     config.split_level = "work"
     config.exclude_compositions = ()
+    config.test_fraction = 0.0
+    config.targets = "ratings"
+    config.target_transform = "pooled"
+    config.derived_labels = ()
     return config
 
 
@@ -510,6 +519,13 @@ def read_metadata(root: Path) -> pd.DataFrame:
     return frame
 
 
+def folder_works(frame: pd.DataFrame) -> dict[str, str]:
+    """Score folder -> its work ``<composer>/<title>`` (of the folder's first metadata row), for the rows of
+    ``frame`` (`read_metadata`): folders that differ only in repeats (``17-1``, ``17-1_no_repeat``) share a work."""
+    firsts = frame.drop_duplicates("folder")
+    return {row.folder: f"{row.composer}/{row.title}" for row in firsts.itertuples()}
+
+
 def percepiano_compositions(data_config: ml_collections.ConfigDict) -> set[str]:
     """The PercePiano compositions ASAP is compared with: of ``data.percepiano_root`` (unless "") and
     ``data.percepiano_compositions``."""
@@ -543,6 +559,7 @@ def _piece_jobs(data_config: ml_collections.ConfigDict) -> tuple[list[_PieceJob]
     kept = [folder for folder in kept if folder not in left_out]
     jobs = []
     optional = lambda text: root / text if text else None
+    works = folder_works(frame)
     for folder in kept:
         rows = frame[frame["folder"] == folder]
         first = rows.iloc[0]
@@ -550,7 +567,7 @@ def _piece_jobs(data_config: ml_collections.ConfigDict) -> tuple[list[_PieceJob]
                                              annotations=optional(r.performance_annotations))
                              for r in rows.itertuples())
         jobs.append(_PieceJob(
-            composition=folder, work=f"{first['composer']}/{first['title']}", score_midi=root / first["midi_score"],
+            composition=folder, work=works[folder], score_midi=root / first["midi_score"],
             score_annotations=optional(first["midi_score_annotations"]), performances=performances,
             bars_per_window=bars, min_performances=min_performances,
             min_window_seconds=float(data_config.min_window_seconds), cache_dir=Path(data_config.cache_dir),

@@ -104,3 +104,28 @@ def check_same_folds(workdir_a: str | Path, workdir_b: str | Path, what: str) ->
         raise FingerprintMismatch(f"cannot {what}: {workdir_a} and {workdir_b} hold out different folds; train both "
                                   "with the same data.num_folds / data.test_compositions / data.fold_seed / "
                                   "data.split_level")
+
+
+def check_same_part(workdir: str | Path, baseline: str | Path, part: dict[str, Any], part_keys: set[str],
+                    what: str) -> None:
+    """`check_same_folds` for a run trained on more than its baseline (a joint run of PercePiano and ASAP compared
+    with a PercePiano-only run): ``part`` is the fingerprint of the run's rows and label columns that the baseline
+    covers (`table_fingerprint` of that part of the run's table), ``part_keys`` their keys. Raises
+    `FingerprintMismatch` unless the part's rows, labels and encoder are the baseline's, the baseline's stores are
+    among the run's, and the run's folds, restricted to the part's keys, hold out exactly the baseline's."""
+    (fa, folds_a), (fb, folds_b) = read_record(workdir), read_record(baseline)
+    if fa is None or fb is None:
+        missing = workdir if fa is None else baseline
+        raise FingerprintMismatch(f"cannot {what}: {missing} has no {FINGERPRINT_FILE}; retrain it")
+    diff = differences({k: v for k, v in fb.items() if k not in ("stores", "data_roots")},
+                       {k: v for k, v in part.items() if k not in ("stores", "data_roots")})
+    lacking = sorted(set(fb.get("stores", ())) - set(fa.get("stores", ())))
+    if lacking:
+        diff.append(f"stores {lacking} of the baseline are not among the run's")
+    if diff:
+        raise FingerprintMismatch(f"cannot {what}: {baseline} was trained on other data than the part of {workdir} "
+                                  f"it is compared on (" + "; ".join(diff[:4]) + ")")
+    restrict = lambda folds: [(f["fold"], sorted(k for k in f["test_keys"] if k in part_keys)) for f in folds or []]
+    if restrict(folds_a) != [(f["fold"], sorted(f["test_keys"])) for f in folds_b or []]:
+        raise FingerprintMismatch(f"cannot {what}: {workdir} and {baseline} hold out different folds of the rows "
+                                  "they share; train both with the same data.<corpus> split settings")

@@ -105,13 +105,30 @@ def holdout_split(compositions: np.ndarray, test_compositions: Sequence[str],
 
 def evaluation_splits(
     compositions: np.ndarray, num_folds: int, test_compositions: Sequence[str], seed: int,
-    units: np.ndarray | None = None,
+    units: np.ndarray | None = None, test_fraction: float = 0.0,
 ) -> list[np.ndarray]:
     """The test masks a ``config.data`` section asks for: a single hold-out when ``test_compositions`` is
-    non-empty, else `composition_folds` over ``units`` (default: the compositions; e.g. works)."""
+    non-empty; else, when ``test_fraction`` > 0, a single hold-out of whole units drawn by ``seed`` (`heldout_units`);
+    else `composition_folds` over ``units`` (default: the compositions; e.g. works)."""
     if test_compositions:
         return [holdout_split(compositions, test_compositions, units)]
+    if test_fraction > 0:
+        return [heldout_units(compositions if units is None else units, test_fraction, seed)]
     return composition_folds(compositions if units is None else units, num_folds, seed)
+
+
+def heldout_units(units: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """bool [N]: a held-out test set of whole units (compositions or works, ``units`` [N]) holding about ``fraction``
+    of the rows (``data.test_fraction``: ASAP's held-out works, never trained on), drawn as `validation_mask` draws
+    (units in an order shuffled by ``seed``, added while that brings the held-out share closer to ``fraction``; at
+    least one unit held out, at least one kept). Raises `SplitError` for a fraction outside (0, 1) or too few units."""
+    if not 0 < fraction < 1:
+        raise SplitError(f"data.test_fraction={fraction} must be in (0, 1)")
+    mask = validation_mask(units, fraction, seed)
+    if mask is None:
+        raise SplitError(f"data.test_fraction={fraction} needs at least {max(2, round(1 / fraction))} split units; "
+                         f"there are {len(np.unique(np.asarray(units)))}: name data.test_compositions instead")
+    return mask
 
 
 def validation_mask(units: np.ndarray, fraction: float, seed: int) -> np.ndarray | None:

@@ -69,6 +69,11 @@ class EmbeddingTable:
     input_frames: None, or list of N arrays [T_i, dim] (bfloat16 as stored): the frames entering conformer layer
       ``input_layer`` (MuQ's ``hidden_states[input_layer - 1]``), what fine-tuning layers K..depth starts from.
     input_layer: that layer K; 0 when the rows hold no input frames.
+    label_names: the names of the label columns (``label_mean``, ``label_std``, ``label_truth``, ``ratings``); () =
+      the 19 PercePiano dimensions as stored. Set by `crescend_jax.data.targets.with_targets` (``data.targets``:
+      ratings, derived targets or both), which then makes those arrays [., T] with T = len(label_names).
+    corpora: None (one corpus), or str [N]: the corpus of each row of a table joined from several corpora
+      (`crescend_jax.data.joint`), whose folds split each corpus by its own rule.
     """
 
     keys: np.ndarray
@@ -95,6 +100,8 @@ class EmbeddingTable:
     in_percepiano: np.ndarray | None = None
     input_frames: list[np.ndarray] | None = None
     input_layer: int = 0
+    label_names: tuple[str, ...] = ()
+    corpora: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rows = len(self.keys)
@@ -102,7 +109,10 @@ class EmbeddingTable:
             values, width = getattr(self, what), len(getattr(self, names))
             if values is not None and np.shape(values) != (rows, width):
                 raise ValueError(f"{what} must be [{rows}, {width}] (rows, {names}), got {np.shape(values)}")
-        for what in ("works", "in_percepiano"):
+        if self.label_names and np.shape(self.label_mean)[1:] != (len(self.label_names),):
+            raise ValueError(f"label_mean must be [{rows}, {len(self.label_names)}] (rows, label_names), got "
+                             f"{np.shape(self.label_mean)}")
+        for what in ("works", "in_percepiano", "corpora"):
             values = getattr(self, what)
             if values is not None and np.shape(values) != (rows,):
                 raise ValueError(f"{what} must be [{rows}] (one per row), got {np.shape(values)}")
@@ -132,6 +142,7 @@ class EmbeddingTable:
             derived=None if self.derived is None else self.derived[index],
             in_percepiano=None if self.in_percepiano is None else self.in_percepiano[index],
             input_frames=None if self.input_frames is None else [self.input_frames[i] for i in index],
+            corpora=None if self.corpora is None else self.corpora[index],
         )
 
     def unrated_keys(self) -> list[str]:
@@ -153,6 +164,9 @@ class EmbeddingTable:
         for t in tables[1:]:
             if t.encoder != first.encoder or t.pooled.shape[1] != first.pooled.shape[1]:
                 raise ValueError(f"cannot combine stores of encoders {first.encoder!r} and {t.encoder!r}")
+            if t.label_names != first.label_names:
+                raise ValueError(f"cannot combine tables whose label columns differ: {list(first.label_names)} and "
+                                 f"{list(t.label_names)}")
         cat = lambda name: np.concatenate([getattr(t, name) for t in tables])
         names, factors = _concat_named(tables, "performer_factors", "factor_names")
         derived_names, derived = _concat_named(tables, "derived", "derived_names")
@@ -172,6 +186,7 @@ class EmbeddingTable:
             derived=derived,
             derived_names=derived_names,
             in_percepiano=_concat_rows(tables, "in_percepiano", False),
+            corpora=_concat_rows(tables, "corpora", ""),
         )
 
 

@@ -15,7 +15,8 @@ import ml_collections
 import numpy as np
 
 from crescend_jax.data import fingerprint as fingerprint_lib
-from crescend_jax.data.splits import first_render_mask, kept_rows
+from crescend_jax.data.run_table import run_table
+from crescend_jax.data.splits import first_render_mask
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.errors import DataError
 from crescend_jax.models import approach_for
@@ -86,13 +87,14 @@ def _merge(parts: list[tuple[np.ndarray, Predictions]], num_rows: int) -> Predic
         seconds.append(rows[j])
         probabilities.append(p)
     pairs = (np.concatenate(firsts), np.concatenate(seconds), np.concatenate(probabilities)) if parts else (
-        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 19)))
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0)))
     return Predictions(pairs=pairs, embeddings=embeddings)
 
 
 def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
                     training_embeddings: bool = False) -> HeldoutPredictions:
-    """Predictions of every held-out row (first render) from the selected checkpoint of the fold that held it out.
+    """Predictions of every held-out row (first render) from the selected checkpoint of the fold that held it out
+    (the first such fold, for a row that several folds hold out).
 
     ``training_embeddings``: also encode each fold's training rows (for probes). Raises `EvaluationError` or
     `fingerprint.FingerprintMismatch` for a workdir that cannot be evaluated on ``table`` (default: its store).
@@ -100,11 +102,7 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
     workdir = Path(workdir)
     config = read_config(workdir)
     approach = approach_for(config)
-    if table is None:
-        from crescend_jax.data.store import load_table
-
-        table = load_table(config)
-    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", ""), table.works))
+    table = run_table(config, table)  # as the trainer read it: kept rows, data.targets, every corpus of a joint run
     fingerprint_lib.check_same_data(workdir, fingerprint_lib.table_fingerprint(table), "evaluate",
                                     "the store read now")
     _, folds = fingerprint_lib.read_record(workdir)
@@ -122,7 +120,9 @@ def predict_heldout(workdir: str | Path, table: EmbeddingTable | None = None, *,
         k = entry["fold"]
         fold_dir = workdir / f"fold_{k}"
         test = np.isin(table.keys, entry["test_keys"])
-        rows = np.flatnonzero(first & test)
+        # a row held out by several folds (a joint run's held-out ASAP works, held out in every fold) is predicted
+        # once, by the first of them
+        rows = np.flatnonzero(first & test & (fold_of_row < 0))
         with contextlib.closing(FoldCheckpoints(fold_dir / "checkpoints")) as checkpoints:
             step = selected_step(fold_dir, checkpoints)
             items, _ = checkpoints.restore(step, {"model": functions.init(k)})

@@ -32,16 +32,22 @@ def reference_predictions(source: EmbeddingTable, folds: list[dict[str, Any]],
                           heldout: EmbeddingTable) -> tuple[Predictions, dict[str, Any]]:
     """(ridge scores of the ``heldout`` rows [M, 19] as `Predictions`, a JSON-ready summary of the rows and the chosen
     regularisation). ``source``: the full table the run trained on; ``folds``: its folds.json entries."""
-    masks = [np.isin(source.keys, entry["test_keys"]) for entry in folds]
+    full = [np.isin(source.keys, entry["test_keys"]) for entry in folds]
+    masks, seen = [], np.zeros(len(source), bool)
+    for test in full:  # a row held out by several folds (a joint run's held-out ASAP works) is predicted by the first
+        masks.append(test & ~seen)
+        seen |= test
     recorded = all("validation_compositions" in entry for entry in folds)
     fit_masks, selection_masks = [], []
-    for entry, test in zip(folds, masks):
+    for entry, test in zip(folds, full):  # each fold fits on what its network fitted: never on any of its test rows
         validation = np.isin(source.compositions, entry.get("validation_compositions", [])) & ~test
         train = np.flatnonzero(~test)
         first = np.zeros(len(source), bool)
         first[train] = first_render_mask(source.renders[train])  # the first render of the training rows
         fit_masks.append(~test & ~validation)
         selection_masks.append(validation & first if validation.any() else None)
+    kept = [k for k, mask in enumerate(masks) if mask.any()] or list(range(len(masks)))
+    masks, fit_masks, selection_masks = ([values[k] for k in kept] for values in (masks, fit_masks, selection_masks))
     fit = ridge.ridge_reference(source.pooled, source.label_mean, source.compositions, source.groups, masks,
                                 fit_masks=fit_masks, selection_masks=selection_masks)
     ids = np.char.add(np.char.add(source.keys.astype(str), "|"), source.renders.astype(str))

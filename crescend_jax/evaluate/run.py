@@ -23,9 +23,13 @@ import numpy as np
 
 from crescend_jax.config import config_to_json
 from crescend_jax.data import fingerprint as fingerprint_lib
+from crescend_jax.data.joint import corpus_config
+from crescend_jax.data.run_table import is_joint
+from crescend_jax.data.targets import derived_columns, target_names
 from crescend_jax.evaluate import bootstrap
 from crescend_jax.evaluate import ceiling as ceiling_lib
 from crescend_jax.evaluate import comparison
+from crescend_jax.evaluate import derived as derived_lib
 from crescend_jax.evaluate import disentanglement as disentanglement_lib
 from crescend_jax.evaluate import metrics as metrics_lib
 from crescend_jax.evaluate.predict import EvaluationError, HeldoutPredictions, predict_heldout, read_config
@@ -58,15 +62,17 @@ def eval_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     return section
 
 
-def load_baseline_metrics(baseline: str | Path, workdir: str | Path) -> dict:
-    """The metrics a previous ``evaluate`` wrote into the baseline workdir, after checking that the baseline was
+def load_baseline_metrics(baseline: str | Path, workdir: str | Path, check: bool = True) -> dict:
+    """The metrics a previous ``evaluate`` wrote into the baseline workdir, after checking (unless not ``check``: a
+    joint run checks its shared part once its table is read, `fingerprint.check_same_part`) that the baseline was
     trained on the same data and folds as ``workdir`` (`FingerprintMismatch` otherwise)."""
     path = Path(baseline) / "metrics.json"
     if not path.is_file():
         raise EvaluationError(
             f"baseline {path} does not exist: run `crescend-jax evaluate --workdir {baseline}` on the baseline first"
         )
-    fingerprint_lib.check_same_folds(workdir, baseline, "compare with the baseline")
+    if check:
+        fingerprint_lib.check_same_folds(workdir, baseline, "compare with the baseline")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -140,6 +146,16 @@ def disentanglement(heldout: HeldoutPredictions, workdir: Path) -> dict[str, Any
     return result
 
 
+def _view_boot(config: ml_collections.ConfigDict, settings: ml_collections.ConfigDict, table, rows: np.ndarray,
+               boot: dict[str, Any]) -> dict[str, Any]:
+    """The bootstrap options of a view's rows: ``boot`` (the run's), or for a joint run those of the one corpus the
+    rows belong to (its own split level: ASAP's works, PercePiano's compositions)."""
+    if not is_joint(config) or table.corpora is None:
+        return boot
+    corpora = sorted(set(table.corpora[rows].tolist()))
+    return comparison.bootstrap_options(corpus_config(config, corpora[0]), settings) if len(corpora) == 1 else boot
+
+
 def evaluate_workdir(workdir: str, baseline: str | None = None,
                      config: ml_collections.ConfigDict | None = None) -> dict:
     """Evaluates the held-out predictions of ``workdir``, compared with ``baseline`` (a workdir) when given, else
@@ -161,30 +177,49 @@ def evaluate_workdir(workdir: str, baseline: str | None = None,
     boot = comparison.bootstrap_options(saved_config, settings)  # an unknown scheme fails here, before predicting
     baseline = baseline or settings.baseline_workdir or None
     # the baseline is checked before the costly prediction: a wrong one fails in a second, not after the run
-    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir)
-    heldout = predict_heldout(workdir, training_embeddings=bool(settings.disentanglement))
+    joint = is_joint(saved_config)  # a joint run is compared on its PercePiano part, checked once it is read
+    baseline_metrics = None if baseline is None else load_baseline_metrics(baseline, workdir, check=not joint)
+    has_derived = bool(derived_columns(target_names(saved_config.get("data") or {})).any())
+    # the derived block's probes read the training rows' embeddings too
+    heldout = predict_heldout(workdir, training_embeddings=bool(settings.disentanglement) or has_derived)
     run_config = run_config if run_config is not None else heldout.config
-    table, predictions = heldout.table, heldout.predictions
-    metrics = evaluate_predictions(table, predictions, heldout.fold, min_gap=float(settings.min_gap),
+    # the primary view: the ratings (PercePiano's rows of a joint run), else the derived targets (derived.py)
+    view = derived_lib.primary(heldout.table)
+    table = derived_lib.view_table(heldout.table, view)
+    predictions = derived_lib.view_predictions(heldout.predictions, view)
+    fold = heldout.fold[view.rows]
+    if baseline is not None and joint:
+        part = derived_lib.view_table(heldout.source, view, all_rows=True)
+        part = part.subset(np.flatnonzero(np.isfinite(part.label_mean).any(axis=1)))
+        fingerprint_lib.check_same_part(workdir_path, baseline, fingerprint_lib.table_fingerprint(part),
+                                        set(part.keys.tolist()), "compare with the baseline")
+    primary_boot = _view_boot(saved_config, settings, heldout.table, view.rows, boot)
+    metrics = evaluate_predictions(table, predictions, fold, min_gap=float(settings.min_gap),
                                    ceiling_splits=int(settings.ceiling_splits), seed=int(settings.ceiling_seed))
-    metrics["interval"] = to_json(comparison.accuracy_interval(predictions, table, **boot))
+    metrics["interval"] = to_json(comparison.accuracy_interval(predictions, table, **primary_boot))
     metrics["eval_config"] = settings.to_dict()  # what a sweep's finished check compares (eval.* may change alone)
     with _writing(workdir_path):
-        save_heldout_atomically(workdir_path, table, predictions, heldout.fold)
+        save_heldout_atomically(workdir_path, table, predictions, fold)
     if settings.reference:
         _, folds = fingerprint_lib.read_record(workdir_path)
-        reference, summary = reference_predictions(heldout.source, folds, table)
-        scored = evaluate_predictions(table, reference, heldout.fold, min_gap=float(settings.min_gap),
+        reference, summary = reference_predictions(derived_lib.primary_table(heldout.source), folds, table)
+        scored = evaluate_predictions(table, reference, fold, min_gap=float(settings.min_gap),
                                       ceiling_splits=1, seed=int(settings.ceiling_seed))
         metrics["reference"] = to_json({
             **summary, "pairwise_accuracy": scored["pooled"]["pairwise_accuracy"],
             "kendall_tau_b": scored["pooled"]["kendall_tau_b"],
-            "interval": comparison.accuracy_interval(reference, table, **boot),
-            "difference": comparison.paired_difference(predictions, reference, table, **boot)})
+            "interval": comparison.accuracy_interval(reference, table, **primary_boot),
+            "difference": comparison.paired_difference(predictions, reference, table, **primary_boot)})
     if baseline is not None:
         base = load_baseline_heldout(baseline, table)
-        metrics["versus_baseline"] = {**to_json(comparison.paired_difference(predictions, base, table, **boot)),
+        metrics["versus_baseline"] = {**to_json(comparison.paired_difference(predictions, base, table,
+                                                                              **primary_boot)),
                                       "baseline": str(Path(baseline).resolve())}
+    if has_derived:
+        found = derived_lib.views(heldout.table)
+        if "derived" in found:
+            metrics["derived"] = derived_lib.derived_block(
+                heldout, boot=_view_boot(saved_config, settings, heldout.table, found["derived"].rows, boot))
     with _writing(workdir_path):
         if settings.disentanglement:
             metrics["disentanglement"] = to_json(disentanglement(heldout, workdir_path))

@@ -1,6 +1,7 @@
 """k-fold aggregation of held-out predictions into the JSON metrics dict that `report` writes up.
 
-Metrics dict layout (every array is a list over the 19 dimensions; NaN is written as null):
+Metrics dict layout (every array is a list over the label columns: the 19 dimensions, or the targets of ``data.targets``
+named in ``dimensions``; NaN is written as null):
   dimensions, num_rows, num_groups, num_compositions, num_deadpan_rows, folds, min_gap, target
   pooled[name]         = {"per_dimension": [...], "mean": x}   over all held-out rows at once
   per_fold             = [{"fold", "num_rows", "num_groups", "metrics": {name: {...}}}]
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
+from crescend_jax.data.dimensions import DIMENSIONS
 from crescend_jax.data.segments import DEADPAN_PERFORMERS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.evaluate import ceiling as ceiling_lib
@@ -116,9 +117,11 @@ def evaluate_predictions(
     fold = np.asarray(fold)
     num_rows = len(table)
     scores = np.asarray(win_scores(predictions, table.groups), np.float64)
-    if scores.shape != (num_rows, NUM_DIMENSIONS):
+    names = list(table.label_names) if table.label_names else list(DIMENSIONS)  # the label columns (data.targets)
+    if scores.shape != (num_rows, len(names)):
         raise ValueError(
-            f"scores have shape {scores.shape}; expected [{num_rows}, {NUM_DIMENSIONS}] (one row per table row)"
+            f"scores have shape {scores.shape}; expected [{num_rows}, {len(names)}] (one row per table row, one "
+            "column per label)"
         )
     if fold.shape != (num_rows,):
         raise ValueError(f"fold ids have shape {fold.shape}; expected [{num_rows}]")
@@ -182,14 +185,14 @@ def evaluate_predictions(
     plotted = np.argsort(-np.nan_to_num(pooled["pairwise_accuracy"], nan=-1.0), kind="stable")
     plotted = np.unique(np.concatenate([plotted[: PLOTTED_DIMENSIONS // 2], plotted[::-1][: PLOTTED_DIMENSIONS // 2]]))
     within_group = {
-        "dimensions": [DIMENSIONS[k] for k in plotted],
+        "dimensions": [names[k] for k in plotted],
         "target": "label_mean" if truth is None else "label_truth",
         "predicted": np.round(metrics_lib.centre_by_group(scores, table.groups)[:, plotted].T, 5),
         "actual": np.round(metrics_lib.centre_by_group(target, table.groups)[:, plotted].T, 5),
     }
 
     return to_json({
-        "dimensions": list(DIMENSIONS),
+        "dimensions": names,
         "num_rows": num_rows,
         "num_groups": len(np.unique(table.groups)),
         "num_compositions": len(np.unique(table.compositions)),

@@ -49,8 +49,10 @@ def _masked(values: jax.Array, where: jax.Array, weights: jax.Array | None) -> t
     where = jnp.broadcast_to(where, values.shape)
     if weights is None:
         return jnp.where(where, values, 0.0), where.astype(values.dtype)
-    weights = jnp.broadcast_to(jnp.asarray(weights, values.dtype), values.shape)
-    return jnp.where(where, weights * values, 0.0), jnp.where(where, weights, 0.0)
+    # weights outside ``where`` are zeroed *before* the product: a NaN weight there (e.g. agreement weights of
+    # unrated pairs) would otherwise reach the gradient of ``values`` as 0 * NaN
+    weights = jnp.where(where, jnp.broadcast_to(jnp.asarray(weights, values.dtype), values.shape), 0.0)
+    return jnp.where(where, weights * values, 0.0), weights
 
 
 def weighted_mean(values: jax.Array, *, where: jax.Array, weights: jax.Array | None = None) -> jax.Array:

@@ -15,6 +15,7 @@ from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.losses.pointwise import masked_mse
 from crescend_jax.models.contract import SCORER, Approach, Objective, check_batch_config, model_input
 from crescend_jax.models.sampler import PlainSampler
+from crescend_jax.models.targets import ratings_only
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -56,6 +57,7 @@ class PointwiseBaseline(Approach):
 
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         check_batch_config(config)
+        ratings_only(config, "baseline")
         if model_input(config) != "pooled":
             raise ConfigError("the baseline reads pooled vectors only; set --config.model.input=pooled")
         if not (0 <= config.model.dropout < 1 and 0 <= config.model.get("input_dropout", 0.0) < 1

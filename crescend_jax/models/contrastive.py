@@ -2,9 +2,11 @@
 
     L = L_rank + lambda_piece * L_contrastive
 
-L_rank is `margin_ranking_loss` over the pairs of each group slot of a P x K batch (`group_batches`), on the 19
-rank-head scores; L_contrastive is the exact tiled multi-positive InfoNCE on the L2-normalised piece head, with the
-performances of the same music as positives.
+L_rank is `margin_ranking_loss` over the pairs of each group slot of a P x K batch (`group_batches`), on the rank
+head's scores: one per label column (the 19 ratings, or the targets of ``data.targets``: then L_rank is split into the
+ratings' term plus ``model.loss.derived_weight`` times the derived targets' term, `crescend_jax.models.targets`);
+L_contrastive is the exact tiled multi-positive InfoNCE on the L2-normalised piece head, with the performances of
+the same music as positives.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from crescend_jax.config import ConfigError
-from crescend_jax.data.dimensions import NUM_DIMENSIONS
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.losses.infonce import STRATEGIES, infonce_loss
 from crescend_jax.losses.ranking import margin_ranking_loss
@@ -26,6 +27,8 @@ from crescend_jax.models.contract import (SCORER, Approach, Objective, check_bat
                                           model_input)
 from crescend_jax.models.layers import POOLINGS, Encoder, check_encoder_options, encoder_options, unit_rows
 from crescend_jax.models.sampler import GroupSampler
+from crescend_jax.models.targets import (DEFAULT_DERIVED_MIN_LABEL_GAP, DEFAULT_DERIVED_WEIGHT, TargetColumns,
+                                         split_terms, target_columns)
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -40,6 +43,8 @@ def default_model_config() -> ml_collections.ConfigDict:
     sampler.group_size: K performances per group slot (batch = batch_size / K groups x K).
     sampler.crop_seconds: crop length for input="frames".
     loss.margin, loss.min_label_gap, loss.agreement_weighting: see `margin_ranking_loss` / `agreement_weights`.
+    loss.derived_weight, loss.derived_min_label_gap: the derived targets' term (``data.targets`` "derived" or
+      "both", `crescend_jax.models.targets`): its weight w (0 = no derived term) and its tie gap (within-group SDs).
     loss.lambda_piece: weight of the InfoNCE term (0 = ranking only). loss.temperature: its T.
     loss.block_size: InfoNCE tile edge; 0 = the loss's platform default, the fastest in bench/infonce.md (2048 on
       CPU, 8192 on accelerators). loss.strategy: "ring" or "allgather" on a multi-device mesh.
@@ -62,6 +67,8 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.margin = 0.2
     config.loss.min_label_gap = 0.02
+    config.loss.derived_weight = DEFAULT_DERIVED_WEIGHT
+    config.loss.derived_min_label_gap = DEFAULT_DERIVED_MIN_LABEL_GAP
     config.loss.agreement_weighting = True
     config.loss.lambda_piece = 0.1
     config.loss.temperature = 0.1
@@ -72,22 +79,22 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 class ContrastiveRankingModel(Encoder):
     """An `Encoder` x [B, D] or [B, T, D] -> shared projection h [B, E], then a piece head z [B, E] (L2-normalised)
-    and a rank head scores [B, 19]."""
+    and a rank head scores [B, C], one per label column (C = 19 ratings by default)."""
 
     def __init__(self, input_dim: int, *, hidden_dim: int, num_layers: int, dropout: float, projection_dim: int,
-                 pooling: str, rngs: nnx.Rngs, input_dropout: float = 0.0):
+                 pooling: str, rngs: nnx.Rngs, input_dropout: float = 0.0, num_targets: int = 19):
         super().__init__(input_dim, hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout,
                          output_dim=projection_dim, pooling=pooling, rngs=rngs, input_dropout=input_dropout)
         self.piece_head = nnx.Linear(projection_dim, projection_dim, rngs=rngs)
-        self.rank_head = nnx.Linear(projection_dim, NUM_DIMENSIONS, rngs=rngs)
+        self.rank_head = nnx.Linear(projection_dim, num_targets, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(z float32 [B, E] unit rows, scores float32 [B, 19])."""
+        """(z float32 [B, E] unit rows, scores float32 [B, C])."""
         z, scores, _ = self.outputs(x)
         return z, scores
 
     def outputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """(z [B, E] unit rows, scores [B, 19], the shared projection h [B, E])."""
+        """(z [B, E] unit rows, scores [B, C], the shared projection h [B, E])."""
         h, _ = self.embed(x)
         z = unit_rows(self.piece_head(nnx.gelu(h)))
         return z, self.rank_head(h), h
@@ -104,6 +111,7 @@ class ContrastiveObjective(Objective):
     temperature: float
     block_size: int
     strategy: str
+    columns: TargetColumns | None = None  # the head layout (None: 19 ratings, one term)
 
 
 def objective_from_config(config: ml_collections.ConfigDict) -> ContrastiveObjective:
@@ -115,18 +123,30 @@ def objective_from_config(config: ml_collections.ConfigDict) -> ContrastiveObjec
     return ContrastiveObjective(
         group_size=model.sampler.group_size, margin=loss.margin, min_label_gap=loss.min_label_gap,
         agreement_weighting=loss.agreement_weighting, lambda_piece=loss.lambda_piece,
-        temperature=loss.temperature, block_size=loss.block_size, strategy=loss.strategy)
+        temperature=loss.temperature, block_size=loss.block_size, strategy=loss.strategy,
+        columns=target_columns(config))
 
 
 def ranking_term(objective: Objective, scores: jax.Array, batch: dict[str, jax.Array]
                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """`margin_ranking_loss` of scores [B, 19] on the P x K layout of ``batch``, with ``objective``'s margin,
-    min_label_gap and agreement_weighting (approach A's ranking term, approach C's "ranking" head)."""
+    """`margin_ranking_loss` of scores [B, C] on the P x K layout of ``batch``, with ``objective``'s margin,
+    min_label_gap and agreement_weighting (approach A's ranking term, approach C's "ranking" head); split into the
+    ratings' and the derived targets' terms when the objective's ``columns`` hold derived targets
+    (`crescend_jax.models.targets.split_terms`)."""
     grouped = objective.grouped
-    return margin_ranking_loss(
-        grouped(scores), grouped(batch["label_mean"]), where=grouped(batch["mask"]),
-        label_std=grouped(batch["label_std"]) if objective.agreement_weighting else None,
-        margin=objective.margin, min_label_gap=objective.min_label_gap)
+    labels, mask = grouped(batch["label_mean"]), grouped(batch["mask"])
+    stds = grouped(batch["label_std"]) if objective.agreement_weighting else None
+    columns = getattr(objective, "columns", None)
+    if columns is None or columns.plain:
+        return margin_ranking_loss(grouped(scores), labels, where=mask, label_std=stds, margin=objective.margin,
+                                   min_label_gap=objective.min_label_gap)
+
+    def term(index, min_gap):
+        return margin_ranking_loss(grouped(scores)[..., index], labels[..., index], where=mask,
+                                   label_std=None if stds is None else stds[..., index], margin=objective.margin,
+                                   min_label_gap=min_gap)
+
+    return split_terms(columns, term)
 
 
 class ContrastiveRanking(Approach):
@@ -152,6 +172,7 @@ class ContrastiveRanking(Approach):
         check_encoder_options(config.model)
         objective_from_config(config)  # a model is never built for settings its loss would refuse
         return ContrastiveRankingModel(input_dim, projection_dim=config.model.projection_dim, rngs=rngs,
+                                       num_targets=target_columns(config).num_targets,
                                        **encoder_options(config.model))
 
     def loss(self, objective: ContrastiveObjective, model: nnx.Module, batch: dict[str, jax.Array],

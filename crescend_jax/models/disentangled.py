@@ -67,6 +67,7 @@ from crescend_jax.models.contract import (SCORER, Approach, Objective, check_bat
 from crescend_jax.models.contrastive import ranking_term
 from crescend_jax.models.layers import Encoder, check_encoder_options, encoder_options, unit_rows
 from crescend_jax.models.sampler import GroupSampler
+from crescend_jax.models.targets import ratings_only
 
 HEAD_LOSSES = ("ranking", "mse")
 PIECE_OBJECTIVES = ("infonce", "classifier")
@@ -327,6 +328,7 @@ class Disentangled(Approach):
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         model = config.model
         check_batch_config(config, model.sampler.group_size)
+        ratings_only(config, "disentangled")
         if model_input(config) == "frames" and model.sampler.crop_seconds <= 0:
             raise ConfigError("model.sampler.crop_seconds must be positive for frame inputs")
         check_encoder_options(model)

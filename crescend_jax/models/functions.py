@@ -39,6 +39,7 @@ from crescend_jax.config import config_to_json
 from crescend_jax.data.groups import within_group_pairs
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.models.contract import COMPARATOR, Approach, Objective, Predictions, crop_frames, model_input
+from crescend_jax.models.targets import num_targets
 from crescend_jax.runtime import distributed
 
 # The config fields that never change what a model computes: a resumed run (`train.trainer`), a re-evaluation
@@ -67,7 +68,7 @@ class ModelFunctions:
     approach and objective: what the model computes (the objective built from the config, `Approach.objective`);
     graphdef: the train-mode graph; init(fold) -> replicated model state (nnx.State) for ``fold``;
     encode(state, x [N, ...] host) -> dict of host arrays [N, ...]; compare(state, a [P, E], b [P, E]) -> host
-    logits [P, 19] (comparators only).
+    logits [P, C] (comparators only; C label columns, 19 by default).
     """
 
     approach: Approach
@@ -143,7 +144,7 @@ def _build(approach: Approach, config: ml_collections.ConfigDict, input_dim: int
                 device = distributed.shard_batch(chunk, mesh)
                 logits = distributed.to_host(jitted_compare(state, device["a"], device["b"]))
                 parts.append(logits[: min(PREDICT_CHUNK, len(a) - start)])
-            return np.concatenate(parts) if parts else np.zeros((0, 19), np.float32)
+            return np.concatenate(parts) if parts else np.zeros((0, num_targets(config)), np.float32)
 
     return ModelFunctions(approach=approach, objective=objective, graphdef=graphdef,
                           init=lambda fold: jitted_init(np.int32(fold)), encode=encode, compare=compare)
@@ -234,10 +235,10 @@ def aligned_crops(owner: np.ndarray, i: np.ndarray, j: np.ndarray, num_rows: int
 
 def _compare_sequences(functions: ModelFunctions, state: Any, encoding: np.ndarray, owner: np.ndarray,
                        i: np.ndarray, j: np.ndarray, num_rows: int) -> np.ndarray:
-    """Logits float64 [P, 19] of row pairs (i, j) from per-crop sequence encodings [C, T', E]: the mean over the
+    """Logits float64 [P, C] of row pairs (i, j) from per-crop sequence encodings [C, T', E]: the mean over the
     pair's aligned crops (`aligned_crops`), compared PREDICT_CHUNK comparisons at a time."""
     pair, crop_i, crop_j = aligned_crops(owner, i, j, num_rows)
-    total = np.zeros((len(i), 19))
+    total = np.zeros((len(i), functions.compare(state, encoding[:0], encoding[:0]).shape[1]))
     for start in range(0, len(pair), PREDICT_CHUNK):
         part = slice(start, start + PREDICT_CHUNK)
         logits = functions.compare(state, encoding[crop_i[part]], encoding[crop_j[part]])

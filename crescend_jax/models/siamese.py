@@ -22,7 +22,9 @@ their tracks, the passages the evaluation compares); the B = P K rows are encode
 forms every ordered pair of each block on the encodings ([P, K, K, 19], exactly antisymmetric), and
 `block_comparison_loss` scores the tile
 (BCE / logistic-margin / hinge on which is higher; ties and gaps <= min_label_gap skipped; label smoothing;
-optional rater-agreement weights). Evaluation reads P(a above b) from ``compare`` on the encodings
+optional rater-agreement weights). The head has one output per label column: the 19 ratings, or the targets of
+``data.targets`` (then the loss is split into the ratings' term plus ``model.loss.derived_weight`` times the derived
+targets' term, `crescend_jax.models.targets`). Evaluation reads P(a above b) from ``compare`` on the encodings
 (`crescend_jax.models.functions.predict_rows`; sequence encodings are compared crop by crop, aligned).
 """
 
@@ -45,6 +47,8 @@ from crescend_jax.models.contract import (COMPARATOR, Approach, Objective, check
                                           model_input)
 from crescend_jax.models.layers import POOLINGS, Encoder, check_encoder_options
 from crescend_jax.models.pair_sampler import PairBatchSampler
+from crescend_jax.models.targets import (DEFAULT_DERIVED_MIN_LABEL_GAP, DEFAULT_DERIVED_WEIGHT, TargetColumns,
+                                         split_terms, target_columns)
 
 SEQUENCE_HEADS = ("cross_attention",)  # heads whose encoding is a frame sequence
 HEAD_OPTIONS = {  # config.model.head fields each head reads
@@ -77,6 +81,8 @@ def default_model_config() -> ml_collections.ConfigDict:
     loss.kind: "bce" | "logistic_margin" | "hinge"; loss.margin (logit scale, the margin kinds);
       loss.min_label_gap: label gaps at or below it are skipped; loss.label_smoothing: eps in [0, 1);
       loss.agreement_weighting: weight pairs by how surely raters agree on the order (`agreement_weights`).
+      loss.derived_weight, loss.derived_min_label_gap: the derived targets' term (``data.targets`` "derived" or
+      "both", `crescend_jax.models.targets`): its weight w (0 = no derived term) and its tie gap (within-group SDs).
     """
     config = ml_collections.ConfigDict()
     config.name = "siamese"
@@ -109,6 +115,8 @@ def default_model_config() -> ml_collections.ConfigDict:
     config.loss.kind = "bce"
     config.loss.margin = 1.0
     config.loss.min_label_gap = 0.02
+    config.loss.derived_weight = DEFAULT_DERIVED_WEIGHT
+    config.loss.derived_min_label_gap = DEFAULT_DERIVED_MIN_LABEL_GAP
     config.loss.label_smoothing = 0.0
     config.loss.agreement_weighting = True
     return config
@@ -123,14 +131,14 @@ class SiameseModel(Encoder):
 
     def __init__(self, input_dim: int, *, comparison: str, hidden_dim: int, num_layers: int, dropout: float,
                  embedding_dim: int, pooling: str, frame_stride: int, head: dict[str, Any], rngs: nnx.Rngs,
-                 normalize: bool = False):
+                 normalize: bool = False, num_targets: int = 19):
         sequence = comparison in SEQUENCE_HEADS
         super().__init__(input_dim * frame_stride if sequence else input_dim, hidden_dim=hidden_dim,
                          num_layers=num_layers, dropout=dropout, output_dim=embedding_dim,
                          pooling=None if sequence else pooling, rngs=rngs, input_dropout=None, normalize=normalize)
         self.sequence = sequence
         self.frame_stride = frame_stride
-        self.head = make_comparator(comparison, embedding_dim, rngs=rngs, **head)
+        self.head = make_comparator(comparison, embedding_dim, num_targets, rngs=rngs, **head)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         if self.sequence:
@@ -164,6 +172,7 @@ class SiameseObjective(Objective):
     min_label_gap: float
     label_smoothing: float
     agreement_weighting: bool
+    columns: TargetColumns | None = None  # the head layout (None: 19 ratings, one term)
 
 
 def _positive(value, name: str) -> None:
@@ -205,7 +214,7 @@ def check_model_config(config: ml_collections.ConfigDict) -> SiameseObjective:
         raise ConfigError("model.loss.margin and model.loss.min_label_gap must be >= 0")
     return SiameseObjective(group_size=model.sampler.group_size, kind=loss.kind, margin=float(loss.margin),
                             min_label_gap=float(loss.min_label_gap), label_smoothing=float(loss.label_smoothing),
-                            agreement_weighting=bool(loss.agreement_weighting))
+                            agreement_weighting=bool(loss.agreement_weighting), columns=target_columns(config))
 
 
 class Siamese(Approach):
@@ -227,7 +236,8 @@ class Siamese(Approach):
         return SiameseModel(input_dim, comparison=model.comparison, hidden_dim=model.hidden_dim,
                             num_layers=model.num_layers, dropout=model.dropout, embedding_dim=model.embedding_dim,
                             pooling=model.pooling, frame_stride=model.frame_stride, head=head, rngs=rngs,
-                            normalize=model.get("normalize_embeddings", False))
+                            normalize=model.get("normalize_embeddings", False),
+                            num_targets=target_columns(config).num_targets)
 
     def loss(self, objective: SiameseObjective, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
              mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
@@ -236,11 +246,15 @@ class Siamese(Approach):
         encoding, _ = model.encode(batch["x"])
         grouped = objective.grouped
         logits = model.block_logits(grouped(encoding))
-        return block_comparison_loss(
-            logits, grouped(batch["label_mean"]), where=grouped(batch["mask"]),
-            label_std=grouped(batch["label_std"]) if objective.agreement_weighting else None,
-            kind=objective.kind, margin=objective.margin, min_label_gap=objective.min_label_gap,
-            label_smoothing=objective.label_smoothing)
+        labels, mask = grouped(batch["label_mean"]), grouped(batch["mask"])
+        stds = grouped(batch["label_std"]) if objective.agreement_weighting else None
+        options = {"kind": objective.kind, "margin": objective.margin, "label_smoothing": objective.label_smoothing}
+        if objective.columns is None or objective.columns.plain:
+            return block_comparison_loss(logits, labels, where=mask, label_std=stds,
+                                         min_label_gap=objective.min_label_gap, **options)
+        return split_terms(objective.columns, lambda index, gap: block_comparison_loss(
+            logits[..., index], labels[..., index], where=mask, label_std=None if stds is None else stds[..., index],
+            min_label_gap=gap, **options))
 
     def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: Any) -> PairBatchSampler:
         """`PairBatchSampler` blocks; a sequence head's crops are aligned within each block (centred at one fraction

@@ -34,10 +34,11 @@ class _Tables:
 
     def source(self, config: ml_collections.ConfigDict):
         key = data_key(config)
-        if key not in self.sources:
-            from crescend_jax.data import store  # noqa: PLC0415
+        if key not in self.sources:  # as the run read it (data.targets, a joint run's corpora), its primary view
+            from crescend_jax.data.run_table import run_table  # noqa: PLC0415
+            from crescend_jax.evaluate.derived import primary_table  # noqa: PLC0415
 
-            self.sources[key] = store.load_table(config)
+            self.sources[key] = primary_table(run_table(config))
         return self.sources[key]
 
     def heldout(self, config: ml_collections.ConfigDict, workdir: Path):
@@ -114,7 +115,7 @@ def pooled_metrics(item: SweepPoint, runs: list[tuple[int, Path, dict]], baselin
         return float(np.mean(values)) if values else None
 
     result: dict[str, Any] = {
-        "dimensions": list(DIMENSIONS),
+        "dimensions": list(first.get("dimensions") or DIMENSIONS),
         "seeds": [seed for seed, _, _ in runs],
         "pooled": {"pairwise_accuracy": {"mean": interval["mean"]["estimate"], "per_dimension": accuracy},
                    "kendall_tau_b": {"mean": mean_of("pooled.kendall_tau_b.mean")}},
@@ -164,6 +165,7 @@ def write_results(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint]
     returns the results dict. A point whose pooling fails keeps its per-seed rows and says why."""
     import jax  # noqa: PLC0415
 
+    from crescend_jax.data.dimensions import DIMENSIONS  # noqa: PLC0415
     from crescend_jax.evaluate import per_dimension, sweep_report  # noqa: PLC0415
 
     root = Path(root)
@@ -212,7 +214,8 @@ def write_results(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint]
     sweep_report.write_tables(results, root, preamble)
     for warning in sweep_report.interval_warnings(results):
         print(f"[sweep] warning: {warning}", file=sys.stderr)
-    pooled = {name: p["pooled"] for name, p in results["points"].items() if p.get("pooled")}
+    pooled = {name: p["pooled"] for name, p in results["points"].items()  # the 19 ratings' points (not derived)
+              if p.get("pooled") and p["pooled"].get("dimensions") == list(DIMENSIONS)}
     if pooled:
         per_dimension.write_analysis(per_dimension.analyze_dimensions(pooled), root, title=results["name"])
     return results

@@ -35,15 +35,18 @@ import numpy as np
 from crescend_jax.config import ConfigError, config_to_json
 from crescend_jax.errors import DataError
 from crescend_jax.data import fingerprint as fingerprint_lib
-from crescend_jax.data.splits import (check_split, evaluation_splits, first_render_mask, kept_rows, split_units,
-                                      validation_mask)
+from crescend_jax.data.run_table import run_folds, run_table, run_validation_mask, run_works
+from crescend_jax.data.splits import check_split, first_render_mask
+from crescend_jax.data.targets import selection_labels
 from crescend_jax.data.table import EmbeddingTable, default_input_config
 from crescend_jax.models import approach_for
 from crescend_jax.models.contract import Approach, InputError, InputStats, crop_frames, mean_pairwise_accuracy
+from crescend_jax.models.corpus_mix import training_sampler
 from crescend_jax.models.functions import NON_MODEL_FIELDS, flatten, model_functions, predict_rows
 from crescend_jax.models.trunk import default_trunk_config
 from crescend_jax.runtime import distributed
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
+from crescend_jax.train import measure
 from crescend_jax.train.input_pipeline import host_table, place_plan, place_table
 from crescend_jax.train.metrics_writer import MetricsWriter
 from crescend_jax.train.optimizer import build_optimizer
@@ -142,13 +145,18 @@ def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
 
 def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict) -> None:
     """Raises `TrainingError` for NaN/inf embeddings or label means (a wholly unrated table passes with
-    ``train.label_free``), or a width other than ``model.input_dim``."""
+    ``train.label_free``), or a width other than ``model.input_dim``. Target columns (``data.targets``:
+    ``table.label_names`` set) are NaN by design where a corpus lacks them or a group cannot rank them, so only
+    their being NaN everywhere is refused."""
     unrated = len(table) > 0 and np.isnan(table.label_mean).all()
     if unrated and not config.train.get("label_free", False):
         raise TrainingError(f"the store {table.encoder!r} holds no label means (a corpus without ratings, e.g. ASAP): "
                             "pre-train a label-free objective with --config.train.label_free=True (approach A's "
-                            "InfoNCE) or train on a rated corpus")
-    checked = (("embeddings", table.pooled),) + ((("label means", table.label_mean),) if not unrated else ())
+                            "InfoNCE), rank its derived targets (--config.data.targets=derived), or train on a rated "
+                            "corpus")
+    targets = bool(table.label_names)
+    checked = (("embeddings", table.pooled),) + ((("label means", table.label_mean),) if not (unrated or targets)
+                                                 else ())
     for field, values in checked:
         bad = ~np.isfinite(values.reshape(len(table), -1)).all(axis=1)
         if bad.any():
@@ -244,7 +252,9 @@ def _validation(train_table: EmbeddingTable, train_units: np.ndarray, config: ml
     """(bool [M] validation rows of a fold's training rows, or None; how the checkpoint is selected)."""
     if config.train.get("label_free", False) and np.isnan(train_table.label_mean).all():
         return None, "last step (label-free training: no labels to validate on)"
-    val = validation_mask(train_units, config.train.val_fraction, config.train.seed + fold)
+    if not config.train.val_fraction > 0:
+        return None, "last step (train.val_fraction=0: no validation split)"
+    val = run_validation_mask(train_table, train_units, config.train.val_fraction, config.train.seed + fold)
     if val is None:
         count, needed = len(np.unique(train_units)), max(2, int(np.round(1 / max(config.train.val_fraction, 1e-9))))
         return None, (f"last step (only {count} training {config.data.get('split_level', 'composition')}s: a "
@@ -272,7 +282,7 @@ def folds_record(table: EmbeddingTable, masks: list[np.ndarray], units: np.ndarr
     network never fits (its checkpoint is chosen on them). The ridge reference fits on exactly the rows the network
     fits (`evaluate.reference`), and a warm start refuses a source that trained on the music a fold tests
     (`train.warm_start`)."""
-    works = split_units(table.compositions, "work", config.get("corpus", ""), table.works)
+    works = run_works(table, config)
     records = fingerprint_lib.folds_record(table, masks)
     for k, (record, mask) in enumerate(zip(records, masks)):
         train_table = table.subset(~mask)
@@ -292,6 +302,7 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     done_path = fold_dir / "done.json"
     if done_path.exists():
         return json.loads(done_path.read_text())
+    measure.reset_peak_rss()  # this fold's own peak (a sweep runs many in one process)
     data = _fold_data(approach, table, units, test_mask, config, fold)
     stats = data.stats
     if jax.process_index() == 0:
@@ -305,7 +316,7 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     tx = build_optimizer(config.train, model_state, approach.param_groups(config))
     steps = build_train_step(functions, tx, mesh)
     opt_state = steps.init_optimizer(model_state)
-    sampler = approach.sampler(data.fit, config, [config.train.seed, fold])
+    sampler = training_sampler(approach, data.fit, config, [config.train.seed, fold])
     crop = crop_frames(config, table.frame_rate)
     device_table = place_table(host_table(data.fit, stats.mean, stats.std, crop), mesh)
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
@@ -326,22 +337,28 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
             MetricsWriter(fold_dir, num_steps, initial_step=step, description=f"fold {fold}")))
         pending: list[tuple[int, jax.Array, np.ndarray]] = []
         stop_at = step + config.train.stop_after_steps if config.train.stop_after_steps > 0 else None
+        clock, first_step = measure.StepClock(), step + 1
         while step < num_steps:
             plan = next(sampler)
             model_state, opt_state, metrics = steps.step(model_state, opt_state, device_table,
                                                          place_plan(plan, mesh), np.int32(step))
             step += 1
+            if step == first_step:  # compiled and run once: the steady state starts here
+                jax.block_until_ready(metrics["loss"])
+                clock.started(step)
             pending.append((step, metrics["loss"], plan.rows))
             if step == stop_at:
                 raise TrainingStopped(f"fold {fold}: stopped after step {step} (train.stop_after_steps)")
             if step % config.train.log_every == 0 or step % eval_every == 0 or step == num_steps:
                 _check_losses(pending, data.fit.keys, fold, checkpoints.latest_step())
                 logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                clock.pause()  # the step is done (synced above); validation and checkpoints are not its cost
                 if step % eval_every == 0 or step == num_steps:
                     val_accuracy = None
                     if data.val is not None:
                         predictions = predict_rows(functions, model_state, data.val, stats.mean, stats.std, config)
-                        val_accuracy = mean_pairwise_accuracy(predictions, data.val.label_mean, data.val.groups)
+                        val_accuracy = mean_pairwise_accuracy(predictions, selection_labels(data.val),
+                                                              data.val.groups)
                         logged["val_accuracy"] = val_accuracy
                     try:
                         checkpoints.save(step, {"model": model_state, "optimizer": opt_state},
@@ -351,11 +368,13 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
                                             f"({err.strerror or err}); free space there or choose another "
                                             "--workdir, then resume") from None
                 writer.write(step, logged)
+                clock.resume()
         checkpoints.manager.wait_until_finished()
         best = checkpoints.best_step() if data.val is not None else None
         record = {"fold": fold, "steps": step, "best_step": best if best is not None else step,
                   "selection": data.selection, "fit_rows": len(data.fit),
-                  "val_rows": 0 if data.val is None else len(data.val)}
+                  "val_rows": 0 if data.val is None else len(data.val),
+                  "batch_size": int(config.train.batch_size), **clock.summary(step, int(config.train.batch_size))}
         if warm is not None:
             record["init_from"] = warm
     if jax.process_index() == 0:
@@ -367,16 +386,9 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
 
 
 def fold_masks(table: EmbeddingTable, config: ml_collections.ConfigDict) -> tuple[list[np.ndarray], np.ndarray]:
-    """(the test masks of ``config.data``, each checked to leave groups to rank; the split unit of each row)."""
-    data = config.data
-    units = split_units(table.compositions, data.get("split_level", "composition"), config.get("corpus", ""),
-                        table.works)
-    tests = data.get("test_compositions", ())
-    masks = evaluation_splits(table.compositions, data.get("num_folds", 0), tuple(tests) if not isinstance(
-        tests, str) else (tests,), data.get("fold_seed", 0), units)
-    for k, mask in enumerate(masks):
-        check_split(table.groups, table.performers, mask, compositions=units, name=f"fold {k}")
-    return masks, units
+    """(the test masks of ``config.data``, each checked to leave groups to rank; the split unit of each row): each
+    corpus of a joint config by its own rule (`crescend_jax.data.run_table.run_folds`)."""
+    return run_folds(table, config)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, table: EmbeddingTable | None = None,
@@ -390,11 +402,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
     workdir = Path(workdir)
     approach = approach if approach is not None else approach_for(config)
     check_config(approach, config)
-    if table is None:
-        from crescend_jax.data.store import load_table
-
-        table = load_table(config)
-    table = table.subset(kept_rows(table.compositions, config.data, config.get("corpus", ""), table.works))
+    table = run_table(config, table)  # the stores (every corpus of a joint config), kept rows, data.targets
     try:
         table = approach.prepare_table(table, config, training=True)  # e.g. a trunk's own frames, its weights checked
     except InputError as err:

@@ -10,7 +10,11 @@ Which parameters: with ``model.init_from_prefix`` (e.g. ``"style/"``: C's style 
 under that prefix are used, the prefix stripped; every parameter (``nnx.Param``) whose path exists in both with the
 same shape is copied;
 the others keep their fresh initialisation (e.g. a new comparison head). A path present in both with another shape
-is refused (the encoders differ), and so is a warm start that copies nothing.
+is refused (the encoders differ), and so is a warm start that copies nothing, except the heads of other label
+columns: when the source ranked other targets than this run (``data.targets``, e.g. ASAP's 6 derived targets before
+PercePiano's 19 ratings), a parameter whose last axis is the source's number of label columns there and this run's
+here (a rank head's kernel and bias, a comparator's output layer) keeps its fresh initialisation ("fresh_heads" in the
+record).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from crescend_jax.data import fingerprint as fingerprint_lib
 from crescend_jax.data.asap import percepiano_overlap
 from crescend_jax.models import approach_for
 from crescend_jax.models.functions import model_functions
+from crescend_jax.models.targets import num_targets, target_names_of
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
 
 
@@ -125,6 +130,13 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
     prefix = config.model.get("init_from_prefix", "")
     source_params = {p[len(prefix):]: v for p, v in _params(items["model"]).items() if p.startswith(prefix)}
     target_params = _params(model_state)
+    heads = []
+    if target_names_of(source_config) != target_names_of(config):  # other label columns: their heads start fresh
+        wanted = (num_targets(source_config), num_targets(config))
+        heads = sorted(p for p, leaf in target_params.items() if p in source_params and np.ndim(leaf) >= 1
+                       and (np.shape(source_params[p])[-1], np.shape(leaf)[-1]) == wanted
+                       and np.shape(source_params[p])[:-1] == np.shape(leaf)[:-1])
+        source_params = {p: v for p, v in source_params.items() if p not in heads}
     mismatched = [f"{p}: {source_params[p].shape} -> {leaf.shape}" for p, leaf in target_params.items()
                   if p in source_params and source_params[p].shape != leaf.shape]
     if mismatched:
@@ -143,5 +155,5 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
     state = nnx.merge_state(model_state, params)  # the non-parameter variables (e.g. RNG state) stay fresh
     record = {"source": str(source), "source_prefix": prefix, "source_fold": k, "source_step": int(step),
               "copied": copied,
-              "fresh": sorted(p for p in target_params if p not in source_params)}
+              "fresh": sorted(p for p in target_params if p not in source_params), "fresh_heads": heads}
     return state, record
