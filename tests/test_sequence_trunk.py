@@ -365,3 +365,24 @@ def test_every_approach_trains_and_evaluates_on_aligned_inputs(tmp_path, name, t
     values = predictions.scores if predictions.scores is not None else predictions.pairs[2]
     assert len(held.table) == (held.table.compositions == "Comp0").sum() > 0 and np.isfinite(values).all()
     assert all(np.isfinite(v).all() for v in predictions.embeddings.values())
+
+
+def test_aligned_cross_attention_reads_position_t_of_the_other():
+    """B's cross_attention head with window 0 (sequences aligned index by index): its shortcut (the other's value at
+    t, 0 where masked) is what the masked softmax attention within the window reads; window 1 reads neighbours too."""
+    from crescend_jax.models.comparators import CrossAttentionComparator
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(3, 7, 2, 4)), jnp.float32) for _ in range(3))
+    mask = jnp.asarray(rng.random((3, 7)) > 0.3, jnp.float32)
+    head = CrossAttentionComparator(8, num_heads=2, window=0, rngs=nnx.Rngs(0))
+    direct = v * (mask > 0)[..., None, None]
+    np.testing.assert_allclose(np.asarray(head._attend(q, k, v, mask)), np.asarray(direct), atol=1e-6)
+    head.window = 1
+    assert not np.allclose(np.asarray(head._attend(q, k, v, mask)), np.asarray(direct), atol=1e-3)
+    h = jnp.asarray(rng.normal(size=(2, 2, 7, 8)), jnp.float32)
+    frame_mask = jnp.asarray(rng.random((2, 2, 7)) > 0.3, jnp.float32)
+    for window in (0, 2, -1):
+        head.window = window
+        logits = np.asarray(head.block_logits(h, frame_mask))
+        np.testing.assert_allclose(logits, -np.swapaxes(logits, 1, 2), atol=1e-5)  # still antisymmetric

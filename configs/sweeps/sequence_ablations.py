@@ -13,10 +13,11 @@ Points (every one compared with ``a-sequence``, the trunk with every augmentatio
   beats one by one adds;
 * ``b-cross_attention``: approach B's cross_attention head behind the same trunk, comparing two performances position
   by position (``trunk.sequence.cross_window``), for what an aligned comparison adds over A's scores
-  (``model.input="frames"``: B's own check asks for it; the trunk hands the head its per-position sequence). Its
-  head attends per ordered pair of a block at every position ([P, K, K, T, E]), so the encoding is 64 wide
-  (``model.embedding_dim=64``, the trunk's width) instead of B's 256: 14 instead of 38 GFLOP per step of 64 rows at
-  64 positions (`scripts/bench_sequence.py` counts them).
+  (``model.input="frames"``: B's own check asks for it; the trunk hands the head its per-position sequence). B's
+  encoder then runs at every position and its head per ordered pair of a block at every position, so both are sized
+  to the trunk's 64-wide output (``model.hidden_dim=128``, ``model.embedding_dim=64`` instead of 512 and 256): about
+  3 instead of 17 matmul GFLOP per step of 64 rows at 64 positions (`scripts/bench_sequence.py`'s `sequence_step`
+  counts them).
 
 Quick look: ``--config.seeds="(0,)"`` and ``--all.train.num_steps=300``.
 """
@@ -51,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     if "approach_b" in approaches:
         points.append(point("b-cross_attention", base=approaches["approach_b"],
                             fields={**sequence, "model.comparison": "cross_attention", "model.input": "frames",
-                                    "model.embedding_dim": 64}))
+                                    "model.hidden_dim": 128, "model.embedding_dim": 64}))
     else:
         notes.append("approach B has no config yet (configs/approach_b.py): its point is left out")
     config.points = tuple(points)

@@ -211,9 +211,9 @@ class CrossAttentionComparator(nnx.Module):
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
         return q * q.shape[-1] ** -0.5, k, v
 
-    def _read(self, h, mask, q, k_other, v_other, mask_other) -> jax.Array:
-        """Pooled [..., F] view of the performance (h [..., T, F], mask [..., T], q) after attending to the other
-        (k_other, v_other [..., S, heads, c], mask_other [..., S]); leading shapes broadcast."""
+    def _attend(self, q, k_other, v_other, mask_other) -> jax.Array:
+        """What each frame of one performance (q [..., T, heads, c]) reads of the other (k_other, v_other
+        [..., S, heads, c], mask_other [..., S]): masked softmax attention within ``window``, [..., T, heads, c]."""
         scores = jnp.einsum("...tnc,...snc->...nts", q, k_other)
         readable = jnp.broadcast_to((mask_other > 0)[..., None, None, :], scores.shape)
         if self.window >= 0:  # aligned sequences: frame t reads frames s with |t - s| <= window
@@ -221,7 +221,17 @@ class CrossAttentionComparator(nnx.Module):
             readable = readable & jnp.asarray(np.abs(t - s) <= self.window)
         weights = jax.nn.softmax(jnp.where(readable, scores, _MASKED), axis=-1)
         weights = weights * jnp.any(readable, axis=-1, keepdims=True)  # nothing to read: read 0
-        read = jnp.einsum("...nts,...snc->...tnc", weights, v_other)
+        return jnp.einsum("...nts,...snc->...tnc", weights, v_other)
+
+    def _read(self, h, mask, q, k_other, v_other, mask_other) -> jax.Array:
+        """Pooled [..., F] view of the performance (h [..., T, F], mask [..., T], q) after attending to the other
+        (k_other, v_other [..., S, heads, c], mask_other [..., S]); leading shapes broadcast."""
+        if self.window == 0 and q.shape[-3] == v_other.shape[-3]:
+            # aligned, t reads t only: the softmax over that one key is 1 (0 when it is masked), so the read is the
+            # other's value itself, and its output projection is computed once per performance, not once per pair
+            read = v_other * (mask_other > 0)[..., None, None].astype(v_other.dtype)
+        else:
+            read = self._attend(q, k_other, v_other, mask_other)
         x = self.norm(h + self.dropout(self.out(read.reshape(*read.shape[:-2], -1))))
         real = jnp.broadcast_to(mask > 0, x.shape[:-1])
         if self.pool_score is None:
