@@ -15,9 +15,6 @@ single frame is that frame). Without pooling (``pooling=None``) the trunk runs o
 
 `trunk_options` reads these settings from ``config.model`` (hidden_dim, num_layers, dropout, pooling, input_dropout)
 and `check_trunk_options` refuses bad ones, for every approach alike.
-
-The masked sequence layers (`RelativeSelfAttention`, `SequenceBlock`, `MaskedPooling`) build the sequence trunk
-(`models.sequence_trunk`) that can sit in front of any approach's encoder.
 """
 
 from __future__ import annotations
@@ -125,7 +122,8 @@ def check_trunk_options(model: ml_collections.ConfigDict, *, min_layers: int = 0
 
 
 # ----------------------------------------------------------------------------------------------------- sequences
-# The masked sequence layers of the sequence trunk (`models.sequence_trunk`): x [B, T, H] with a position mask
+# The masked sequence layers (`RelativeSelfAttention`, `SequenceBlock`, `MaskedPooling`) of the sequence trunk
+# (`models.sequence_trunk`) that can sit in front of any approach's encoder: x [B, T, H] with a position mask
 # m [B, T] (1 = a real position). A masked position is never read (as a key, or by the pooling); its own output is
 # computed but means nothing. A row with no real position reads and pools to 0, never NaN.
 
