@@ -22,7 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.update(default_input_config())
     config.model = default_model_config()
     config.train = default_train_config()
-    config.trunk = default_trunk_config()  # "frozen": the stored embeddings; "finetune": MuQ layers K..12 in Flax
+    # "frozen": the stored embeddings; "finetune": MuQ layers K..12 in Flax; "sequence": an encoder over the aligned
+    # encoder's beats (trunk.sequence.*, on-device augmentation trunk.augment.*; crescend_jax/models/sequence_trunk.py)
+    config.trunk = default_trunk_config()
     config.eval = default_eval_config()
     config.experiment = ml_collections.ConfigDict()
     config.experiment.name = "baseline"

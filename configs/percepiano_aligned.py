@@ -4,7 +4,8 @@
 `crescend_jax.encoders.aligned`) and frames kept in the store (``store.frames=True``: frame j of every performance of
 a group is the same score position). Train any approach on it with the same two overrides, e.g.
 ``crescend-jax train --config configs/baseline.py --config.encoder.name=aligned --config.store.frames=True``; add
-``--config.data.group_relative=True`` for group-relative inputs. ``--config.encoder.aligned.positions=chord``: one
+``--config.data.group_relative=True`` for group-relative inputs, ``--config.trunk.kind=sequence`` to read the frames
+beat by beat through the sequence trunk (`crescend_jax.models.sequence_trunk`) instead of their mean. ``--config.encoder.aligned.positions=chord``: one
 frame per score chord instead.
 """
 

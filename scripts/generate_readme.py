@@ -35,7 +35,9 @@ APPROACHES = {"baseline": "baseline", "approach_a": "A: contrastive", "approach_
               "approach_c": "C: dual encoder"}
 ENCODERS = {"features": "audio features (librosa)", "midi": "MIDI features",
             "features+midi": "audio + MIDI (fusion)", "aligned": "score-aligned beats (pooled)",
-            "aligned, group-relative": "score-aligned beats, group-relative (pooled)"}
+            "aligned, group-relative": "score-aligned beats, group-relative (pooled)",
+            "aligned, sequence trunk": "score-aligned beats (sequence trunk)",
+            "aligned, group-relative, sequence trunk": "score-aligned beats, group-relative (sequence trunk)"}
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 
 

@@ -108,6 +108,14 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         return
     if path.stem in ("asap_ranking", "asap_batch_size"):  # approach A throughout (tests/test_asap_sweeps.py)
         assert approaches == {"contrastive"}
+    if path.stem == "sequence_ablations":  # each ablation minus the full trunk, paired: same store and folds
+        assert names[0] == "a-sequence" and all(p.baseline == "a-sequence" for p in points[1:])
+        assert by_name["a-no_tempo"].config.trunk.augment.to_dict() == {
+            **by_name["a-sequence"].config.trunk.augment.to_dict(), "tempo": False}
+        assert not any(by_name["a-no_augmentation"].config.trunk.augment[n] for n in ("tempo", "velocity", "crop"))
+        assert by_name["a-pooled"].config.trunk.kind == "frozen" and by_name["b-cross_attention"].config.model.name \
+            == "siamese"
+        assert all(p.config.encoder.name == "aligned" and p.config.store.frames for p in points)
         return
     assert {"baseline", "contrastive"} <= approaches
     if path.stem == "ablations":
@@ -134,9 +142,13 @@ def test_every_shipped_sweep_loads_and_expands(path, tmp_path):
         assert (item.config.model.embedding_dim, item.config.model.hidden_dim) == (c.style_dim, c.hidden_dim)
     if path.stem == "percepiano_table":
         encoders = {language.encoder_label(p.config) for p in points}
-        assert encoders == {"features", "midi", "features+midi", "aligned", "aligned, group-relative"}
+        assert encoders == {"features", "midi", "features+midi", "aligned", "aligned, group-relative",
+                            "aligned, sequence trunk", "aligned, group-relative, sequence trunk"}
         relative = {p.name for p in points if p.config.data.get("group_relative", False)}
-        assert relative == {p.name for p in points if p.name.endswith("-aligned_group_relative")} and relative
+        assert relative == {p.name for p in points if "-aligned_group_relative" in p.name} and relative
+        sequence = {p.name for p in points if p.config.trunk.kind == "sequence"}
+        assert sequence == {f"{a}-aligned{r}_sequence" for a in ("baseline", "approach_a", "approach_b", "approach_c")
+                            for r in ("", "_group_relative")}
         for item in points:
             assert item.baseline == (None if item.name.startswith("baseline-") else
                                      "baseline-" + item.name.split("-", 1)[1])

@@ -5,7 +5,10 @@ compared with the baseline on the same encoder, with the ridge reference on the 
     python scripts/generate_readme.py --only percepiano_table    # the README's block from runs/.../results.json
 
 Encoders: ``features`` (librosa, rendered audio), ``midi`` (symbolic features of the performance MIDI) and
-``features+midi`` (both stores' pooled vectors side by side, ``store.fuse=("features", "midi")``). Approaches:
+``features+midi`` (both stores' pooled vectors side by side, ``store.fuse=("features", "midi")``), ``aligned`` (the
+score-aligned beats' pooled vectors, raw and group-relative) and the same aligned frames through the sequence trunk
+(``trunk.kind="sequence"``, points ``<approach>-aligned_sequence`` and ``<approach>-aligned_group_relative_sequence``,
+each compared with the baseline behind the same trunk). Approaches:
 baseline, A, B, C (each one whose config file exists in configs/). Points are named ``<approach>-<encoder>``; the
 sweep extracts every store first (a no-op once stored). Seeds: 3, pooled by `crescend_jax.evaluate.seed_pooling`
 (their intervals resample the seeds as well as the held-out music, since the seed-to-seed spread of one system is as
@@ -27,6 +30,12 @@ ENCODERS = {
     # the same inputs minus each same-music group's mean (transductive over the group's inputs, crescend_jax.data.table)
     "aligned": {"encoder.name": "aligned", "store.frames": True},
     "aligned_group_relative": {"encoder.name": "aligned", "store.frames": True, "data.group_relative": True},
+    # the same two inputs read beat by beat by the sequence trunk (crescend_jax.models.sequence_trunk: masked
+    # self-attention with relative positions over the score positions, attention pooling, then each approach's own
+    # head; on-device tempo / velocity / crop augmentation); their baseline is the baseline with the same trunk
+    "aligned_sequence": {"encoder.name": "aligned", "store.frames": True, "trunk.kind": "sequence"},
+    "aligned_group_relative_sequence": {"encoder.name": "aligned", "store.frames": True, "data.group_relative": True,
+                                        "trunk.kind": "sequence"},
 }
 
 

@@ -27,12 +27,14 @@ def get_approach(name: str) -> Approach:
 # config.trunk.kind -> (module, class) of the `Approach` that wraps the approach behind that trunk ("frozen": none).
 TRUNKS: dict[str, tuple[str, str]] = {
     "finetune": ("crescend_jax.models.trunk", "Finetuned"),
+    "sequence": ("crescend_jax.models.sequence_trunk", "Sequenced"),
 }
 
 
 def approach_for(config) -> Approach:
     """The approach ``config`` trains: ``config.model.name``'s, wrapped by the trunk of ``config.trunk.kind`` when
-    it is not "frozen" (`TRUNKS`; e.g. a fine-tuned MuQ trunk, `crescend_jax.models.trunk`)."""
+    it is not "frozen" (`TRUNKS`: a fine-tuned MuQ trunk, `crescend_jax.models.trunk`, or the sequence trunk,
+    `crescend_jax.models.sequence_trunk`)."""
     approach = get_approach(config.model.name)
     from crescend_jax.models import trunk  # noqa: PLC0415 - only a trunk needs the Flax MuQ port
 

@@ -175,21 +175,27 @@ class CrossAttentionComparator(nnx.Module):
     Swapping a and b swaps (ca, cb) (the attention weights are shared), so the logit is exactly antisymmetric.
     Attn is multi-head scaled dot-product attention (no positional encoding: frames are matched by content); pool is
     the masked mean over the attending side's real frames, or attention pooling (a learned masked softmax over
-    time). Query, key and value projections are computed once per performance; on a tile the attention itself is
+    time). ``window`` >= 0 restricts frame t of one side to the frames s of the other with |t - s| <= window: for
+    sequences aligned index by index (score positions, `models.sequence_trunk`), window 0 compares position t with
+    position t only; -1 (default) lets every frame read every frame. A frame with no real frame to read (all masked,
+    or none in its window) reads 0. Query, key and value projections are computed once per performance; on a tile the attention itself is
     per ordered pair: [P, K, K, heads, T, T] scores, i.e. O(P K^2 T^2 A) time and memory, so keep crops short.
     Inputs: frames h [..., T, F] with frame masks m [..., T] (1 = real frame). Output: [..., D] or [P, K, K, D].
     """
 
     def __init__(self, dim: int, num_dimensions: int = NUM_DIMENSIONS, *, num_heads: int = 4,
                  attention_dim: int = 0, hidden_dim: int = 256, num_layers: int = 1, pooling: str = "mean",
-                 dropout: float = 0.0, rngs: nnx.Rngs):
+                 dropout: float = 0.0, window: int = -1, rngs: nnx.Rngs):
         attention_dim = attention_dim or dim
         if num_heads < 1 or attention_dim % num_heads:
             raise ConfigError(f"cross_attention: attention_dim {attention_dim} must be a multiple of num_heads "
                               f"{num_heads} >= 1")
         if pooling not in POOLINGS:
             raise ConfigError(f"cross_attention: unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if window < -1:
+            raise ConfigError(f"cross_attention: window {window} must be >= 0 (|t - s| <= window) or -1 (every frame)")
         self.num_heads = num_heads
+        self.window = window
         self.query = nnx.Linear(dim, attention_dim, use_bias=False, rngs=rngs)
         self.key = nnx.Linear(dim, attention_dim, use_bias=False, rngs=rngs)
         self.value = nnx.Linear(dim, attention_dim, use_bias=False, rngs=rngs)
@@ -206,13 +212,27 @@ class CrossAttentionComparator(nnx.Module):
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
         return q * q.shape[-1] ** -0.5, k, v
 
+    def _attend(self, q, k_other, v_other, mask_other) -> jax.Array:
+        """What each frame of one performance (q [..., T, heads, c]) reads of the other (k_other, v_other
+        [..., S, heads, c], mask_other [..., S]): masked softmax attention within ``window``, [..., T, heads, c]."""
+        scores = jnp.einsum("...tnc,...snc->...nts", q, k_other)
+        readable = jnp.broadcast_to((mask_other > 0)[..., None, None, :], scores.shape)
+        if self.window >= 0:  # aligned sequences: frame t reads frames s with |t - s| <= window
+            t, s = np.arange(scores.shape[-2])[:, None], np.arange(scores.shape[-1])[None, :]
+            readable = readable & jnp.asarray(np.abs(t - s) <= self.window)
+        weights = jax.nn.softmax(jnp.where(readable, scores, _MASKED), axis=-1)
+        weights = weights * jnp.any(readable, axis=-1, keepdims=True)  # nothing to read: read 0
+        return jnp.einsum("...nts,...snc->...tnc", weights, v_other)
+
     def _read(self, h, mask, q, k_other, v_other, mask_other) -> jax.Array:
         """Pooled [..., F] view of the performance (h [..., T, F], mask [..., T], q) after attending to the other
         (k_other, v_other [..., S, heads, c], mask_other [..., S]); leading shapes broadcast."""
-        scores = jnp.einsum("...tnc,...snc->...nts", q, k_other)
-        scores = jnp.where((mask_other > 0)[..., None, None, :], scores, _MASKED)
-        weights = jax.nn.softmax(scores, axis=-1)
-        read = jnp.einsum("...nts,...snc->...tnc", weights, v_other)
+        if self.window == 0 and q.shape[-3] == v_other.shape[-3]:
+            # aligned, t reads t only: the softmax over that one key is 1 (0 when it is masked), so the read is the
+            # other's value itself, and its output projection is computed once per performance, not once per pair
+            read = v_other * (mask_other > 0)[..., None, None].astype(v_other.dtype)
+        else:
+            read = self._attend(q, k_other, v_other, mask_other)
         x = self.norm(h + self.dropout(self.out(read.reshape(*read.shape[:-2], -1))))
         real = jnp.broadcast_to(mask > 0, x.shape[:-1])
         if self.pool_score is None:

@@ -29,10 +29,11 @@ evaluation may probe. A scorer is a special case of a comparator: P(a above b) =
 (`Predictions.pair_probabilities`).
 
 **Input hooks.** What the model reads can differ from the stored table: a trunk in front of the approach's own model
-(``config.trunk.kind``: "finetune" = MuQ's top layers, `models.trunk.Finetuned`) changes the rows' inputs, their
-standardisation, the initial weights and the optimiser. Such a trunk is an `Approach` that wraps another one and
-overrides these four hooks; the trainer and the held-out prediction call them and never look inside a trunk. Each
-defaults to "nothing to do" in `Approach`:
+(``config.trunk.kind``: "finetune" = MuQ's top layers, `models.trunk.Finetuned`; "sequence" = an encoder over
+score-aligned frames, `models.sequence_trunk.Sequenced`) changes the rows' inputs, their standardisation, the
+initial weights and the optimiser. Such a trunk is an `Approach` that wraps another one and overrides these five
+hooks; the trainer and the held-out prediction call them and never look inside a trunk. Each defaults to "nothing
+to do" in `Approach`:
 
 * ``prepare_table(table, config, *, training)`` -> the `EmbeddingTable` the model reads (default: ``table``).
   A trunk may replace ``frames`` (e.g. by the stored layer-input frames, or by per-beat frames [T, F]) or add
@@ -45,18 +46,25 @@ defaults to "nothing to do" in `Approach`:
   initialisation), e.g. converted pre-trained weights and fixed statistics; a warm start (``model.init_from``) is
   applied after it;
 * ``param_groups(config)`` -> optimiser groups (`train.optimizer`) the trunk adds after ``train.param_groups``
-  (default: none), e.g. its own learning rate, or frozen layers.
+  (default: none), e.g. its own learning rate, or frozen layers;
+* ``window_frames(config, table)`` -> how many frames of each row of the (prepared) table the model reads per input
+  window, 0 for the pooled vectors (default: `crop_frames`, i.e. ``model.input="frames"`` crops of
+  ``model.sampler.crop_seconds``). Training gathers windows of that length from the sampler's crop starts; the
+  evaluation reads the windows that cover each whole row (`models.functions.evaluation_crops`). Time frames are read
+  cyclically (a track shorter than the window repeats); **score-position frames** (``table.frame_rate == 0``, e.g.
+  the `aligned` encoder's beats) are never repeated: positions past a row's last one are NaN padding.
 
-A trunk over sequences (e.g. per-beat frames [T, F] with a frame mask) plugs in the same way: ``prepare_table``
-builds the frames, ``input_stats`` standardises them, ``initial_state``/``param_groups`` as it needs, and
-``build_model`` wraps the inner approach's model, which reads the trunk's output as its input (``model.input`` of the
-inner approach's config says pooled [B, E] or a sequence); ``loss``/``encode``/``compare`` run the trunk, then
-delegate to the inner approach with the inner approach's objective. A batch field the core does not gather yet
-(e.g. the frame mask) is added to `DEVICE_FIELDS` and `train.input_pipeline.gather` for every approach.
+A trunk over sequences (per-beat frames [T, F], `models.sequence_trunk`) plugs in the same way: ``window_frames``
+says how many positions the core reads per row, ``input_stats`` standardises them per feature, ``initial_state``
+hands the model those statistics, and ``build_model`` wraps the inner approach's model, which reads the trunk's output
+as its input (pooled [B, E], or a sequence for a head that compares sequences); ``loss``/``encode``/``compare`` run
+the trunk, then delegate to the inner approach with the inner approach's objective. The frame mask travels inside
+``x`` itself: NaN marks a position that holds no value (padding, a masked score position, an undefined feature).
 
 Device batches (``loss``'s ``batch``), built by the core from a `BatchPlan`, leading axis B (a multiple of the mesh):
 
-* ``x``: float32 [B, D] standardised pooled vectors, or [B, T, F] standardised frame crops (``model.input="frames"``);
+* ``x``: float32 [B, D] standardised pooled vectors, or [B, T, F] standardised frame windows (``window_frames``;
+  NaN where a score-position row has no value, e.g. past its last position);
 * ``label_mean``, ``label_std``: float32 [B, 19] (std NaN -> 0; zeros on padding rows);
 * ``group``: int32 [B] dense same-music group id (-1 on padding), ``composition``: int32 [B] dense composition id of
   the fold's training compositions (-1 on padding), ``mask``: float32 [B] 1 real / 0 padding.
@@ -221,6 +229,11 @@ class Approach(abc.ABC):
         """Optimiser groups added after ``train.param_groups`` (default: none)."""
         del config
         return ml_collections.ConfigDict()
+
+    def window_frames(self, config: ml_collections.ConfigDict, table: EmbeddingTable) -> int:
+        """Frames per input window read from each row of the prepared ``table``; 0 = its pooled vectors (default:
+        `crop_frames` of ``config`` at the table's frame rate)."""
+        return crop_frames(config, table.frame_rate)
 
 
 # ----------------------------------------------------------------------------------------------------- inputs

@@ -38,7 +38,7 @@ from jax.sharding import Mesh
 from crescend_jax.config import config_to_json
 from crescend_jax.data.groups import within_group_pairs
 from crescend_jax.data.table import EmbeddingTable
-from crescend_jax.models.contract import COMPARATOR, Approach, Objective, Predictions, crop_frames, model_input
+from crescend_jax.models.contract import COMPARATOR, Approach, Objective, Predictions
 from crescend_jax.models.targets import num_targets
 from crescend_jax.runtime import distributed
 
@@ -156,7 +156,7 @@ def _build(approach: Approach, config: ml_collections.ConfigDict, input_dim: int
 def evaluation_crops(length: int, crop: int) -> np.ndarray:
     """Start frames of the crops that cover a ``length``-frame track: 0, crop, 2 crop, ... while a crop fits, plus
     one crop ending at the last frame when the track is not a whole number of crops; [0] when the track is shorter
-    than one crop (read cyclically, as in training)."""
+    than one crop (read cyclically, or NaN-padded for score positions, as in training)."""
     if length <= crop:
         return np.zeros(1, np.int64)
     starts = np.arange(0, length - crop + 1, crop)
@@ -165,12 +165,16 @@ def evaluation_crops(length: int, crop: int) -> np.ndarray:
     return starts
 
 
-def frame_window(frames: np.ndarray, start: int, crop: int) -> np.ndarray:
-    """A store's ``frames`` [layers, T, dim] -> float32 [crop, layers * dim] from ``start``, read cyclically (each
-    frame's layers concatenated layer-major, like the pooled vector)."""
+def frame_window(frames: np.ndarray, start: int, crop: int, padded: bool = False) -> np.ndarray:
+    """A store's ``frames`` [layers, T, dim] -> float32 [crop, layers * dim] from ``start`` (each frame's layers
+    concatenated layer-major, like the pooled vector), read cyclically, or with ``padded`` (score positions) NaN past
+    the last frame, as the training gather reads them (`train.input_pipeline`)."""
     layers, total, dim = frames.shape
-    index = (start + np.arange(crop)) % total
-    return frames[:, index].transpose(1, 0, 2).reshape(crop, layers * dim).astype(np.float32)
+    position = start + np.arange(crop)
+    window = frames[:, position % total].transpose(1, 0, 2).reshape(crop, layers * dim).astype(np.float32)
+    if padded:
+        window[position >= total] = np.nan
+    return window
 
 
 def _standardised(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -180,18 +184,20 @@ def _standardised(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
 def crop_outputs(functions: ModelFunctions, state: Any, table: EmbeddingTable, mean: np.ndarray, std: np.ndarray,
                  config: ml_collections.ConfigDict) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``encode`` of the inputs the model trained on, before any averaging: (name -> float [C, ...], owner int [C]),
-    one entry per standardised pooled vector (C = N, owner = 0..N-1), or for frame models one per crop of
-    `evaluation_crops` (owner = its row; a row's crops are consecutive, in track order)."""
-    if model_input(config) == "pooled":
+    one entry per standardised pooled vector (C = N, owner = 0..N-1), or for frame models (the approach's
+    `Approach.window_frames` > 0) one per crop of `evaluation_crops` (owner = its row; a row's crops are consecutive,
+    in track order)."""
+    crop = functions.approach.window_frames(config, table)
+    if crop == 0:
         return functions.encode(state, _standardised(table.pooled, mean, std)), np.arange(len(table))
-    crop = crop_frames(config, table.frame_rate)
     if table.frames is None:
         raise ValueError("a frame model needs a store with frames to be evaluated")
+    padded = table.frame_rate == 0  # score positions: NaN past a row's last one, never wrapped
     owner, windows = [], []
     for row, frames in enumerate(table.frames):
         for start in evaluation_crops(frames.shape[1], crop):
             owner.append(row)
-            windows.append(_standardised(frame_window(frames, int(start), crop), mean, std))
+            windows.append(_standardised(frame_window(frames, int(start), crop, padded), mean, std))
     outputs = functions.encode(state, np.stack(windows) if windows else np.zeros((0, crop, len(mean)), np.float32))
     return outputs, np.asarray(owner, np.int64)
 

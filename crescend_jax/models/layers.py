@@ -122,3 +122,88 @@ def check_encoder_options(model: ml_collections.ConfigDict, *, min_layers: int =
     for name in ("dropout", "input_dropout"):
         if name in model and not 0 <= model[name] < 1:
             raise ConfigError(f"model.{name}={model[name]} must be in [0, 1); set --config.model.{name}")
+
+
+# ----------------------------------------------------------------------------------------------------- sequences
+# The masked sequence layers (`RelativeSelfAttention`, `SequenceBlock`, `MaskedPooling`) of the sequence trunk
+# (`models.sequence_trunk`) that can sit in front of any approach's encoder: x [B, T, H] with a position mask
+# m [B, T] (1 = a real position). A masked position is never read (as a key, or by the pooling); its own output is
+# computed but means nothing. A row with no real position reads and pools to 0, never NaN.
+
+_NEVER = -1e9  # the score of a position that may not be read: finite, so a row with none left is not NaN
+
+
+def relative_distances(length: int, max_distance: int) -> jax.Array:
+    """int32 [T, T]: clip(s - t, -R, R) + R, the index of key s's distance from query t in a [2R + 1] bias table."""
+    t = jnp.arange(length)
+    return jnp.clip(t[None, :] - t[:, None], -max_distance, max_distance) + max_distance
+
+
+class RelativeSelfAttention(nnx.Module):
+    """Masked multi-head self-attention with a learned relative-position bias per head (Shaw et al. 2018; T5):
+
+        s[b, n, t, u] = q_t . k_u / sqrt(c) + beta[n, clip(u - t, -R, R)]      c = H / heads
+        a[b, n, t, :] = softmax over the real positions u of s[b, n, t, :]      (0 when the row has none)
+        out[b, t]     = W_o concat_n sum_u a[b, n, t, u] v_u                    [B, T, H]
+
+    Positions are score positions, so u - t counts beats: the bias says how much a beat listens to the beat R
+    positions away whatever the piece's length; beyond +-R every distance shares one bias. beta starts at 0.
+    """
+
+    def __init__(self, dim: int, num_heads: int, max_distance: int, rngs: nnx.Rngs):
+        if num_heads < 1 or dim % num_heads:
+            raise ConfigError(f"sequence attention: width {dim} must be a multiple of num_heads {num_heads} >= 1")
+        self.num_heads, self.max_distance = num_heads, max_distance
+        self.qkv = nnx.Linear(dim, 3 * dim, use_bias=False, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, rngs=rngs)
+        self.bias = nnx.Param(jnp.zeros((num_heads, 2 * max_distance + 1), jnp.float32))
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        batch, length, dim = x.shape
+        q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads), 3, axis=2)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # [B, T, heads, c]
+        scores = jnp.einsum("btnc,bunc->bntu", q, k) * q.shape[-1] ** -0.5
+        scores = scores + self.bias[...][:, relative_distances(length, self.max_distance)][None]
+        readable = jnp.broadcast_to((mask > 0)[:, None, None, :], scores.shape)
+        weights = jax.nn.softmax(jnp.where(readable, scores, _NEVER), axis=-1)
+        weights = weights * jnp.any(readable, axis=-1, keepdims=True)
+        read = jnp.einsum("bntu,bunc->btnc", weights, v)
+        return self.out(read.reshape(batch, length, dim))
+
+
+class SequenceBlock(nnx.Module):
+    """A pre-norm transformer block on x [B, T, H] with mask [B, T]:
+    x + Dropout(Attn(LN(x), mask)), then + Dropout(Linear(GELU(Linear_mlp(LN(.))))) (`RelativeSelfAttention`)."""
+
+    def __init__(self, dim: int, *, num_heads: int, mlp_dim: int, dropout: float, max_distance: int,
+                 rngs: nnx.Rngs):
+        self.attention_norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.attention = RelativeSelfAttention(dim, num_heads, max_distance, rngs)
+        self.mlp_norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.mlp_in = nnx.Linear(dim, mlp_dim, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp_dim, dim, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+        return x + self.dropout(self.mlp_out(nnx.gelu(self.mlp_in(self.mlp_norm(x)))))
+
+
+class MaskedPooling(nnx.Module):
+    """h [B, T, H], mask [B, T] -> [B, H] over the real positions only: "attention": sum_t a_t h_t with
+    a = softmax over real t of (w . h_t / sqrt(H)) (w a learned [H] vector); "mean": their mean. A row with no real
+    position pools to 0."""
+
+    def __init__(self, dim: int, pooling: str, rngs: nnx.Rngs):
+        if pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {pooling!r}; set --config.trunk.sequence.pooling to one of {POOLINGS}")
+        self.score = nnx.Linear(dim, 1, use_bias=False, rngs=rngs) if pooling == "attention" else None
+
+    def __call__(self, h: jax.Array, mask: jax.Array) -> jax.Array:
+        real = mask > 0
+        if self.score is None:
+            weights = real.astype(h.dtype) / jnp.maximum(jnp.sum(real, axis=-1, keepdims=True), 1).astype(h.dtype)
+        else:
+            weights = jax.nn.softmax(jnp.where(real, self.score(h)[..., 0] * h.shape[-1] ** -0.5, _NEVER), axis=-1)
+            weights = jnp.where(real, weights, 0.0)
+        return jnp.einsum("bt,bth->bh", weights, h)

@@ -54,8 +54,9 @@ SEQUENCE_HEADS = ("cross_attention",)  # heads whose encoding is a frame sequenc
 HEAD_OPTIONS = {  # config.model.head fields each head reads
     "concat": ("hidden_dim", "num_layers", "dropout"),
     "bilinear": ("rank",),
-    "cross_attention": ("num_heads", "attention_dim", "hidden_dim", "num_layers", "pooling", "dropout"),
+    "cross_attention": ("num_heads", "attention_dim", "hidden_dim", "num_layers", "pooling", "dropout", "window"),
 }
+HEAD_DEFAULTS = {"window": -1}  # head fields a config made before they existed may lack
 FRAMES_HINT = ("extract a store that keeps frames with `crescend-jax extract --config configs/percepiano.py "
                "--config.store.frames=True` (a store of its own, beside the one without frames), then train on it "
                "with --config.model.input=frames")
@@ -126,7 +127,9 @@ class SiameseModel(Encoder):
     """The shared encoder (an `Encoder`) and the comparison head.
 
     encode(x): x [B, D] or [B, T, F] -> (encoding [B, E] or, for a sequence head, [B, T', E]; hidden [B, hidden]).
-    block_logits(encoding [P, K, ...]) -> [P, K, K, 19]; compare(a, b) (encodings [P, ...]) -> [P, 19].
+    block_logits(encoding [P, K, ...]) -> [P, K, K, 19]; compare(a, b) (encodings [P, ...]) -> [P, 19]. A sequence
+    head reads optional step masks of the encodings ([P, K, T'] / [P, T'], 1 = real step; default: every step real),
+    e.g. the score positions a `models.sequence_trunk` marks as masked or padding.
     """
 
     def __init__(self, input_dim: int, *, comparison: str, hidden_dim: int, num_layers: int, dropout: float,
@@ -140,7 +143,9 @@ class SiameseModel(Encoder):
         self.frame_stride = frame_stride
         self.head = make_comparator(comparison, embedding_dim, num_targets, rngs=rngs, **head)
 
-    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def encode(self, x: jax.Array, step_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """(encoding, hidden); for a sequence head, hidden is the mean over the real steps of ``step_mask``
+        [B, T'] (default: every step)."""
         if self.sequence:
             if x.ndim != 3:
                 raise ValueError(f"a cross_attention encoder reads frame crops [B, T, F], got shape {x.shape}")
@@ -150,16 +155,24 @@ class SiameseModel(Encoder):
                                  f"{self.frame_stride}")
             x = x[:, : steps * self.frame_stride].reshape(x.shape[0], steps, self.frame_stride * x.shape[2])
         encoding, h = self.embed(x)
-        return encoding, (jnp.mean(h, axis=1) if self.sequence else h)
+        if not self.sequence:
+            return encoding, h
+        if step_mask is None:
+            return encoding, jnp.mean(h, axis=1)
+        weights = step_mask / jnp.maximum(jnp.sum(step_mask, axis=1, keepdims=True), 1.0)
+        return encoding, jnp.einsum("bt,bth->bh", weights, h)
 
-    def block_logits(self, encoding: jax.Array) -> jax.Array:
+    def block_logits(self, encoding: jax.Array, step_mask: jax.Array | None = None) -> jax.Array:
         if self.sequence:
-            return self.head.block_logits(encoding, jnp.ones(encoding.shape[:-1], encoding.dtype))
+            real = jnp.ones(encoding.shape[:-1], encoding.dtype) if step_mask is None else step_mask
+            return self.head.block_logits(encoding, real)
         return self.head.block_logits(encoding)
 
-    def compare(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    def compare(self, a: jax.Array, b: jax.Array, mask_a: jax.Array | None = None,
+                mask_b: jax.Array | None = None) -> jax.Array:
         if self.sequence:
-            return self.head(a, jnp.ones(a.shape[:-1], a.dtype), b, jnp.ones(b.shape[:-1], b.dtype))
+            real = lambda x, mask: jnp.ones(x.shape[:-1], x.dtype) if mask is None else mask
+            return self.head(a, real(a, mask_a), b, real(b, mask_b))
         return self.head(a, b)
 
 
@@ -232,7 +245,7 @@ class Siamese(Approach):
     def build_model(self, config: ml_collections.ConfigDict, input_dim: int, rngs: nnx.Rngs) -> nnx.Module:
         check_model_config(config)
         model = config.model
-        head = {name: model.head[name] for name in HEAD_OPTIONS[model.comparison]}
+        head = {name: model.head.get(name, HEAD_DEFAULTS.get(name)) for name in HEAD_OPTIONS[model.comparison]}
         return SiameseModel(input_dim, comparison=model.comparison, hidden_dim=model.hidden_dim,
                             num_layers=model.num_layers, dropout=model.dropout, embedding_dim=model.embedding_dim,
                             pooling=model.pooling, frame_stride=model.frame_stride, head=head, rngs=rngs,
@@ -241,11 +254,13 @@ class Siamese(Approach):
 
     def loss(self, objective: SiameseObjective, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
              mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
-        """`block_comparison_loss` of every ordered pair of each block of the [P, K] layout (encoded once)."""
+        """`block_comparison_loss` of every ordered pair of each block of the [P, K] layout (encoded once). A
+        sequence head reads the batch's optional ``step_mask`` [B, T'] (1 = real step of the encoding)."""
         del step, mesh  # no schedule; jit partitions the encoder over the batch and sums the tile's terms
         encoding, _ = model.encode(batch["x"])
         grouped = objective.grouped
-        logits = model.block_logits(grouped(encoding))
+        step_mask = batch.get("step_mask")
+        logits = model.block_logits(grouped(encoding), None if step_mask is None else grouped(step_mask))
         labels, mask = grouped(batch["label_mean"]), grouped(batch["mask"])
         stds = grouped(batch["label_std"]) if objective.agreement_weighting else None
         options = {"kind": objective.kind, "margin": objective.margin, "label_smoothing": objective.label_smoothing}
@@ -263,7 +278,7 @@ class Siamese(Approach):
         crop = crop_frames(config, table.frame_rate)
         if crop > 0 and table.frames is None:
             raise ConfigError(f"model.input='frames' but the store holds no frames: {FRAMES_HINT}")
-        if model.comparison in SEQUENCE_HEADS and crop < model.frame_stride:
+        if model.comparison in SEQUENCE_HEADS and 0 < crop < model.frame_stride:  # 0: a trunk makes the sequence
             raise ConfigError(f"model.sampler.crop_seconds={model.sampler.crop_seconds} gives {crop} frames at "
                               f"{table.frame_rate} frames/s, fewer than model.frame_stride={model.frame_stride}; "
                               "raise the crop or lower the stride")

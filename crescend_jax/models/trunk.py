@@ -1,4 +1,5 @@
-"""The trunk every approach shares: frozen stored embeddings, or MuQ's top conformer layers fine-tuned in Flax.
+"""The trunk every approach shares: frozen stored embeddings, MuQ's top conformer layers fine-tuned in Flax, or an
+encoder over score-aligned sequences.
 
 ``config.trunk.kind``:
 
@@ -18,7 +19,12 @@
   rounding of the stored frames). Held-out rows are predicted like any frame model: the approach's outputs averaged
   over the crops that cover the track (`models.functions`).
 
-Optimisation (`param_groups`): the trunk's parameters get their own AdamW (``trunk.learning_rate``,
+* ``"sequence"``: a small encoder over the score-aligned frames of the `aligned` encoder (one frame per score beat),
+  masked self-attention with relative positions then attention pooling, in front of the approach's head; its
+  settings are ``trunk.sequence.*`` and its on-device augmentation ``trunk.augment.*`` (`models.sequence_trunk`,
+  `models.sequence_augment`).
+
+Optimisation of the fine-tuned trunk (`param_groups`): the trunk's parameters get their own AdamW (``trunk.learning_rate``,
 ``trunk.weight_decay``); the layers in ``trunk.frozen_layers`` get no update (optax ``multi_transform``, through
 ``train.param_groups``, whose own groups match first). The conv modules' batch-norm statistics stay MuQ's (eval-mode
 batch norm, `muq_flax.FrozenBatchNorm`). ``trunk.remat`` recomputes each layer in the backward pass (`nnx.remat`),
@@ -51,7 +57,7 @@ from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.encoders.muq_flax import ConformerConfig, MuQLayers
 from crescend_jax.models.contract import Approach, InputError, InputStats, Objective, standardisation
 
-KINDS = ("frozen", "finetune")
+KINDS = ("frozen", "finetune", "sequence")
 MUQ_DEPTH = 12  # MuQ-large; a checkpoint's own config.json decides for other sizes
 # The largest relative error ||p_flax - p_stored|| / ||p_stored|| of a pooled vector recomputed from the stored
 # (bf16) input frames that still counts as the store's own weights: bf16 rounding gives ~0.5%; other weights O(1).
@@ -66,7 +72,19 @@ def default_trunk_config() -> ml_collections.ConfigDict:
     """``config.trunk`` (module doc). first_layer: K (the first fine-tuned conformer layer, 1-based as MuQ's
     hidden states). weights: the MuQ checkpoint (directory or weight file) the layers start from; "" = the store's
     encoder checkpoint (``encoder.muq.checkpoint``). frozen_layers: layers of K..depth kept fixed. dropout: use
-    MuQ's own dropout rates in the fine-tuned layers (False: no dropout)."""
+    MuQ's own dropout rates in the fine-tuned layers (False: no dropout). remat: recompute each layer (fine-tuned MuQ
+    layers, or the sequence trunk's blocks) in the backward pass.
+
+    sequence (``kind="sequence"``, `models.sequence_trunk`): width (model width H), num_layers, num_heads, mlp_dim,
+    dropout (inside the blocks), max_distance (relative positions are clipped to +-max_distance score positions),
+    max_positions (the window the core reads from each row: whole sequences up to this many positions, longer rows
+    in windows of it), pooling ("attention": masked softmax pooling, or "mean": masked mean), cross_window (approach
+    B's cross_attention head over aligned positions: position t of one performance reads positions t +- cross_window
+    of the other; -1 = all).
+    augment (``kind="sequence"``, training only, drawn on the device each step, `models.sequence_augment`): tempo,
+    velocity, crop (each a switch); tempo_range (the global tempo factor is exp(u log(1 + tempo_range)), u ~ U[-1, 1]),
+    velocity_range (offset in MIDI velocity units, U[-v, v]), crop_min_fraction (a crop keeps at least this share of
+    the sequence's positions)."""
     config = ml_collections.ConfigDict()
     config.kind = "frozen"
     config.first_layer = 9
@@ -76,6 +94,23 @@ def default_trunk_config() -> ml_collections.ConfigDict:
     config.frozen_layers = ()
     config.remat = False
     config.dropout = False
+    config.sequence = ml_collections.ConfigDict()
+    config.sequence.width = 64
+    config.sequence.num_layers = 2
+    config.sequence.num_heads = 4
+    config.sequence.mlp_dim = 128
+    config.sequence.dropout = 0.1
+    config.sequence.max_distance = 16
+    config.sequence.max_positions = 64
+    config.sequence.pooling = "attention"
+    config.sequence.cross_window = 0
+    config.augment = ml_collections.ConfigDict()
+    config.augment.tempo = True
+    config.augment.tempo_range = 0.1
+    config.augment.velocity = True
+    config.augment.velocity_range = 8.0
+    config.augment.crop = True
+    config.augment.crop_min_fraction = 0.5
     return config
 
 

@@ -181,10 +181,12 @@ def value_of(config: ml_collections.ConfigDict, dotted: str) -> Any:
 
 def encoder_label(config: ml_collections.ConfigDict) -> str:
     """"features", "midi", or "features+midi" for a fusion; ", group-relative" added when the inputs are
-    (``data.group_relative``): the same stores, other inputs, so their rows and ridge references stay apart."""
+    (``data.group_relative``): the same stores, other inputs, so their rows and ridge references stay apart;
+    ", sequence trunk" when the model reads them beat by beat (``trunk.kind="sequence"``)."""
     fuse = tuple(config.store.get("fuse", ()) or ()) if "store" in config else ()
     label = "+".join(fuse) if fuse else (str(config.encoder.name) if "encoder" in config else "?")
     relative = "data" in config and bool(config.data.get("group_relative", False))
-    return label + (", group-relative" if relative else "")
+    sequence = "trunk" in config and config.trunk.get("kind", "frozen") == "sequence"
+    return label + (", group-relative" if relative else "") + (", sequence trunk" if sequence else "")
 
 

@@ -5,8 +5,11 @@ the "data" axis; every process places only its own slice of the (identically sam
 host ever builds the global batch. Inside the jitted step `gather` turns the indices into the device batch that
 ``Approach.loss`` reads (fields in `crescend_jax.models.contract`). The table is replicated on every device:
 PercePiano's pooled table is 19 MB, ASAP's windows a few hundred MB. Frame tables are stored flat, [sum_i T_i, F]
-(no padding to the longest track), with per-row offsets and lengths; a crop reads frames
-``offset + (start + t) mod length``, so a track shorter than the crop repeats end to end.
+(no padding to the longest track), with per-row offsets and lengths; a crop of time frames reads frames
+``offset + (start + t) mod length``, so a track shorter than the crop repeats end to end. Score-position frames
+(``frame_rate == 0``: frame t of every performance of a group is the same score position) are never repeated: a
+window reads ``offset + start + t`` while ``start + t < length`` and NaN past the row's last position (NaN is how a
+model reads "no value here", `crescend_jax.models.contract`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class DeviceTable:
     x: float32 [N, D] standardised pooled vectors, or [sum T_i, F] standardised frames (row-major by row);
     offsets, lengths: int32 [N] each row's first frame in ``x`` and its frame count (frames only; zeros for pooled);
     label_mean, label_std: float32 [N, 19] (NaN std -> 0); group, composition: int32 [N] dense ids.
+    padded: score-position frames, read without wrapping (NaN past a row's end) instead of cyclically.
     """
 
     x: jax.Array
@@ -42,10 +46,12 @@ class DeviceTable:
     group: jax.Array
     composition: jax.Array
     crop_frames: int = dataclasses.field(metadata={"static": True}, default=0)
+    padded: bool = dataclasses.field(metadata={"static": True}, default=False)
 
 
 def host_table(table: EmbeddingTable, mean: np.ndarray, std: np.ndarray, crop_frames: int) -> DeviceTable:
-    """The numpy `DeviceTable` of ``table`` with inputs standardised by (``mean``, ``std``) [D]."""
+    """The numpy `DeviceTable` of ``table`` with inputs standardised by (``mean``, ``std``) [D] (NaN frames stay NaN);
+    score-position frames (``table.frame_rate == 0``) are read padded, time frames cyclically."""
     if crop_frames > 0:
         flat = [f.transpose(1, 0, 2).reshape(f.shape[1], -1) for f in table.frames]  # [T_i, layers * dim]
         lengths = np.array([len(f) for f in flat], np.int32)
@@ -58,7 +64,8 @@ def host_table(table: EmbeddingTable, mean: np.ndarray, std: np.ndarray, crop_fr
         x=x.astype(np.float32), offsets=offsets, lengths=lengths,
         label_mean=table.label_mean.astype(np.float32),
         label_std=np.nan_to_num(table.label_std.astype(np.float32), nan=0.0),
-        group=dense_ids(table.groups), composition=dense_ids(table.compositions), crop_frames=crop_frames)
+        group=dense_ids(table.groups), composition=dense_ids(table.compositions), crop_frames=crop_frames,
+        padded=crop_frames > 0 and table.frame_rate == 0)
 
 
 def place_table(table: DeviceTable, mesh: Mesh) -> DeviceTable:
@@ -79,7 +86,12 @@ def gather(table: DeviceTable, plan: dict[str, jax.Array]) -> dict[str, jax.Arra
     rows = plan["rows"]
     real = rows >= 0
     safe = jnp.where(real, rows, 0)
-    if table.crop_frames > 0:
+    if table.crop_frames > 0 and table.padded:  # score positions: NaN past the row's last position, never wrapped
+        position = plan["crop_start"][:, None] + jnp.arange(table.crop_frames)[None, :]
+        inside = position < table.lengths[safe][:, None]
+        frame = table.offsets[safe][:, None] + jnp.minimum(position, jnp.maximum(table.lengths[safe], 1)[:, None] - 1)
+        x = jnp.where(inside[..., None], table.x[frame], jnp.nan)  # [B, T, F]
+    elif table.crop_frames > 0:
         t = jnp.arange(table.crop_frames)
         length = jnp.maximum(table.lengths[safe], 1)
         frame = table.offsets[safe][:, None] + (plan["crop_start"][:, None] + t[None, :]) % length[:, None]

@@ -143,11 +143,12 @@ def check_config(approach: Approach, config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"train.val_fraction={config.train.val_fraction} must be in [0, 1)")
 
 
-def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict) -> None:
+def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict, window: int | None = None) -> None:
     """Raises `TrainingError` for NaN/inf embeddings or label means (a wholly unrated table passes with
-    ``train.label_free``), or a width other than ``model.input_dim``. Target columns (``data.targets``:
-    ``table.label_names`` set) are NaN by design where a corpus lacks them or a group cannot rank them, so only
-    their being NaN everywhere is refused."""
+    ``train.label_free``), a width other than ``model.input_dim``, or frame windows (``window`` frames per row, default
+    `crop_frames` of the config: the approach's `Approach.window_frames`) on a store without frames. Target columns
+    (``data.targets``: ``table.label_names`` set) are NaN by design where a corpus lacks them or a group cannot rank
+    them, so only their being NaN everywhere is refused."""
     unrated = len(table) > 0 and np.isnan(table.label_mean).all()
     if unrated and not config.train.get("label_free", False):
         raise TrainingError(f"the store {table.encoder!r} holds no label means (a corpus without ratings, e.g. ASAP): "
@@ -168,7 +169,8 @@ def check_table(table: EmbeddingTable, config: ml_collections.ConfigDict) -> Non
         raise TrainingError(f"the store's embeddings are {table.pooled.shape[1]} wide (encoder {table.encoder!r}) but "
                             f"config.model.input_dim={expected}; set --config.model.input_dim=0 (use the store's "
                             "width) or point config.store at the right store")
-    if crop_frames(config, table.frame_rate) > 0 and table.frames is None:
+    window = crop_frames(config, table.frame_rate) if window is None else window
+    if window > 0 and table.frames is None:
         raise TrainingError("model.input='frames' needs a store with frames: extract with --config.store.frames=True "
                             "(crescend-jax extract --config ... --config.store.frames=True) or set "
                             "--config.model.input=pooled")
@@ -317,7 +319,7 @@ def train_fold(approach: Approach, config: ml_collections.ConfigDict, table: Emb
     steps = build_train_step(functions, tx, mesh)
     opt_state = steps.init_optimizer(model_state)
     sampler = training_sampler(approach, data.fit, config, [config.train.seed, fold])
-    crop = crop_frames(config, table.frame_rate)
+    crop = approach.window_frames(config, table)
     device_table = place_table(host_table(data.fit, stats.mean, stats.std, crop), mesh)
     num_steps, eval_every = config.train.num_steps, config.train.eval_every
     with contextlib.ExitStack() as cleanup:  # closes the writer, then the checkpoints, however the fold ends
@@ -407,7 +409,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, table: Embeddi
         table = approach.prepare_table(table, config, training=True)  # e.g. a trunk's own frames, its weights checked
     except InputError as err:
         raise TrainingError(str(err)) from None
-    check_table(table, config)
+    check_table(table, config, approach.window_frames(config, table))
     masks, units = fold_masks(table, config)
     folds = _prepare_workdir(workdir, config, fingerprint_lib.table_fingerprint(table),
                              folds_record(table, masks, units, config))
