@@ -43,6 +43,7 @@ from crescend_jax.models import approach_for
 from crescend_jax.models.contract import Approach, InputError, InputStats, crop_frames, mean_pairwise_accuracy
 from crescend_jax.models.corpus_mix import training_sampler
 from crescend_jax.models.functions import NON_MODEL_FIELDS, flatten, model_functions, predict_rows
+from crescend_jax.models.targets import DEFAULT_DERIVED_MIN_LABEL_GAP, DEFAULT_DERIVED_WEIGHT
 from crescend_jax.models.trunk import default_trunk_config
 from crescend_jax.runtime import distributed
 from crescend_jax.runtime.checkpoint import FoldCheckpoints
@@ -61,10 +62,13 @@ RESUME_IGNORED_FIELDS = NON_MODEL_FIELDS
 def added_field_defaults() -> dict[str, Any]:
     """Config fields added after runs existed, flattened, with the value that reproduces what those runs did (a run
     saved without the trunk section trained on the frozen store; one without ``train.label_free`` refused unrated
-    rows; one without ``data.group_relative`` read the inputs as stored). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
+    rows; one without ``data.group_relative`` read the inputs as stored; one without A's or B's
+    ``model.loss.derived_*`` had no derived targets, on which these weights act alone). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
     the runs made before it look like another config (resume, sweeps skipping finished points)."""
     added = ml_collections.ConfigDict({"trunk": default_trunk_config(), "train": {"label_free": False},
-                                       "data": default_input_config()})
+                                       "data": default_input_config(),
+                                       "model": {"loss": {"derived_weight": DEFAULT_DERIVED_WEIGHT,
+                                                          "derived_min_label_gap": DEFAULT_DERIVED_MIN_LABEL_GAP}}})
     return flatten(json.loads(config_to_json(added)))
 
 
