@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_every_config_file_loads():
     for path in sorted(CONFIGS.glob("*.py")):
         config = load_config(path)
-        assert config.corpus in ("percepiano", "demo", "asap"), path
+        assert config.corpus in ("percepiano", "demo", "asap", "joint"), path
 
 
 def test_overrides_keep_field_types():
