@@ -145,7 +145,7 @@ def bench_infonce(sizes: list[int], repeats: int, budget: Budget, peak: dict | N
 
     from crescend_jax.losses.infonce import infonce_loss
 
-    grad = jax.jit(jax.value_and_grad(lambda z, g, m: infonce_loss(z, g, m, 0.1)[0]))
+    grad = jax.jit(jax.value_and_grad(lambda z, g, m: infonce_loss(z, g, where=m, temperature=0.1)[0]))
     results, skipped, last = [], [], None
     for n in sizes:
         predicted = 0.0 if last is None else last[1] * (n / last[0]) ** 2

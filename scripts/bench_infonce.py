@@ -51,7 +51,7 @@ def _child(spec: dict) -> dict:
 
     if spec["impl"] == "baseline":  # Python + JAX + a tiny loss: the floor under every peak RSS below
         z = jnp.asarray(np.eye(8, DIM), jnp.float32)
-        jax.block_until_ready(jax.grad(lambda z: infonce_loss(z, jnp.zeros(8, jnp.int32), jnp.ones(8), 0.1)[0])(z))
+        jax.block_until_ready(jax.grad(lambda z: infonce_loss(z, jnp.zeros(8, jnp.int32), temperature=0.1)[0])(z))
         return {}
 
     # the matmul rate right before the loss, in the same process, so that load drift between configurations cancels
@@ -68,9 +68,10 @@ def _child(spec: dict) -> dict:
     mask = np.ones(batch, np.float32)
     args = (jnp.asarray(z), jnp.asarray(group), jnp.asarray(mask))
     if spec["impl"] == "naive":
-        loss_fn = lambda z, g, m: naive_infonce_loss(z, g, m, TEMPERATURE)  # noqa: E731
+        loss_fn = lambda z, g, m: naive_infonce_loss(z, g, where=m, temperature=TEMPERATURE)  # noqa: E731
     elif spec["impl"] == "tiled":
-        loss_fn = lambda z, g, m: infonce_loss(z, g, m, TEMPERATURE, block_size=spec["block"])  # noqa: E731
+        def loss_fn(z, g, m):
+            return infonce_loss(z, g, where=m, temperature=TEMPERATURE, block_size=spec["block"])
     else:
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
@@ -80,7 +81,7 @@ def _child(spec: dict) -> dict:
 
         def loss_fn(z, g, m):
             return sharded_infonce_loss(
-                z, g, m, TEMPERATURE, mesh=mesh, block_size=spec["block"], strategy=spec["impl"]
+                z, g, where=m, temperature=TEMPERATURE, mesh=mesh, block_size=spec["block"], strategy=spec["impl"]
             )
 
     step = jax.value_and_grad(lambda z, g, m: loss_fn(z, g, m), has_aux=True)

@@ -63,7 +63,7 @@ def test_cross_entropy_equals_numpy():
     labels = rng.integers(0, 5, size=7)
     mask = np.array([1, 1, 0, 1, 1, 0, 1], np.float32)
     labels[mask == 0] = -1
-    loss, diag = jax.jit(masked_cross_entropy)(logits, labels, mask)
+    loss, diag = jax.jit(masked_cross_entropy)(logits, labels, where=mask)
     real = mask > 0
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -72,7 +72,7 @@ def test_cross_entropy_equals_numpy():
     assert float(diag["cross_entropy"]) == pytest.approx(want, rel=1e-5)
     assert float(diag["rows"]) == 5
     assert float(diag["accuracy"]) == pytest.approx(np.mean(logits[real].argmax(1) == labels[real]))
-    empty, _ = masked_cross_entropy(logits, labels, np.zeros(7, np.float32))
+    empty, _ = masked_cross_entropy(logits, labels, where=np.zeros(7, np.float32))
     assert float(empty) == 0.0
 
 
@@ -92,22 +92,24 @@ def orthogonal_columns(n, widths, seed):
 def test_cross_correlation_is_zero_for_orthogonal_subspaces_and_pearson_otherwise():
     z_piece, z_style = orthogonal_columns(32, [4, 6], seed=3)
     mask = np.ones(32, np.float32)
-    assert float(orthogonality_penalty(z_piece, z_style, mask)) == pytest.approx(0.0, abs=1e-10)
+    assert float(orthogonality_penalty(z_piece, z_style, where=mask)[0]) == pytest.approx(0.0, abs=1e-10)
     # a style feature that is an affine copy of a piece feature: the mean squared Pearson correlation (numpy)
     copied = z_style.copy()
     copied[:, 0] = -2 * z_piece[:, 1] + 5
     want = np.mean(np.corrcoef(z_piece.T, copied.T)[:4, 4:] ** 2)
     assert want > 0.04
-    assert float(orthogonality_penalty(z_piece, copied, mask)) == pytest.approx(want, rel=1e-4)
+    assert float(orthogonality_penalty(z_piece, copied, where=mask)[0]) == pytest.approx(want, rel=1e-4)
     # padding rows do not count: orthogonality on the real rows survives arbitrary padding values
     padded_piece = np.concatenate([z_piece, np.full((3, 4), 100.0, np.float32)])
     padded_style = np.concatenate([z_style, np.full((3, 6), -7.0, np.float32)])
     padded_mask = np.concatenate([mask, np.zeros(3, np.float32)])
-    assert float(orthogonality_penalty(padded_piece, padded_style, padded_mask)) == pytest.approx(0.0, abs=1e-10)
+    padded, _ = orthogonality_penalty(padded_piece, padded_style, where=padded_mask)
+    assert float(padded) == pytest.approx(0.0, abs=1e-10)
     # a constant feature gives a finite value and gradient
     constant = z_style.copy()
     constant[:, 2] = 1.0
-    grad = jax.grad(lambda s: orthogonality_penalty(jnp.asarray(z_piece), s, jnp.asarray(mask)))(jnp.asarray(constant))
+    grad = jax.grad(lambda s: orthogonality_penalty(jnp.asarray(z_piece), s, where=jnp.asarray(mask))[0])(
+        jnp.asarray(constant))
     assert np.isfinite(np.asarray(grad)).all()
 
 
@@ -116,12 +118,13 @@ def test_cosine_is_zero_for_orthogonal_coordinate_subspaces():
     z_piece = np.concatenate([rng.normal(size=(10, 3)), np.zeros((10, 5))], axis=1).astype(np.float32)
     z_style = np.concatenate([np.zeros((10, 3)), rng.normal(size=(10, 5))], axis=1).astype(np.float32)
     mask = np.ones(10, np.float32)
-    assert float(orthogonality_penalty(z_piece, z_style, mask, kind="cosine")) == 0.0
-    assert float(orthogonality_penalty(z_piece, 2 * z_piece, mask, kind="cosine")) == pytest.approx(1.0, rel=1e-6)
+    assert float(orthogonality_penalty(z_piece, z_style, where=mask, kind="cosine")[0]) == 0.0
+    parallel, _ = orthogonality_penalty(z_piece, 2 * z_piece, where=mask, kind="cosine")
+    assert float(parallel) == pytest.approx(1.0, rel=1e-6)
     with pytest.raises(ValueError, match="equal widths"):
-        orthogonality_penalty(z_piece, z_style[:, :4], mask, kind="cosine")
+        orthogonality_penalty(z_piece, z_style[:, :4], where=mask, kind="cosine")
     with pytest.raises(ValueError, match="kind"):
-        orthogonality_penalty(z_piece, z_style, mask, kind="hsic")
+        orthogonality_penalty(z_piece, z_style, where=mask, kind="hsic")
 
 
 def test_between_group_share():
@@ -131,19 +134,20 @@ def test_between_group_share():
     mask[3, 2:] = 0
     spread = rng.normal(size=(P, K, E)).astype(np.float32)
     collapsed = np.repeat(rng.normal(size=(P, 1, E)), K, axis=1).astype(np.float32)  # one point per group
-    assert float(between_group_share(collapsed, mask)) == pytest.approx(1.0, abs=1e-6)
+    assert float(between_group_share(collapsed, where=mask)[0]) == pytest.approx(1.0, abs=1e-6)
     centred = spread - (spread * mask[..., None]).sum(1, keepdims=True) / mask.sum(1)[:, None, None]
-    assert float(between_group_share(centred, mask)) == pytest.approx(0.0, abs=1e-6)  # equal group means
+    assert float(between_group_share(centred, where=mask)[0]) == pytest.approx(0.0, abs=1e-6)  # equal group means
     # numpy: 1 - within / total over the real rows, padding ignored
     z = spread.copy()
     z[mask == 0] = 1e3
     real = z[mask > 0]
     total = ((real - real.mean(0)) ** 2).sum()
     within = sum(((z[p][mask[p] > 0] - z[p][mask[p] > 0].mean(0)) ** 2).sum() for p in range(P))
-    assert float(between_group_share(z, mask)) == pytest.approx(1 - within / total, rel=1e-5)
-    assert float(between_group_share(3 * z + 1, mask)) == pytest.approx(1 - within / total, rel=1e-5)  # scale-free
-    assert float(between_group_share(np.zeros((P, K, E), np.float32), mask)) == 0.0
-    grad = jax.grad(lambda z: between_group_share(z, jnp.asarray(mask)))(jnp.zeros((P, K, E)))
+    assert float(between_group_share(z, where=mask)[0]) == pytest.approx(1 - within / total, rel=1e-5)
+    scaled, _ = between_group_share(3 * z + 1, where=mask)
+    assert float(scaled) == pytest.approx(1 - within / total, rel=1e-5)  # scale-free
+    assert float(between_group_share(np.zeros((P, K, E), np.float32), where=mask)[0]) == 0.0
+    grad = jax.grad(lambda z: between_group_share(z, where=jnp.asarray(mask))[0])(jnp.zeros((P, K, E)))
     assert np.isfinite(np.asarray(grad)).all()
 
 
@@ -154,6 +158,6 @@ def test_within_group_variance_hinge():
     z[0, 1] = [-1.0, 0.0]
     z[0, 2] = [50.0, 50.0]  # padding, ignored
     # slot 0: std of feature 0 is 1 (-> hinge 0 at target 1), feature 1 has std 0 (-> hinge 1 - 0.01)
-    value = float(within_group_variance_hinge(z, mask, target_std=1.0))
+    value = float(within_group_variance_hinge(z, where=mask, target_std=1.0)[0])
     assert value == pytest.approx((max(0.0, 1 - np.sqrt(1 + 1e-4)) + (1 - 0.01)) / 2, rel=1e-5)
-    assert float(within_group_variance_hinge(z, np.zeros((2, 3), np.float32), target_std=1.0)) == 0.0
+    assert float(within_group_variance_hinge(z, where=np.zeros((2, 3), np.float32), target_std=1.0)[0]) == 0.0

@@ -27,7 +27,7 @@ def test_registry_returns_baseline_and_names_known_approaches():
 def test_masked_mse_ignores_padding_rows_even_with_nan_labels():
     scores = jnp.array([[0.2, 0.4], [0.9, 0.1], [0.5, 0.5]])
     labels = jnp.array([[0.0, 0.5], [1.0, 0.0], [jnp.nan, jnp.nan]])
-    loss, diagnostics = masked_mse(scores, labels, jnp.array([1.0, 1.0, 0.0]))
+    loss, diagnostics = masked_mse(scores, labels, where=jnp.array([1.0, 1.0, 0.0]))
     expected = (0.2**2 + 0.1**2 + 0.1**2 + 0.1**2) / 4
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     np.testing.assert_allclose(diagnostics["mae"], (0.2 + 0.1 + 0.1 + 0.1) / 4, rtol=1e-6)

@@ -46,7 +46,7 @@ def test_tiled_infonce_counts_every_tile(block):
     size, dim = 64, 8
     z = jnp.ones((size, dim)) / np.sqrt(dim)
     group, mask = jnp.arange(size, dtype=jnp.int32) // 4, jnp.ones(size)
-    grad = jax.value_and_grad(lambda z: infonce_loss(z, group, mask, 0.1, block_size=block)[0])
+    grad = jax.value_and_grad(lambda z: infonce_loss(z, group, where=mask, temperature=0.1, block_size=block)[0])
     flops = count_flops(grad, z)
     assert flops.dot == 6 * size * size * dim
     assert flops.scan_trips > 0

@@ -1,7 +1,6 @@
 """The bootstrap against simulated pair outcomes whose true accuracy is known: the two-stage default (new music),
 the within-composition option (a fixed set of compositions), seeds as a further stage, and degenerate intervals."""
 
-import time
 
 import numpy as np
 import pytest
@@ -296,17 +295,15 @@ def test_undefined_dimensions_and_bad_inputs():
         bootstrap.group_strata(np.array([1, 1, 2]), np.array(["x", "x", "y"]), np.array([1, 3]))
 
 
-def test_fast_for_a_thousand_groups_and_nineteen_dimensions():
+def test_a_thousand_groups_and_nineteen_dimensions():
     rng = np.random.default_rng(5)
     strata = rng.integers(0, 20, size=1000)
     group = np.repeat(np.arange(1000), 28)  # 8 performances per group: 28 pairs
     correct = (rng.random((len(group), 19)) < 0.6).astype(np.float64)
-    start = time.perf_counter()
     a = bootstrap.accuracy_interval(group, correct, strata)
-    bootstrap.paired_difference_interval(group, correct, 1.0 - correct, strata)
-    elapsed = time.perf_counter() - start
-    assert a.design.num_replicates == 2000
-    assert elapsed < 5.0, f"{elapsed:.2f} s"  # about 0.5 s on a quiet core; generous for a shared machine
+    d = bootstrap.paired_difference_interval(group, correct, 1.0 - correct, strata)
+    assert a.design.num_replicates == 2000  # speed: not a test's business (benchmarks hold speed goals)
+    assert a.mean.low < a.mean.estimate < a.mean.high and d.mean.low < d.mean.estimate < d.mean.high
 
 
 def test_as_dict_carries_the_numbers_and_the_design():

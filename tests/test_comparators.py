@@ -109,7 +109,7 @@ def test_learns_a_planted_ordering(name, options):
 
     def loss_fn(params):
         tile = nnx.merge(graphdef, params, rest).block_logits(*x)
-        return block_comparison_loss(tile, labels, mask)
+        return block_comparison_loss(tile, labels, where=mask)
 
     @jax.jit
     def step(params, state):

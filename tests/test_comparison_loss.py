@@ -63,8 +63,8 @@ def test_matches_naive_loop(kind, weighted):
     logits, gap, mask, std_a, std_b = random_pairs(0)
     if not weighted:
         std_a = std_b = None
-    loss, diag = comparison_loss(logits, gap, mask, std_a, std_b, kind=kind, margin=0.7, min_label_gap=0.05,
-                                 label_smoothing=0.1)
+    loss, diag = comparison_loss(logits, gap, where=mask, std_a=std_a, std_b=std_b, kind=kind, margin=0.7,
+                                 min_label_gap=0.05, label_smoothing=0.1)
     want_loss, want_count, want_accuracy, want_abs = naive(logits, gap, mask, std_a, std_b, kind, 0.7, 0.05, 0.1)
     assert float(loss) == pytest.approx(want_loss, rel=1e-5)
     assert float(diag["compare_loss"]) == pytest.approx(want_loss, rel=1e-5)
@@ -77,7 +77,7 @@ def test_hand_computed_bce_with_smoothing():
     # gap > 0, logit 2: target 0.95 -> 0.95 softplus(-2) + 0.05 softplus(2); gap < 0, logit 2 -> oriented -2
     logits = jnp.array([[2.0], [2.0]])
     gap = jnp.array([[0.3], [-0.3]])
-    loss, diag = comparison_loss(logits, gap, jnp.array([True, True]), label_smoothing=0.1)
+    loss, diag = comparison_loss(logits, gap, where=jnp.array([True, True]), label_smoothing=0.1)
     right = 0.95 * softplus(-2.0) + 0.05 * softplus(2.0)
     wrong = 0.95 * softplus(2.0) + 0.05 * softplus(-2.0)
     assert float(loss) == pytest.approx((right + wrong) / 2, rel=1e-6)
@@ -87,19 +87,21 @@ def test_hand_computed_bce_with_smoothing():
 def test_ties_small_gaps_and_padding_are_skipped():
     logits = jnp.array([[5.0, -5.0, 5.0, 1.0]])
     gap = jnp.array([[0.0, 0.04, -0.05, 0.2]])  # tie, below the threshold, at the threshold, counted
-    loss, diag = comparison_loss(logits, gap, jnp.array([1.0]), kind="hinge", margin=1.0, min_label_gap=0.05)
+    loss, diag = comparison_loss(logits, gap, where=jnp.array([1.0]), kind="hinge", margin=1.0,
+                                 min_label_gap=0.05)
     assert float(diag["compare_pairs"]) == 1 and float(loss) == 0.0  # only the last entry, already past the margin
-    loss, diag = comparison_loss(logits, jnp.full((1, 4), jnp.nan), jnp.array([0.0]))  # padding pair with NaN labels
+    # a padding pair with NaN labels
+    loss, diag = comparison_loss(logits, jnp.full((1, 4), jnp.nan), where=jnp.array([0.0]))
     assert float(loss) == 0.0 and float(diag["compare_pairs"]) == 0
-    grad = jax.grad(lambda x: comparison_loss(x, jnp.full((1, 4), jnp.nan), jnp.array([0.0]))[0])(logits)
+    grad = jax.grad(lambda x: comparison_loss(x, jnp.full((1, 4), jnp.nan), where=jnp.array([0.0]))[0])(logits)
     assert np.all(np.asarray(grad) == 0)
 
 
 def test_margin_kinds_need_the_margin():
     logits, gap = jnp.array([[0.5]]), jnp.array([[1.0]])
-    hinge, _ = comparison_loss(logits, gap, jnp.array([True]), kind="hinge", margin=1.0)
-    logistic, _ = comparison_loss(logits, gap, jnp.array([True]), kind="logistic_margin", margin=1.0)
-    plain, _ = comparison_loss(logits, gap, jnp.array([True]), kind="bce")
+    hinge, _ = comparison_loss(logits, gap, where=jnp.array([True]), kind="hinge", margin=1.0)
+    logistic, _ = comparison_loss(logits, gap, where=jnp.array([True]), kind="logistic_margin", margin=1.0)
+    plain, _ = comparison_loss(logits, gap, where=jnp.array([True]), kind="bce")
     assert float(hinge) == pytest.approx(0.5)
     assert float(logistic) == pytest.approx(softplus(0.5), rel=1e-6)  # softplus(margin - u)
     assert float(plain) == pytest.approx(softplus(-0.5), rel=1e-6)
@@ -108,8 +110,8 @@ def test_margin_kinds_need_the_margin():
 def test_both_orientations_cost_the_same_for_antisymmetric_logits():
     logits, gap, mask, std_a, std_b = random_pairs(1)
     kwargs = dict(kind="logistic_margin", margin=0.3, min_label_gap=0.02, label_smoothing=0.2)
-    forward, _ = comparison_loss(logits, gap, mask, std_a, std_b, **kwargs)
-    backward, _ = comparison_loss(-logits, -gap, mask, std_b, std_a, **kwargs)
+    forward, _ = comparison_loss(logits, gap, where=mask, std_a=std_a, std_b=std_b, **kwargs)
+    backward, _ = comparison_loss(-logits, -gap, where=mask, std_a=std_b, std_b=std_a, **kwargs)
     assert float(forward) == pytest.approx(float(backward), rel=1e-6)
 
 
@@ -136,13 +138,14 @@ def test_block_loss_equals_the_flat_pair_list(weighted):
     labels[mask == 0] = np.nan
     std = rng.uniform(0.0, 0.3, size=(P, K, D)).astype(np.float32) if weighted else None
     kwargs = dict(kind="bce", min_label_gap=0.05, label_smoothing=0.1)
-    loss, diag = jax.jit(block_comparison_loss, static_argnames=tuple(kwargs))(logits, labels, mask, std, **kwargs)
+    loss, diag = jax.jit(block_comparison_loss, static_argnames=tuple(kwargs))(logits, labels, where=mask,
+                                                                                label_std=std, **kwargs)
     pairs = block_pairs(jnp.asarray(mask.reshape(-1)), K)
     flat_labels = labels.reshape(P * K, D)
     first, second = np.asarray(pairs.first).reshape(-1), np.asarray(pairs.second).reshape(-1)
-    flat_std = (None, None) if std is None else (std.reshape(P * K, D)[first], std.reshape(P * K, D)[second])
+    flat_std = {} if std is None else {"std_a": std.reshape(P * K, D)[first], "std_b": std.reshape(P * K, D)[second]}
     want, want_diag = comparison_loss(logits.reshape(-1, D), flat_labels[first] - flat_labels[second],
-                                      np.asarray(pairs.mask).reshape(-1), *flat_std, **kwargs)
+                                      where=np.asarray(pairs.mask).reshape(-1), **flat_std, **kwargs)
     assert np.isfinite(float(loss))
     assert float(loss) == pytest.approx(float(want), rel=1e-6)
     for name in want_diag:
@@ -153,8 +156,8 @@ def test_block_loss_equals_the_flat_pair_list(weighted):
 def test_bad_settings():
     x = jnp.zeros((1, 1))
     with pytest.raises(ValueError, match="kind"):
-        eager_comparison_loss(x, x, jnp.ones(1), kind="softmax")
+        eager_comparison_loss(x, x, kind="softmax")
     with pytest.raises(ValueError, match="label_smoothing"):
-        eager_comparison_loss(x, x, jnp.ones(1), label_smoothing=1.0)
+        eager_comparison_loss(x, x, label_smoothing=1.0)
     with pytest.raises(ValueError, match="\\[P, K, K, D\\]"):
-        block_comparison_loss(jnp.zeros((2, 3, 3, 1)), jnp.zeros((2, 4, 1)), jnp.ones((2, 4)))
+        block_comparison_loss(jnp.zeros((2, 3, 3, 1)), jnp.zeros((2, 4, 1)), where=jnp.ones((2, 4)))

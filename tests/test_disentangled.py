@@ -69,7 +69,7 @@ def test_least_squares_adversary_equals_numpy_and_ignores_padding_and_scale():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=30)
     z = (rng.normal(size=(30, 5)) + 0.8 * np.eye(3)[labels] @ rng.normal(size=(3, 5))).astype(np.float32)
-    fit = jax.jit(lambda z, l, m: least_squares_adversary_loss(z, l, m, 4, ridge=1e-3))
+    fit = jax.jit(lambda z, l, m: least_squares_adversary_loss(z, l, where=m, num_classes=4, ridge=1e-3))
     loss, diag = fit(z, labels, np.ones(30, np.float32))
     want = _numpy_r2(z.astype(np.float64), labels, 4, 1e-3)
     assert 0.2 < want < 0.9
@@ -84,10 +84,10 @@ def test_least_squares_adversary_equals_numpy_and_ignores_padding_and_scale():
     single = fit(z, np.zeros(30, labels.dtype), np.ones(30, np.float32))
     assert float(single[0]) == 1.0  # one class: nothing to read
     # running moments: decayed sums; fitted to one batch's moments, the same value as the fit to the batch
-    moments = update_moments(empty_moments(5, 4), z, labels, np.ones(30, np.float32), decay=0.5)
-    assert float(least_squares_adversary_loss(z, labels, np.ones(30), 4, moments=moments)[0]) == pytest.approx(
+    moments = update_moments(empty_moments(5, 4), z, labels, where=np.ones(30, np.float32), decay=0.5)
+    assert float(least_squares_adversary_loss(z, labels, num_classes=4, moments=moments)[0]) == pytest.approx(
         float(loss), abs=1e-4)
-    twice = update_moments(moments, z[:10], labels[:10], np.ones(10, np.float32), decay=0.5)
+    twice = update_moments(moments, z[:10], labels[:10], decay=0.5)
     assert float(twice.weight) == 0.5 * 30 + 10
     np.testing.assert_allclose(np.asarray(twice.zz), 0.5 * z.T @ z + z[:10].T @ z[:10], rtol=1e-5)
     np.testing.assert_allclose(np.asarray(twice.zy), 0.5 * z.T @ np.eye(4)[labels] + z[:10].T @ np.eye(4)[labels[:10]],
@@ -109,7 +109,8 @@ def test_least_squares_adversary_gradient_is_the_envelope_gradient():
         w = jnp.linalg.solve(features.T @ features / 20 + ridge * jnp.eye(4), features.T @ y / 20)
         return (jnp.sum((y - features @ w) ** 2) / 20 + ridge * jnp.sum(w**2)) * 20 / jnp.sum(y**2)
 
-    got = jax.jit(jax.grad(lambda z: least_squares_adversary_loss(z, labels, mask, 3, ridge=ridge)[0]))(z)
+    got = jax.jit(jax.grad(
+        lambda z: least_squares_adversary_loss(z, labels, where=mask, num_classes=3, ridge=ridge)[0]))(z)
     want = jax.jit(jax.grad(penalised_minimum))(z)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-5)
 
@@ -211,10 +212,11 @@ def test_the_adversary_reaches_the_style_encoder_reversed(kind):
     def plain(model):  # the same adversarial loss without the reversal layer
         z_style = model(jnp.asarray(batch["x"])).z_style
         if kind == "linear":  # fitted to the moments of this batch (the first of the window)
-            moments = update_moments(empty_moments(8, 64), z_style, batch["composition"], batch["mask"], decay=0.9)
-            return 2.0 * least_squares_adversary_loss(z_style, batch["composition"], batch["mask"], 64,
-                                                      moments=moments)[0]
-        return 2.0 * masked_cross_entropy(model.adversary(z_style), batch["composition"], batch["mask"])[0]
+            moments = update_moments(empty_moments(8, 64), z_style, batch["composition"], where=batch["mask"],
+                                     decay=0.9)
+            return 2.0 * least_squares_adversary_loss(z_style, batch["composition"], where=batch["mask"],
+                                                      num_classes=64, moments=moments)[0]
+        return 2.0 * masked_cross_entropy(model.adversary(z_style), batch["composition"], where=batch["mask"])[0]
 
     want = nnx.jit(nnx.grad(plain))(model)
     got_style, want_style = _flat(grads, "style"), _flat(want, "style")

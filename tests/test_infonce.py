@@ -1,5 +1,7 @@
 """Tiled / sharded InfoNCE against the B x B reference (float64), on 1 and 8 simulated devices."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,10 +33,10 @@ def _batch(seed: int, size: int, dim: int, groups: int | None, padding: int = 0,
 
 
 def _value_and_grads(loss_fn, z, group, mask, temperature):
-    """((loss, diagnostics), (dL/dz, dL/dT)) of loss_fn(z, group, mask, T)."""
+    """((loss, diagnostics), (dL/dz, dL/dT)) of loss_fn(z, group, where=mask, temperature=T)."""
 
     def loss(z, t):
-        return loss_fn(z, jnp.asarray(group), jnp.asarray(mask), t)
+        return loss_fn(z, jnp.asarray(group), where=jnp.asarray(mask), temperature=t)
 
     return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(z, temperature)
 
@@ -78,7 +80,7 @@ _tiled_loss = jax.jit(infonce_loss, static_argnames="block_size")
 def test_single_device_matches_reference(case):
     seed, groups, padding, singletons, temperature = case
     z, group, mask = _batch(seed, 54, 16, groups, padding, singletons)
-    fn = lambda z, g, m, t: _tiled_loss(z, g, m, t, block_size=16)  # noqa: E731
+    fn = functools.partial(_tiled_loss, block_size=16)
     got = _value_and_grads(fn, jnp.asarray(z, jnp.float32), group, mask, jnp.float32(temperature))
     _assert_matches(got, _reference(z, group, mask, temperature))
 
@@ -93,9 +95,7 @@ def test_sharded_matches_reference(strategy, devices):
     # 8 x 13 rows: 13 per device is not a multiple of the 8-row blocks; padding and singleton rows included
     z, group, mask = _batch(seed=4, size=104, dim=16, groups=9, padding=6, singletons=4)
     mesh = _mesh(devices)
-    fn = jax.jit(
-        lambda z, g, m, t: sharded_infonce_loss(z, g, m, t, mesh=mesh, block_size=8, strategy=strategy)
-    )
+    fn = jax.jit(functools.partial(sharded_infonce_loss, mesh=mesh, block_size=8, strategy=strategy))
     got = _value_and_grads(fn, jnp.asarray(z, jnp.float32), group, mask, jnp.float32(0.1))
     _assert_matches(got, _reference(z, group, mask, 0.1))
 
@@ -104,7 +104,7 @@ def test_padding_rows_are_ignored_and_get_no_gradient():
     z, group, mask = _batch(seed=5, size=54, dim=16, groups=4, padding=10)
     padded_z = z.copy()
     padded_z[-10:] = np.random.default_rng(9).normal(size=(10, 16))  # junk in padding rows must not matter
-    fn = lambda z, g, m, t: _tiled_loss(z, g, m, t, block_size=16)  # noqa: E731
+    fn = functools.partial(_tiled_loss, block_size=16)
     (loss, _), (dz, _) = _value_and_grads(fn, jnp.asarray(padded_z, jnp.float32), group, mask, jnp.float32(0.1))
     (want, _), (want_dz, _) = _value_and_grads(
         fn, jnp.asarray(z[:-10], jnp.float32), group[:-10], mask[:-10], jnp.float32(0.1)
@@ -116,15 +116,17 @@ def test_padding_rows_are_ignored_and_get_no_gradient():
 
 def test_default_block_size_gives_the_same_loss():
     z, group, mask = _batch(seed=10, size=54, dim=16, groups=6)
-    args = (jnp.asarray(z, jnp.float32), jnp.asarray(group), jnp.asarray(mask), 0.1)
-    np.testing.assert_allclose(infonce_loss(*args)[0], _tiled_loss(*args, block_size=16)[0], rtol=RTOL)
+    args = (jnp.asarray(z, jnp.float32), jnp.asarray(group))
+    kwargs = {"where": jnp.asarray(mask), "temperature": 0.1}
+    np.testing.assert_allclose(infonce_loss(*args, **kwargs)[0], _tiled_loss(*args, **kwargs, block_size=16)[0],
+                               rtol=RTOL)
 
 
 def test_batch_without_anchors_gives_zero_loss_and_finite_gradient():
     z, _, mask = _batch(seed=6, size=54, dim=16, groups=2)
     group = np.arange(54, dtype=np.int32)  # every row its own music: no positives anywhere
     (loss, diag), (dz, dt) = _value_and_grads(
-        lambda z, g, m, t: _tiled_loss(z, g, m, t, block_size=16), jnp.asarray(z, jnp.float32), group, mask, 0.1
+        functools.partial(_tiled_loss, block_size=16), jnp.asarray(z, jnp.float32), group, mask, 0.1
     )
     assert float(loss) == 0.0 and float(diag["num_anchors"]) == 0.0
     assert np.all(np.asarray(dz) == 0.0) and float(dt) == 0.0
@@ -140,7 +142,7 @@ def test_jitted_train_step_with_sharded_inputs():
         def loss(w, x, group, mask):
             h = x @ w
             z = h / jnp.linalg.norm(h, axis=1, keepdims=True)
-            return loss_fn(z, group, mask, 0.1)[0]
+            return loss_fn(z, group, where=mask, temperature=0.1)[0]
 
         return loss
 
@@ -152,7 +154,7 @@ def test_jitted_train_step_with_sharded_inputs():
         jax.device_put(jnp.asarray(mask), sharded),
     )
     step = jax.jit(
-        jax.value_and_grad(loss_with(lambda *a: sharded_infonce_loss(*a, mesh=mesh, block_size=8, strategy="ring")))
+        jax.value_and_grad(loss_with(functools.partial(sharded_infonce_loss, mesh=mesh, block_size=8, strategy="ring")))
     )
     loss, dw = step(*args)
     with jax.enable_x64(True):
@@ -167,12 +169,14 @@ def test_bad_inputs_raise_clear_errors():
     z = jnp.zeros((10, 4))
     group, mask = jnp.zeros(10, jnp.int32), jnp.ones(10)
     with pytest.raises(ValueError, match="must both be \\[B\\]"):
-        infonce_loss(z, group[:9], mask, 0.1)
+        infonce_loss(z, group[:9], where=mask, temperature=0.1)
+    with pytest.raises(ValueError, match="must both be \\[B\\]"):
+        infonce_loss(z, group, where=mask[:9], temperature=0.1)
     with pytest.raises(ValueError, match="integer ids"):
-        infonce_loss(z, mask, mask, 0.1)
+        infonce_loss(z, mask, where=mask, temperature=0.1)
     with pytest.raises(ValueError, match="not a multiple of the 8 devices"):
-        sharded_infonce_loss(z, group, mask, 0.1, mesh=_mesh(8))
+        sharded_infonce_loss(z, group, where=mask, temperature=0.1, mesh=_mesh(8))
     with pytest.raises(ValueError, match="block_size must be a positive integer"):
-        infonce_loss(z, group, mask, 0.1, block_size=0)
+        infonce_loss(z, group, where=mask, temperature=0.1, block_size=0)
     with pytest.raises(ValueError, match="strategy must be one of"):
-        sharded_infonce_loss(z, group, mask, 0.1, mesh=_mesh(2), strategy="tree")
+        sharded_infonce_loss(z, group, where=mask, temperature=0.1, mesh=_mesh(2), strategy="tree")

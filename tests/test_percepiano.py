@@ -1,7 +1,6 @@
 """PercePiano reader: key parsing, the shared checkout, and bad inputs on tiny fake checkouts."""
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +55,8 @@ def test_default_data_config():
 
 
 def test_shared_checkout(percepiano_root: Path):
-    start = time.perf_counter()
-    with pytest.warns(RatingsWarning):
+    with pytest.warns(RatingsWarning):  # no timing here: speed lives in benchmarks, not tests (a loaded CI fails)
         corpus = load_percepiano(percepiano_root)
-    assert time.perf_counter() - start < 3.0
     assert corpus.name == "percepiano"
     assert corpus.problems == []
     labels = json.loads(next((percepiano_root / "labels").glob("label_*_mean_*.json")).read_text())

@@ -43,7 +43,7 @@ def test_hand_computed_case():
     scores = jnp.array([[[1.0], [0.9], [2.0]]])
     labels = jnp.array([[[0.9], [0.5], [0.1]]])
     mask = jnp.ones((1, 3))
-    loss, diag = margin_ranking_loss(scores, labels, mask, margin=0.2)
+    loss, diag = margin_ranking_loss(scores, labels, where=mask, margin=0.2)
     # pairs (hi, lo): (0,1): 0.2-0.1=0.1; (0,2): 0.2+1.0=1.2; (1,2): 0.2+1.1=1.3 -> mean 2.6/3
     assert float(loss) == pytest.approx(2.6 / 3, rel=1e-6)
     assert float(diag["rank_pairs"]) == 3
@@ -59,8 +59,8 @@ def test_matches_naive_double_loop(weighted):
     mask = (rng.uniform(size=(P, K)) > 0.25).astype(np.float32)
     std = rng.uniform(0.0, 0.3, size=(P, K, D)).astype(np.float32) if weighted else None
     std_arg = None if std is None else jnp.asarray(std)
-    loss, diag = margin_ranking_loss(jnp.asarray(scores), jnp.asarray(labels), jnp.asarray(mask), std_arg,
-                                     margin=0.3, min_label_gap=0.05)
+    loss, diag = margin_ranking_loss(jnp.asarray(scores), jnp.asarray(labels), where=jnp.asarray(mask),
+                                     label_std=std_arg, margin=0.3, min_label_gap=0.05)
     expected, pairs, accuracy = naive_loss(scores, labels, mask, std, 0.3, 0.05)
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(diag["rank_pairs"]) == pytest.approx(pairs, rel=1e-5)
@@ -74,7 +74,7 @@ def test_matches_rax_pairwise_hinge():
     scores = jnp.asarray(rng.normal(size=(P, K, D)), jnp.float32)
     labels = jnp.asarray(rng.uniform(size=(P, K, D)), jnp.float32)
     mask = jnp.asarray(rng.uniform(size=(P, K)) > 0.2, jnp.float32)
-    loss, diag = margin_ranking_loss(scores, labels, mask, margin=1.0)
+    loss, diag = margin_ranking_loss(scores, labels, where=mask, margin=1.0)
     lists = lambda a: jnp.moveaxis(a, 2, 1).reshape(P * D, K)  # [P, K, D] -> [P * D, K]
     where = jnp.repeat(mask > 0, D, axis=0)
     total = rax.pairwise_hinge_loss(lists(scores), lists(labels), where=where, reduce_fn=jnp.sum)
@@ -85,8 +85,8 @@ def test_gap_threshold_skips_close_pairs():
     scores = jnp.zeros((1, 2, 1))
     labels = jnp.array([[[0.50], [0.52]]])
     mask = jnp.ones((1, 2))
-    _, below = margin_ranking_loss(scores, labels, mask, min_label_gap=0.05)
-    _, above = margin_ranking_loss(scores, labels, mask, min_label_gap=0.01)
+    _, below = margin_ranking_loss(scores, labels, where=mask, min_label_gap=0.05)
+    _, above = margin_ranking_loss(scores, labels, where=mask, min_label_gap=0.01)
     assert float(below["rank_pairs"]) == 0 and float(above["rank_pairs"]) == 1
 
 
@@ -98,17 +98,18 @@ def test_padding_is_ignored_even_with_nan():
     mask = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0]], jnp.float32)
     poisoned_labels = labels.at[0, 3].set(jnp.nan).at[1, 2:].set(jnp.nan)
     poisoned_scores = scores.at[0, 3].set(1e6)
-    loss, diag = margin_ranking_loss(scores, labels, mask, std)
-    poisoned, poisoned_diag = margin_ranking_loss(poisoned_scores, poisoned_labels, mask, std.at[0, 3].set(jnp.nan))
+    loss, diag = margin_ranking_loss(scores, labels, where=mask, label_std=std)
+    poisoned, poisoned_diag = margin_ranking_loss(poisoned_scores, poisoned_labels, where=mask,
+                                                         label_std=std.at[0, 3].set(jnp.nan))
     assert float(poisoned) == pytest.approx(float(loss), rel=1e-6)
     assert float(poisoned_diag["rank_pairs"]) == pytest.approx(float(diag["rank_pairs"]), rel=1e-6)
-    grads = jax.grad(lambda s: margin_ranking_loss(s, poisoned_labels, mask, std)[0])(poisoned_scores)
+    grads = jax.grad(lambda s: margin_ranking_loss(s, poisoned_labels, where=mask, label_std=std)[0])(poisoned_scores)
     assert np.isfinite(np.asarray(grads)).all()
     assert float(jnp.abs(grads[0, 3]).sum()) == 0.0
 
 
 def test_no_pairs_gives_zero_loss():
-    loss, diag = margin_ranking_loss(jnp.ones((2, 3, 19)), jnp.full((2, 3, 19), 0.5), jnp.ones((2, 3)))
+    loss, diag = margin_ranking_loss(jnp.ones((2, 3, 19)), jnp.full((2, 3, 19), 0.5), where=jnp.ones((2, 3)))
     assert float(loss) == 0.0 and float(diag["rank_pairs"]) == 0.0
 
 

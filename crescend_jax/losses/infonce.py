@@ -1,22 +1,24 @@
 """Exact multi-positive InfoNCE (SupCon "L_out") in memory linear in the batch, on one device or sharded.
 
-For L2-normalised embeddings ``z`` float32 [B, D], group ids ``group`` int32 [B] and row mask ``mask`` float32 [B]
-(0 = padding row: neither anchor nor key), with ``s = z z^T / T``::
+For L2-normalised embeddings ``z`` float32 [B, D], group ids ``group`` int32 [B] and the real rows ``where`` bool [B]
+(m_i = 0: a padding row, neither anchor nor key), with ``s = z z^T / T``::
 
     valid(i, j) = [i != j] m_i m_j                      keys of anchor i: every other real row
     P(i)        = {j : valid(i, j), g_j = g_i}           positives, n_i = |P(i)|
     A           = {i : m_i = 1, n_i >= 1}                anchors
     lse_i       = logsumexp_{j : valid(i, j)} s_ij
-    L           = (1/|A|) sum_{i in A} [lse_i - (1/n_i) sum_{p in P(i)} s_ip]
+    l_i         = lse_i - (1/n_i) sum_{p in P(i)} s_ip    (i in A; 0 otherwise)
+    L           = sum_{i in A} v_i l_i / sum_{i in A} v_i (the default reduction; v = ``weights``, 1 by default)
 
-which equals ``(1/|A|) sum_i -(1/n_i) sum_p [s_ip - lse_i]``. Negatives are all other real rows, including other
-groups of the same piece.
+and with v = 1, ``L = (1/|A|) sum_i -(1/n_i) sum_p [s_ip - lse_i]``. Negatives are all other real rows, including
+other groups of the same piece.
 
 ``infonce_loss`` and ``sharded_infonce_loss`` never build the B x B logits. The forward pass tiles the queries and
 the keys into ``block_size`` blocks and keeps a running (online) log-sum-exp per row; a ``jax.custom_vjp`` saves only
 ``z`` and per-row ``lse`` and ``n`` and recomputes the tiles in the backward pass. With
-``G_ij = dL/ds_ij = w_i (p_ij - [j in P(i)] / n_i)``, ``p_ij = exp(s_ij - lse_i)`` and ``w_i = [i in A] / |A|``,
-the gradient of the symmetric ``s`` is
+``G_ij = dL/ds_ij = w_i (p_ij - [j in P(i)] / n_i)``, ``p_ij = exp(s_ij - lse_i)`` and ``w_i = dL/dl_i`` (the
+cotangent of the per-anchor losses, e.g. ``[i in A] / |A|`` for the plain mean), the gradient of the symmetric ``s``
+is
 
     dL/dz_i = (1/T) sum_j H_ij z_j,   H = G + G^T,
     dL/dT   = -(1/T^2) sum_ij G_ij (z_i . z_j) = -(1/(2T)) sum_i z_i . dL/dz_i.
@@ -42,6 +44,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
+
+from crescend_jax.losses.reduction import ReduceFn, reduce_loss, weighted_mean
 
 # Tile edge by platform when block_size is None. CPU: a 2048-row tile ran at 82-89% of the float32 matmul rate at
 # B = 4096 and 65,536 (bench/infonce.md). Accelerators: larger tiles for their faster matmuls; 8192 is not measured
@@ -123,8 +127,10 @@ def _backward_tile(
 ) -> jax.Array:
     """dq [bq, D] += H_tile @ k with H_ij = G_ij + G_ji recomputed from the tile (q is pre-scaled by 1/T)."""
     s, valid, positive = _tile(q, q_rows, k, k_rows)
-    p_row = jnp.where(valid & (q_grad.weight != 0)[:, None], jnp.exp(s - q_grad.lse[:, None]), 0.0)
-    p_col = jnp.where(valid & (k_grad.weight != 0)[None, :], jnp.exp(s - k_grad.lse[None, :]), 0.0)
+    # p = exp(s - lse) <= 1 exactly; the clamp absorbs rounding (s_ij stands in for s_ji in the column term, and the
+    # two round differently), which overflows exp once |s| reaches about 1e6
+    p_row = jnp.where(valid & (q_grad.weight != 0)[:, None], jnp.exp(jnp.minimum(s - q_grad.lse[:, None], 0.0)), 0.0)
+    p_col = jnp.where(valid & (k_grad.weight != 0)[None, :], jnp.exp(jnp.minimum(s - k_grad.lse[None, :], 0.0)), 0.0)
     h = q_grad.weight[:, None] * p_row + k_grad.weight[None, :] * p_col - jnp.where(
         positive, q_grad.weight_per_pos[:, None] + k_grad.weight_per_pos[None, :], 0.0
     )
@@ -239,7 +245,8 @@ def _local_inputs(plan: _Plan, z, group, mask, temperature):
 
 
 def _local_forward(plan: _Plan, z, group, mask, temperature):
-    """Per-device forward: (loss, diagnostics) replicated, and the per-row residuals (lse, n, anchor) of its rows."""
+    """Per-device forward: the per-row losses and anchor mask of its rows, the diagnostics (replicated), and the
+    per-row residuals (lse, n, anchor) of its rows."""
     n_local = z.shape[0]
     rows, z32, q, block, _ = _local_inputs(plan, z, group, mask, temperature)
 
@@ -251,30 +258,30 @@ def _local_forward(plan: _Plan, z, group, mask, temperature):
     lse = stats.row_max + jnp.log(stats.sum_exp)
     anchor = rows.mask & (stats.pos_count > 0)
     safe_count = jnp.where(anchor, stats.pos_count, 1.0)
+    positive_logit = stats.pos_sum / safe_count
+    per_row = jnp.where(anchor, lse - positive_logit, 0.0)
     num_anchors = plan.psum(anchor.sum(dtype=jnp.float32))
     denominator = jnp.maximum(num_anchors, 1.0)
 
     def anchor_mean(x):
         return plan.psum(jnp.where(anchor, x, 0.0).sum()) / denominator
 
-    mean_positive_logit = anchor_mean(stats.pos_sum / safe_count)
-    mean_lse = anchor_mean(lse)
-    loss = mean_lse - mean_positive_logit
     diagnostics = {
         "num_anchors": num_anchors,
-        "mean_positive_similarity": mean_positive_logit * temperature,
-        "mean_logsumexp": mean_lse,
+        "mean_positive_similarity": anchor_mean(positive_logit) * temperature,
+        "mean_logsumexp": anchor_mean(lse),
         "positive_top1_accuracy": anchor_mean((stats.pos_max >= stats.row_max).astype(jnp.float32)),
     }
-    residuals = (lse[:n_local], stats.pos_count[:n_local], anchor[:n_local], denominator)
-    return loss, diagnostics, residuals
+    residuals = (lse[:n_local], stats.pos_count[:n_local], anchor[:n_local])
+    return per_row[:n_local], anchor[:n_local], diagnostics, residuals
 
 
-def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, anchor, denominator, g):
-    """Per-device backward: dL/dz of its rows and dL/dT (replicated), scaled by the loss cotangent g."""
+def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, anchor, g):
+    """Per-device backward: dL/dz of its rows and dL/dT (replicated), for the cotangents g [rows] of its per-row
+    losses (w_i = g_i on anchors)."""
     n_local = z.shape[0]
     rows, z32, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
-    weight = jnp.where(anchor, g / denominator, 0.0)
+    weight = jnp.where(anchor, g, 0.0)
     grad = _KeyGrad(
         lse=_pad_rows(jnp.where(anchor, lse, 0.0), padded),
         weight=_pad_rows(weight, padded),
@@ -295,32 +302,33 @@ def _forward(plan: _Plan, z, group, mask, temperature):
     fn = plan.shard(
         functools.partial(_local_forward, plan),
         in_specs=(sharded, sharded, sharded, replicated),
-        out_specs=(replicated, replicated, (sharded, sharded, sharded, replicated)),
+        out_specs=(sharded, sharded, replicated, (sharded, sharded, sharded)),
     )
     return fn(z, group, mask, temperature)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _infonce(plan: _Plan, z, group, mask, temperature):
-    loss, diagnostics, _ = _forward(plan, z, group, mask, temperature)
-    return loss, diagnostics
+    """(per-row losses [B] (0 off anchors), anchor mask [B], diagnostics)."""
+    per_row, anchor, diagnostics, _ = _forward(plan, z, group, mask, temperature)
+    return per_row, anchor, diagnostics
 
 
 def _infonce_fwd(plan: _Plan, z, group, mask, temperature):
-    loss, diagnostics, residuals = _forward(plan, z, group, mask, temperature)
-    return (loss, diagnostics), (z, group, mask, temperature, residuals)
+    per_row, anchor, diagnostics, residuals = _forward(plan, z, group, mask, temperature)
+    return (per_row, anchor, diagnostics), (z, group, mask, temperature, residuals)
 
 
 def _infonce_bwd(plan: _Plan, saved, cotangents):
-    z, group, mask, temperature, (lse, pos_count, anchor, denominator) = saved
-    g = cotangents[0]
+    z, group, mask, temperature, (lse, pos_count, anchor) = saved
+    g = cotangents[0]  # the anchor mask and the diagnostics carry no gradient
     sharded, replicated = P(plan.axis_name), P()
     fn = plan.shard(
         functools.partial(_local_backward, plan),
-        in_specs=(sharded,) * 3 + (replicated,) + (sharded,) * 3 + (replicated, replicated),
+        in_specs=(sharded,) * 3 + (replicated,) + (sharded,) * 4,
         out_specs=(sharded, replicated),
     )
-    dz, d_temperature = fn(z, group, mask, temperature, lse, pos_count, anchor, denominator, g)
+    dz, d_temperature = fn(z, group, mask, temperature, lse, pos_count, anchor, g)
     return dz, None, None, d_temperature
 
 
@@ -341,18 +349,29 @@ def _check_inputs(z: jax.Array, group: jax.Array, mask: jax.Array) -> None:
         raise ValueError(f"infonce: z must be [B, D] embeddings, got shape {z.shape}; flatten or pool it first")
     if group.shape != z.shape[:1] or mask.shape != z.shape[:1]:
         raise ValueError(
-            f"infonce: group {group.shape} and mask {mask.shape} must both be [B] = {z.shape[:1]}, one entry per row of z"
+            f"infonce: group {group.shape} and where {mask.shape} must both be [B] = {z.shape[:1]}, one entry per row "
+            "of z"
         )
     if not jnp.issubdtype(group.dtype, jnp.integer):
         raise ValueError(f"infonce: group must hold integer ids, got dtype {group.dtype}; cast it with .astype(int32)")
 
 
+def _rows_mask(where: jax.Array | None, z: jax.Array) -> jax.Array:
+    """``where`` as a bool [B] (None = every row); its shape is checked by `_check_inputs`."""
+    if where is None:
+        return jnp.ones(z.shape[:1], bool)
+    where = jnp.asarray(where)
+    return where if where.dtype == bool else where > 0
+
+
 def infonce_loss(
     z: jax.Array,
     group: jax.Array,
-    mask: jax.Array,
-    temperature: float | jax.Array,
     *,
+    where: jax.Array | None = None,
+    weights: jax.Array | None = None,
+    reduce_fn: ReduceFn | None = weighted_mean,
+    temperature: float | jax.Array,
     block_size: int | None = None,
     mesh: Mesh | None = None,
     axis_name: str | None = None,
@@ -361,27 +380,51 @@ def infonce_loss(
     """Exact multi-positive InfoNCE, tiled in ``block_size`` blocks (memory O(B D + block^2)), on one device or over
     a mesh: the one entry point the approaches call.
 
-    Args: z float32 [B, D] L2-normalised rows; group int [B] (equal ids = positives); mask float [B] (0 = padding);
-    temperature scalar T > 0 (differentiable); block_size the tile edge (None: 2048 on CPU, 8192 on GPU/TPU);
-    mesh: None or a one-device mesh computes on one device; a mesh of several devices splits the batch over
-    ``axis_name`` (default: its first axis) with ``strategy`` (`sharded_infonce_loss`).
-    Returns (loss scalar, diagnostics: num_anchors, mean_positive_similarity (cosine), mean_logsumexp,
-    positive_top1_accuracy: fraction of anchors whose most similar key is a positive).
+    The per-anchor losses l_i = lse_i - (1/n_i) sum_{p in P(i)} s_ip (module docstring) are reduced over the anchors
+    A (valid rows with a positive); the default reduction is loss = sum_{i in A} w_i l_i / sum_{i in A} w_i.
+
+    Args:
+      z: float32 [B, D] L2-normalised rows. group: int [B] (equal ids = positives).
+      where: bool (or 0/1 float) [B], the real rows (a row outside it is neither anchor nor key); None = all.
+      weights: optional float [B] anchor weights (a row's weight does not change its part as a key).
+      reduce_fn: `reduction.weighted_mean` (default), `reduction.weighted_sum`, or None for the [B] values l
+        (0 off the anchors).
+      temperature: scalar T > 0 (differentiable).
+      block_size: the tile edge (None: 2048 on CPU, 8192 on GPU/TPU).
+      mesh: None or a one-device mesh computes on one device; a mesh of several devices splits the batch over
+        ``axis_name`` (default: its first axis) with ``strategy`` (`sharded_infonce_loss`).
+
+    Returns:
+      (loss, diagnostics: num_anchors, mean_positive_similarity (cosine), mean_logsumexp, positive_top1_accuracy:
+      fraction of anchors whose most similar key is a positive; unweighted means over the anchors, whatever
+      ``reduce_fn``).
+
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[1.0, 0.0], [0.8, 0.6], [-1.0, 0.0], [-0.8, -0.6]])  # two groups of two, far apart
+    >>> group = jnp.array([0, 0, 1, 1])
+    >>> loss, diagnostics = infonce_loss(z, group, temperature=0.5)
+    >>> round(float(loss), 4), float(diagnostics["positive_top1_accuracy"])  # each: log(1 + e^-3.2 + e^-3.6)
+    (0.0659, 1.0)
     """
+    where = _rows_mask(where, z)
     if mesh is not None and mesh.devices.size > 1:
-        return sharded_infonce_loss(z, group, mask, temperature, mesh=mesh, axis_name=axis_name or mesh.axis_names[0],
+        return sharded_infonce_loss(z, group, where=where, weights=weights, reduce_fn=reduce_fn,
+                                    temperature=temperature, mesh=mesh, axis_name=axis_name or mesh.axis_names[0],
                                     block_size=block_size, strategy=strategy)
-    _check_inputs(z, group, mask)
+    _check_inputs(z, group, where)
     plan = _Plan(block_size=_block_size(block_size, jax.default_backend()))
-    return _infonce(plan, z, group, mask, jnp.asarray(temperature, jnp.float32))
+    per_row, anchor, diagnostics = _infonce(plan, z, group, where, jnp.asarray(temperature, jnp.float32))
+    return reduce_loss(per_row, where=anchor, weights=weights, reduce_fn=reduce_fn), diagnostics
 
 
 def sharded_infonce_loss(
     z: jax.Array,
     group: jax.Array,
-    mask: jax.Array,
-    temperature: float | jax.Array,
     *,
+    where: jax.Array | None = None,
+    weights: jax.Array | None = None,
+    reduce_fn: ReduceFn | None = weighted_mean,
+    temperature: float | jax.Array,
     mesh: Mesh,
     axis_name: str = "data",
     block_size: int | None = None,
@@ -391,9 +434,18 @@ def sharded_infonce_loss(
 
     Each device keeps its B/n rows; ``strategy="ring"`` passes the key shards around the devices with ppermute (memory
     per device O(B/n D)), ``strategy="allgather"`` gathers z once (O(B D), one collective). Usable inside ``jax.jit``
-    with NamedSharding inputs; the result is replicated.
+    with NamedSharding inputs; the loss and diagnostics are replicated (the unreduced values, ``reduce_fn=None``,
+    are split like z).
+
+    >>> import jax, numpy as np, jax.numpy as jnp
+    >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))  # any number of devices dividing B
+    >>> z = jnp.array([[1.0, 0.0], [0.8, 0.6], [-1.0, 0.0], [-0.8, -0.6]])
+    >>> loss, _ = sharded_infonce_loss(z, jnp.array([0, 0, 1, 1]), temperature=0.5, mesh=mesh)
+    >>> round(float(loss), 4)  # as infonce_loss
+    0.0659
     """
-    _check_inputs(z, group, mask)
+    where = _rows_mask(where, z)
+    _check_inputs(z, group, where)
     if strategy not in STRATEGIES:
         raise ValueError(f"sharded_infonce_loss: strategy must be one of {STRATEGIES}, got {strategy!r}")
     if axis_name not in mesh.shape:
@@ -402,18 +454,33 @@ def sharded_infonce_loss(
     if z.shape[0] % n:
         raise ValueError(
             f"sharded_infonce_loss: batch {z.shape[0]} is not a multiple of the {n} devices on axis {axis_name!r}; "
-            "pad the batch with mask-0 rows"
+            "pad the batch with rows outside where"
         )
     block_size = _block_size(block_size, mesh.devices.flat[0].platform)
     plan = _Plan(block_size=block_size, mesh=mesh, axis_name=axis_name, strategy=strategy)
-    return _infonce(plan, z, group, mask, jnp.asarray(temperature, jnp.float32))
+    per_row, anchor, diagnostics = _infonce(plan, z, group, where, jnp.asarray(temperature, jnp.float32))
+    return reduce_loss(per_row, where=anchor, weights=weights, reduce_fn=reduce_fn), diagnostics
 
 
 def naive_infonce_loss(
-    z: jax.Array, group: jax.Array, mask: jax.Array, temperature: float | jax.Array
+    z: jax.Array,
+    group: jax.Array,
+    *,
+    where: jax.Array | None = None,
+    weights: jax.Array | None = None,
+    reduce_fn: ReduceFn | None = weighted_mean,
+    temperature: float | jax.Array,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Reference with the full B x B logits (memory O(B^2)); same definition and diagnostics, plain autodiff."""
-    real = mask > 0
+    """Reference with the full B x B logits (memory O(B^2)); same definition, arguments and diagnostics, plain
+    autodiff.
+
+    >>> import jax.numpy as jnp
+    >>> z = jnp.array([[1.0, 0.0], [0.8, 0.6], [-1.0, 0.0], [-0.8, -0.6]])
+    >>> loss, _ = naive_infonce_loss(z, jnp.array([0, 0, 1, 1]), temperature=0.5)
+    >>> round(float(loss), 4)  # as infonce_loss
+    0.0659
+    """
+    real = _rows_mask(where, z)
     s = z @ z.T / temperature
     valid = real[:, None] & real[None, :] & ~jnp.eye(z.shape[0], dtype=bool)
     positive = valid & (group[:, None] == group[None, :])
@@ -428,7 +495,7 @@ def naive_infonce_loss(
     def anchor_mean(x):
         return jnp.where(anchor, x, 0.0).sum() / denominator
 
-    loss = anchor_mean(jnp.where(anchor, lse - pos_mean, 0.0))
+    per_row = jnp.where(anchor, lse - pos_mean, 0.0)
     top1 = jnp.where(positive, s, -jnp.inf).max(axis=1) >= jnp.where(valid, s, -jnp.inf).max(axis=1)
     diagnostics = {
         "num_anchors": num_anchors.astype(s.dtype),
@@ -436,4 +503,4 @@ def naive_infonce_loss(
         "mean_logsumexp": anchor_mean(lse),
         "positive_top1_accuracy": anchor_mean(top1.astype(s.dtype)),
     }
-    return loss, diagnostics
+    return reduce_loss(per_row, where=anchor, weights=weights, reduce_fn=reduce_fn), diagnostics

@@ -72,7 +72,7 @@ class PointwiseBaseline(Approach):
     def loss(self, objective: Objective, model: nnx.Module, batch: dict[str, jax.Array], step: jax.Array,
              mesh: Mesh | None) -> tuple[jax.Array, dict[str, Any]]:
         del objective, step, mesh  # no schedule; data parallel: jit partitions the batch mean over the "data" axis
-        return masked_mse(model(batch["x"]), batch["label_mean"], batch["mask"])
+        return masked_mse(model(batch["x"]), batch["label_mean"], where=batch["mask"])
 
     def sampler(self, table: EmbeddingTable, config: ml_collections.ConfigDict, seed: int) -> PlainSampler:
         return PlainSampler(table, config.train.batch_size, seed)

@@ -124,8 +124,8 @@ def ranking_term(objective: Objective, scores: jax.Array, batch: dict[str, jax.A
     min_label_gap and agreement_weighting (approach A's ranking term, approach C's "ranking" head)."""
     grouped = objective.grouped
     return margin_ranking_loss(
-        grouped(scores), grouped(batch["label_mean"]), grouped(batch["mask"]),
-        grouped(batch["label_std"]) if objective.agreement_weighting else None,
+        grouped(scores), grouped(batch["label_mean"]), where=grouped(batch["mask"]),
+        label_std=grouped(batch["label_std"]) if objective.agreement_weighting else None,
         margin=objective.margin, min_label_gap=objective.min_label_gap)
 
 
@@ -162,7 +162,7 @@ class ContrastiveRanking(Approach):
         rank_loss, diagnostics = ranking_term(objective, scores, batch)
         if objective.lambda_piece == 0:
             return rank_loss, diagnostics
-        piece_loss, piece = infonce_loss(z, batch["group"], batch["mask"], objective.temperature,
+        piece_loss, piece = infonce_loss(z, batch["group"], where=batch["mask"], temperature=objective.temperature,
                                          block_size=objective.block_size or None, mesh=mesh,
                                          strategy=objective.strategy)
         diagnostics.update({f"piece_{name}": value for name, value in piece.items()}, piece_loss=piece_loss)

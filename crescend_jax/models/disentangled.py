@@ -367,18 +367,19 @@ class Disentangled(Approach):
             if objective.head == "ranking":
                 head_loss, head = ranking_term(objective, out.logits, batch)
             else:
-                head_loss, head = masked_mse(jax.nn.sigmoid(out.logits), batch["label_mean"], mask)
+                head_loss, head = masked_mse(jax.nn.sigmoid(out.logits), batch["label_mean"], where=mask)
             diagnostics.update(head, head_loss=head_loss)
             total = total + objective.lambda_head * head_loss
 
         if objective.lambda_piece:
             if objective.piece_objective == "infonce":
-                piece_loss, piece = infonce_loss(unit_rows(out.z_piece), batch[objective.piece_positives], mask,
-                                                 objective.temperature, block_size=objective.block_size or None,
+                piece_loss, piece = infonce_loss(unit_rows(out.z_piece), batch[objective.piece_positives], where=mask,
+                                                 temperature=objective.temperature,
+                                                 block_size=objective.block_size or None,
                                                  mesh=mesh, strategy=objective.strategy)
             else:
                 piece_loss, piece = masked_cross_entropy(model.piece_classifier(out.z_piece), batch["composition"],
-                                                         mask)
+                                                         where=mask)
                 piece = {"accuracy": piece["accuracy"]}
             diagnostics.update({f"piece_{name}": value for name, value in piece.items()}, piece_loss=piece_loss)
             total = total + objective.lambda_piece * piece_loss
@@ -390,29 +391,30 @@ class Disentangled(Approach):
             if objective.adversary == "linear":
                 moments = None
                 if model.moments is not None:  # this batch joins the window the adversary is fitted to
-                    moments = update_moments(model.moments.get(), out.z_style, batch["composition"], mask,
+                    moments = update_moments(model.moments.get(), out.z_style, batch["composition"], where=mask,
                                              decay=objective.decay)
                     model.moments.set(moments)
-                adv_loss, adv = least_squares_adversary_loss(reversed_style, batch["composition"], mask,
-                                                             objective.num_classes, ridge=objective.ridge,
+                adv_loss, adv = least_squares_adversary_loss(reversed_style, batch["composition"], where=mask,
+                                                             num_classes=objective.num_classes, ridge=objective.ridge,
                                                              moments=moments)
                 diagnostics.update(adv_r2=adv["r2"])
             else:
-                adv_loss, adv = masked_cross_entropy(model.adversary(reversed_style), batch["composition"], mask)
+                adv_loss, adv = masked_cross_entropy(model.adversary(reversed_style), batch["composition"], where=mask)
             diagnostics.update(adv_loss=adv_loss, adv_accuracy=adv["accuracy"], adv_lambda=strength)
             total = total + objective.lambda_adv * adv_loss
 
         if objective.lambda_style:
             if objective.style_kind == "between_share":
-                style_loss = between_group_share(grouped(out.z_style), grouped(mask))
+                style_loss, _ = between_group_share(grouped(out.z_style), where=grouped(mask))
             else:
-                style_loss = within_group_variance_hinge(grouped(out.z_style), grouped(mask),
-                                                         target_std=objective.target_std)
+                style_loss, _ = within_group_variance_hinge(grouped(out.z_style), where=grouped(mask),
+                                                            target_std=objective.target_std)
             diagnostics.update(style_loss=style_loss)
             total = total + objective.lambda_style * style_loss
 
         if objective.lambda_orth:
-            orth_loss = orthogonality_penalty(out.z_piece, out.z_style, mask, kind=objective.orthogonality_kind)
+            orth_loss, _ = orthogonality_penalty(out.z_piece, out.z_style, where=mask,
+                                                 kind=objective.orthogonality_kind)
             diagnostics.update(orth_loss=orth_loss)
             total = total + objective.lambda_orth * orth_loss
         return total, diagnostics

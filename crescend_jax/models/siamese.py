@@ -237,8 +237,8 @@ class Siamese(Approach):
         grouped = objective.grouped
         logits = model.block_logits(grouped(encoding))
         return block_comparison_loss(
-            logits, grouped(batch["label_mean"]), grouped(batch["mask"]),
-            grouped(batch["label_std"]) if objective.agreement_weighting else None,
+            logits, grouped(batch["label_mean"]), where=grouped(batch["mask"]),
+            label_std=grouped(batch["label_std"]) if objective.agreement_weighting else None,
             kind=objective.kind, margin=objective.margin, min_label_gap=objective.min_label_gap,
             label_smoothing=objective.label_smoothing)
 
