@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import ROOT, add_output_args, load_average, machine, median, output_dir  # noqa: E402
@@ -97,6 +98,7 @@ def swapped(modules: list[str], tree: Path) -> list[tuple[object, str, object]]:
         path = tree / Path(*module_name.split(".")).with_suffix(".py")
         spec = importlib.util.spec_from_file_location(f"before_{module_name.replace('.', '_')}", path)
         old = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = old  # dataclasses look their module up
         spec.loader.exec_module(old)
         for holder in [m for n, m in list(sys.modules.items()) if n.startswith("crescend_jax") or n == "bench_train"]:
             for name, value in list(vars(holder).items()):
@@ -116,7 +118,7 @@ def swapped(modules: list[str], tree: Path) -> list[tuple[object, str, object]]:
 
 
 def run_in_process(modules: list[str], tree: Path, cells: list[dict], overrides: list[str], repeats: int,
-                   after_overrides: list[str]) -> list[dict]:
+                   after_overrides: list[str], done: Callable[[list[dict]], None]) -> list[dict]:
     """Build every cell's step on both sides in this process (module doc), then time them alternately."""
     import bench_train
     from bench_common import timed
@@ -149,6 +151,7 @@ def run_in_process(modules: list[str], tree: Path, cells: list[dict], overrides:
                      "ratio": median(times["after"]) / median(times["before"]), "paired_ratio": median(paired),
                      "round_ratios": paired, "loads": loads, "times": times,
                      "losses": {"before": float(before.alone()), "after": float(after.alone())}})
+        done(rows)  # the results so far, written after every cell
         print(f"{cell}: before {rows[-1]['before_ms']:.1f} ms, after {rows[-1]['after_ms']:.1f} ms, "
               f"paired ratio {rows[-1]['paired_ratio']:.3f}", flush=True)
     return rows
@@ -165,7 +168,8 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="config override for both sides")
     parser.add_argument("--after-override", action="append", default=[], help="config override, after side only")
     parser.add_argument("--label", default="", help="what the change is (written into ab.md)")
-    parser.add_argument("--swap", default="", help="modules to take from --before, in one process (module doc)")
+    parser.add_argument("--swap", default="", help="modules to take from --before, in one process (module doc); "
+                                                   "'none': both sides this tree (compare --after-override alone)")
     add_output_args(parser)
     args = parser.parse_args()
     out = output_dir(args)
@@ -174,9 +178,8 @@ def main() -> None:
              for a in args.approaches.split(",") for b in args.batches.split(",")]
     info = machine()
     if args.swap:
-        rows = run_in_process(args.swap.split(","), before_tree, cells, args.override, args.repeats * args.rounds,
-                              args.after_override)
-        write(out, args, info, rows)
+        run_in_process([m for m in args.swap.split(",") if m != "none"], before_tree, cells, args.override, args.repeats * args.rounds,
+                       args.after_override, lambda rows: write(out, args, info, rows))
         return
     sides = {"before": (before_tree, args.override), "after": (ROOT, args.override + args.after_override)}
     runs: dict[str, list[list[dict]]] = {"before": [], "after": []}
@@ -207,6 +210,7 @@ def write(out: Path, args: argparse.Namespace, info: dict, rows: list[dict]) -> 
     mode = (f"one process, modules {args.swap} from {args.before}, {args.rounds * args.repeats} steps per side "
             "called alternately" if args.swap else
             f"child processes, {args.rounds} rounds x {args.repeats} steps per side, sides alternating")
+    info = dict(info)
     info.update(before=args.before, label=args.label, rounds=args.rounds, repeats=args.repeats,
                 overrides=args.override, after_overrides=args.after_override, load_average_end=load_average())
     (out / "ab.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))

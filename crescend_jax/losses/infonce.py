@@ -134,7 +134,7 @@ def _backward_tile(
     h = q_grad.weight[:, None] * p_row + k_grad.weight[None, :] * p_col - jnp.where(
         positive, q_grad.weight_per_pos[:, None] + k_grad.weight_per_pos[None, :], 0.0
     )
-    return dq + jnp.dot(h, k, preferred_element_type=jnp.float32)
+    return dq + jnp.dot(h.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
 
 def _init_stats(like: jax.Array) -> _Stats:
@@ -237,24 +237,27 @@ def _local_rows(plan: _Plan, group: jax.Array, mask: jax.Array, padded: int) -> 
 
 
 def _local_inputs(plan: _Plan, z, group, mask, temperature):
-    """This device's rows padded to whole blocks: (rows, z32 [padded, D], q = z32 / T, block, padded)."""
+    """This device's rows padded to whole blocks: (rows, z32 [padded, D], keys k, queries q = z / T, block, padded).
+    k and q are in z's dtype (the tile products' operands: bfloat16 in a bfloat16 step, accumulated in float32);
+    z32 is z in float32."""
     block = plan.block_for(z.shape[0])
     padded = _round_up(z.shape[0], block)
     z32 = _pad_rows(z.astype(jnp.float32), padded)
-    return _local_rows(plan, group, mask, padded), z32, z32 / temperature, block, padded
+    k, q = _pad_rows(z, padded), (z32 / temperature).astype(z.dtype)
+    return _local_rows(plan, group, mask, padded), z32, k, q, block, padded
 
 
 def _local_forward(plan: _Plan, z, group, mask, temperature):
     """Per-device forward: the per-row losses and anchor mask of its rows, the diagnostics (replicated), and the
     per-row residuals (lse, n, anchor) of its rows."""
     n_local = z.shape[0]
-    rows, z32, q, block, _ = _local_inputs(plan, z, group, mask, temperature)
+    rows, _, k, q, block, _ = _local_inputs(plan, z, group, mask, temperature)
 
     def step(stats, key_shard):
         k, k_rows = key_shard
         return _forward_pass(stats, q, rows, k, k_rows, block)
 
-    stats = plan.over_all_keys(step, _init_stats(rows.index), (z32, rows))
+    stats = plan.over_all_keys(step, _init_stats(rows.index), (k, rows))
     lse = stats.row_max + jnp.log(stats.sum_exp)
     anchor = rows.mask & (stats.pos_count > 0)
     safe_count = jnp.where(anchor, stats.pos_count, 1.0)
@@ -280,7 +283,7 @@ def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, an
     """Per-device backward: dL/dz of its rows and dL/dT (replicated), for the cotangents g [rows] of its per-row
     losses (w_i = g_i on anchors)."""
     n_local = z.shape[0]
-    rows, z32, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
+    rows, z32, k, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
     weight = jnp.where(anchor, g, 0.0)
     grad = _KeyGrad(
         lse=_pad_rows(jnp.where(anchor, lse, 0.0), padded),
@@ -291,7 +294,7 @@ def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, an
     def step(dq, key_shard):
         return _backward_pass(dq, q, rows, grad, *key_shard, block)
 
-    dq = plan.over_all_keys(step, jnp.zeros_like(z32), (z32, rows, grad))
+    dq = plan.over_all_keys(step, jnp.zeros_like(z32), (k, rows, grad))
     dz = (dq[:n_local] / temperature).astype(z.dtype)
     d_temperature = -plan.psum(jnp.sum(z32[:n_local] * dz.astype(jnp.float32))) / (2.0 * temperature)
     return dz, d_temperature
