@@ -66,3 +66,44 @@ def test_an_unknown_compute_dtype_is_refused():
     config = tiny_config(compute_dtype="float16")
     with pytest.raises(ConfigError, match="train.compute_dtype"):
         model_functions(get_approach(config.model.name), config, 16, distributed.make_mesh())
+
+
+def heldout_outcomes(workdir, table) -> tuple[np.ndarray, np.ndarray]:
+    """(correct [pairs * 19] of every held-out same-group pair and dimension, its group index)."""
+    from crescend_jax.evaluate.metrics import pair_outcomes
+    from crescend_jax.evaluate.predict import predict_heldout
+
+    heldout = predict_heldout(workdir, table=table)
+    outcomes = pair_outcomes(heldout.scores, heldout.table.label_mean, heldout.table.groups)
+    correct = outcomes.correct.ravel()
+    group = np.repeat(outcomes.group, outcomes.correct.shape[1])
+    keep = np.isfinite(correct)
+    return correct[keep], group[keep]
+
+
+def test_bfloat16_training_reaches_the_float32_accuracy_within_its_interval(tmp_path):
+    """Approach A (MLP, dropout, InfoNCE and ranking terms) trained on a small synthetic table whose labels are a
+    smooth function of the inputs, once per compute dtype from the same seed: the bfloat16 run's held-out pairwise
+    accuracy lies in the float32 run's 95% interval (bootstrap over the held-out groups), and both learned (the
+    float32 interval is above chance)."""
+    from crescend_jax.models.contrastive import default_model_config
+    from crescend_jax.train.trainer import train
+
+    table = synthetic_table(compositions=6, groups_per_composition=4, performers=6, dim=16)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        config = tiny_config(num_steps=60, batch_size=24, compute_dtype=dtype)
+        config.data.test_compositions = ("Comp0", "Comp1")
+        config.model = default_model_config()
+        config.model.hidden_dim, config.model.projection_dim, config.model.dropout = 32, 16, 0.1
+        train(config, tmp_path / dtype, table=table)
+        results[dtype] = heldout_outcomes(tmp_path / dtype, table)
+    correct, group = results["float32"]
+    groups = np.unique(group)
+    sums = np.array([correct[group == g].sum() for g in groups])
+    counts = np.array([(group == g).sum() for g in groups])
+    draws = np.random.default_rng(0).integers(0, len(groups), size=(2000, len(groups)))
+    low, high = np.quantile(sums[draws].sum(axis=1) / counts[draws].sum(axis=1), [0.025, 0.975])
+    accuracy16 = results["bfloat16"][0].mean()
+    assert low > 0.5, (low, high)  # float32 learned the order
+    assert low <= accuracy16 <= high, (accuracy16, low, high)
