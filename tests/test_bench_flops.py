@@ -65,3 +65,27 @@ def test_output_goes_to_scratch_unless_published(tmp_path):
     assert output_dir(args(out=str(tmp_path / "x"))) == tmp_path / "x"
     with pytest.raises(SystemExit):
         output_dir(args(out=str(tmp_path), publish=True))
+
+
+def test_target_verdicts_and_readme_passage(tmp_path):
+    """bench_changes reads the targets off the result files (1.2x the reference, 80% of matmul; a cell measured on
+    one side only says so), and bench_readme --write replaces only its marked passage."""
+    import json
+
+    import bench_readme
+    from bench_changes import verdicts
+
+    reference = {"results": [{"approach": "A", "dim": 4096, "batch": 1024, "encoded_ratio": 1.25},
+                             {"approach": "B", "dim": 4096, "batch": 1024, "encoded_ratio": 0.9}]}
+    train = {"results": [{"approach": "approach_a", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.85},
+                         {"approach": "approach_b", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.5},
+                         {"approach": "approach_c", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.81}]}
+    got = {v["approach"]: (v["speed"], v["speed_met"], v["matmul_met"]) for v in verdicts(reference, train)}
+    assert got == {"A": (1.25, True, True), "B": (0.9, False, False), "C": (None, False, True)}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{bench_readme.MARKERS[0]}\nold\n{bench_readme.MARKERS[1]}\nafter\n")
+    (tmp_path / "gpu.json").write_text(json.dumps({"machine": {"dry_run": True}}))
+    bench_readme.write_readme(tmp_path, readme)
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "No accelerator figure exists" in text
