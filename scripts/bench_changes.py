@@ -34,6 +34,10 @@ CHANGES = {
     "04-infonce-one-tile": (True, "InfoNCE (`losses/infonce.py`): a batch that is one tile on one device keeps "
                                   "exp(s - lse) from the forward, and the backward forms H from it (one product "
                                   "and two exponential passes fewer)."),
+    "06-infonce-one-tile-4096-rejected": (False, "InfoNCE as one [4,096, 4,096] tile (instead of 2 x 2 tiles of "
+                                                 "2,048) for a 4,096-row batch on one CPU device, to reuse exp(s - "
+                                                 "lse) there too: slower (its 64 MiB intermediates), so the one-tile "
+                                                 "path stays for batches up to the block size."),
     "05-c-adversary-cost": (None, "What C's least-squares adversary costs: the step with lambda_adv=0 against the full "
                                   "step (not a change; the measurement item 4 of the work order asks for)."),
 }
