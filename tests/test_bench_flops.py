@@ -69,19 +69,23 @@ def test_output_goes_to_scratch_unless_published(tmp_path):
 
 def test_target_verdicts_and_readme_passage(tmp_path):
     """bench_changes reads the targets off the result files (1.2x the reference, 80% of matmul; a cell measured on
-    one side only says so), and bench_readme --write replaces only its marked passage."""
+    one side only says so; a loaded reference run gives no speed verdict), and bench_readme --write replaces only
+    its marked passage."""
     import json
 
     import bench_readme
     from bench_changes import verdicts
 
-    reference = {"results": [{"approach": "A", "dim": 4096, "batch": 1024, "encoded_ratio": 1.25},
+    quiet = {"cores": 2, "load_average_start": [1.0], "load_average_end": [1.5]}
+    reference = {"machine": quiet, "results": [{"approach": "A", "dim": 4096, "batch": 1024, "encoded_ratio": 1.25},
                              {"approach": "B", "dim": 4096, "batch": 1024, "encoded_ratio": 0.9}]}
     train = {"results": [{"approach": "approach_a", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.85},
                          {"approach": "approach_b", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.5},
                          {"approach": "approach_c", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.81}]}
     got = {v["approach"]: (v["speed"], v["speed_met"], v["matmul_met"]) for v in verdicts(reference, train)}
     assert got == {"A": (1.25, True, True), "B": (0.9, False, False), "C": (None, False, True)}
+    loaded = {**reference, "machine": {**quiet, "load_average_end": [9.0]}}  # no speed verdict from a loaded run
+    assert {v["speed"] for v in verdicts(loaded, train)} == {None}
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{bench_readme.MARKERS[0]}\nold\n{bench_readme.MARKERS[1]}\nafter\n")
     (tmp_path / "gpu.json").write_text(json.dumps({"machine": {"dry_run": True}}))
