@@ -38,6 +38,13 @@ CHANGES = {
                                                  "2,048) for a 4,096-row batch on one CPU device, to reuse exp(s - "
                                                  "lse) there too: slower (its 64 MiB intermediates), so the one-tile "
                                                  "path stays for batches up to the block size."),
+    "07-infonce-block-512": (True, "InfoNCE tiles of 512 rows on CPU (`DEFAULT_BLOCK_SIZE`, was 2,048; measured as "
+                                   "approach A with model.loss.block_size=512 against the default): a 512 x 512 "
+                                   "float32 tile (1 MiB) stays in cache; bench/infonce.md had the loss alone at 100% "
+                                   "of the matmul rate with 512 against 84% with 2,048."),
+    "08-infonce-block-256-rejected": (False, "Tiles of 256 against 512 (A): slower, so 512."),
+    "09-infonce-block-512-c": (True, "The same 512-row tiles in approach C (model.piece.block_size=512 against the "
+                                     "default 2,048): its InfoNCE is a smaller share of the step."),
     "05-c-adversary-cost": (None, "What C's least-squares adversary costs: the step with lambda_adv=0 against the full "
                                   "step (not a change; the measurement item 4 of the work order asks for)."),
 }

@@ -144,11 +144,15 @@ def main() -> None:
     batches = [512, 1024] if args.quick else [4096, 16384, 65536]
     runs = {512: 3, 1024: 3, 4096: 5, 16384: 3, 65536: 1}
     specs = [{"impl": "baseline"}]
+    from crescend_jax.losses.infonce import DEFAULT_BLOCK_SIZE
+
+    default = DEFAULT_BLOCK_SIZE["cpu"]
     for batch in batches:
-        specs.append({"impl": "tiled", "batch": batch, "block": 2048, "runs": runs[batch]})
+        specs.append({"impl": "tiled", "batch": batch, "block": default, "runs": runs[batch]})
         specs.append({"impl": "naive", "batch": batch, "runs": min(runs[batch], 2)})
     mid = batches[1]
-    specs += [{"impl": "tiled", "batch": mid, "block": block, "runs": runs[mid]} for block in (512, 1024, 4096)]
+    specs += [{"impl": "tiled", "batch": mid, "block": block, "runs": runs[mid]}
+              for block in sorted({512, 1024, 2048, 4096} - {default})]
     specs += [
         {"impl": strategy, "batch": mid, "block": 1024, "runs": runs[mid], "devices": 8}
         for strategy in ("ring", "allgather")

@@ -47,10 +47,12 @@ from jax.sharding import PartitionSpec as P
 
 from crescend_jax.losses.reduction import ReduceFn, reduce_loss, weighted_mean
 
-# Tile edge by platform when block_size is None. CPU: a 2048-row tile ran at 82-89% of the float32 matmul rate at
-# B = 4096 and 65,536 (bench/infonce.md). Accelerators: larger tiles for their faster matmuls; 8192 is not measured
-# in bench/.
-DEFAULT_BLOCK_SIZE = {"cpu": 2048}
+# Tile edge by platform when block_size is None. CPU: 512-row tiles (1 MiB of float32 logits, cache-sized): the loss
+# alone ran at 100% of the float32 matmul rate at B = 16,384 against 84% with 2,048 (bench/infonce.md), and approach
+# A's whole step took 0.77-0.95x the time of 2,048-row tiles at 1,024 and 4,096 rows (bench/ab/07; 256-row tiles
+# 1.04-1.12x that of 512, bench/ab/08). Accelerators: larger tiles for their faster matmuls; 8192 is not measured in
+# bench/.
+DEFAULT_BLOCK_SIZE = {"cpu": 512}
 ACCELERATOR_BLOCK_SIZE = 8192
 STRATEGIES = ("ring", "allgather")
 _FLOOR = -1e30  # initial running max: finite, so that exp(-inf - _FLOOR) = 0 and never NaN
@@ -434,7 +436,7 @@ def infonce_loss(
       reduce_fn: `reduction.weighted_mean` (default), `reduction.weighted_sum`, or None for the [B] values l
         (0 off the anchors).
       temperature: scalar T > 0 (differentiable).
-      block_size: the tile edge (None: 2048 on CPU, 8192 on GPU/TPU).
+      block_size: the tile edge (None: 512 on CPU, 8192 on GPU/TPU).
       mesh: None or a one-device mesh computes on one device; a mesh of several devices splits the batch over
         ``axis_name`` (default: its first axis) with ``strategy`` (`sharded_infonce_loss`).
 

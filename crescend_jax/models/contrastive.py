@@ -41,7 +41,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     sampler.crop_seconds: crop length for input="frames".
     loss.margin, loss.min_label_gap, loss.agreement_weighting: see `margin_ranking_loss` / `agreement_weights`.
     loss.lambda_piece: weight of the InfoNCE term (0 = ranking only). loss.temperature: its T.
-    loss.block_size: InfoNCE tile edge; 0 = the loss's platform default, the fastest in bench/infonce.md (2048 on
+    loss.block_size: InfoNCE tile edge; 0 = the loss's platform default, the fastest in bench/infonce.md (512 on
       CPU, 8192 on accelerators). loss.strategy: "ring" or "allgather" on a multi-device mesh.
     """
     config = ml_collections.ConfigDict()
