@@ -783,6 +783,10 @@ def markdown(result: dict) -> str:
         f"`{info['xla_flags'] or '(none)'}`; input width {result['dim']:,}; each approach's own config. "
         f"{load_note(info)} Times under load are inflated; shares within one traced step are the figures to read.",
     ]
+    for run in result.get("merged_runs", []):  # parts rerun later with --merge: their own date and load
+        end = run.get("load_average_end", ["?"])[0]
+        lines += ["", f"**Rerun {run['date']}** (`--merge`, load {run['load_average_start'][0]}-{end}): "
+                      f"{', '.join(run['parts'])}; the other parts are the run above's."]
     if result.get("ops"):
         lines += ["", "## Per-operation profile (jax.profiler trace of the step alone)", "",
                   "Per step: the wall time (untraced median), and each category's summed XLA thunk time with its "

@@ -43,19 +43,23 @@ def one_sgd_step(name: str, dtype: str):
     state = functions.init(0)
     steps = build_train_step(functions, optax.sgd(1.0), mesh)
     before = [np.asarray(x, np.float32) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    counts = lambda tree: [int(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.unsignedinteger)]
+    counts_before = counts(state)  # read before the update donates the state
     new_state, opt_state, metrics = steps.update(state, steps.init_optimizer(state), batch, np.int32(0))
     after = [x for x in jax.tree.leaves(new_state) if jnp.issubdtype(x.dtype, jnp.floating)]
     grad = np.concatenate([(b - np.asarray(a, np.float32)).ravel() for a, b in zip(after, before)])
     dtypes = {str(x.dtype) for x in after} | {str(x.dtype) for x in jax.tree.leaves(opt_state)
                                               if jnp.issubdtype(x.dtype, jnp.floating)}
-    return float(metrics["loss"]), grad, dtypes
+    assert counts(new_state) != counts_before or not counts_before  # the dropout streams advanced
+    return float(metrics["loss"]), grad, dtypes, counts(new_state)
 
 
 @pytest.mark.parametrize("name", list(APPROACHES))
 def test_one_bfloat16_step_stays_close_to_float32(name):
-    loss32, grad32, _ = one_sgd_step(name, "float32")
-    loss16, grad16, dtypes = one_sgd_step(name, "bfloat16")
+    loss32, grad32, _, counts32 = one_sgd_step(name, "float32")
+    loss16, grad16, dtypes, counts16 = one_sgd_step(name, "bfloat16")
     assert dtypes == {"float32"}  # parameters and optimizer state stay float32
+    assert counts16 == counts32  # the same dropout stream, advanced alike
     assert np.isfinite(loss16) and loss16 == pytest.approx(loss32, rel=LOSS_RTOL)
     cosine = grad16 @ grad32 / (np.linalg.norm(grad16) * np.linalg.norm(grad32))
     assert np.linalg.norm(grad32) > 0 and cosine >= GRAD_COSINE, cosine
