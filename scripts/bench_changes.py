@@ -23,7 +23,12 @@ CHANGES = {
                              "operands XLA CPU wrote a transposed copy of each weight gradient's cotangent first, a "
                              "strided loop that cost more than the product), the K(K-1)/2 pairs taken by K-1 static "
                              "slices and the tile laid out by pads (no index gather, whose gradient is a "
-                             "scatter-add), W_p and W_d as one product; antisymmetry still exact bit for bit."),
+                             "scatter-add), W_p and W_d as one product (undone by 10: no gain); antisymmetry still "
+                             "exact bit for bit."),
+    "10-b-one-joint-product-rejected": (False, "B's W_p (xa * xb) and W_d |xa - xb| as one product of the "
+                                               "concatenated features (after) against two products (before), "
+                                               "both on 2-D rows: no gain beyond the noise, so the two products "
+                                               "(no concatenation copy) stay."),
     "02-dropout-16-bit-rejected": (False, "Dropout masks from 16-bit threefry draws instead of float32 uniforms (a "
                                           "[4,096, 512] mask alone cost a fifth): no gain in the step beyond the "
                                           "noise, so nnx.Dropout stays. (rbg keys for the dropout stream were "
@@ -88,7 +93,8 @@ def _outside(profile: dict | None, name: str) -> str:
         total = r["thunk_seconds"]
         matmul = sum(v for k, v in r["categories"].items() if k.startswith("matmul")) / total
         top = sorted(((v, k) for k, v in r["categories"].items() if not k.startswith("matmul")), reverse=True)[:3]
-        parts.append(f"{r['rows']:,} rows: products {matmul:.0%}, then " +
+        parts.append(f"{r['rows']:,} rows: operations {total / r['wall_seconds']:.0%} of the wall time; of their time "
+                     f"products {matmul:.0%}, then " +
                      ", ".join(f"{k} {v / total:.0%}" for v, k in top))
     return "; ".join(parts)
 
@@ -158,7 +164,9 @@ def target_lines(reference: dict | None, train: dict | None, profile: dict | Non
             "meets" if v["matmul_met"] else "**misses**")
         lines.append(f"| {v['approach']} | {v['dim']:,} | {v['rows']:,} | {speed} | {share} |")
     lines += ["", "Where the rest of each step goes (`bench/profile.md`, traced at width "
-                  f"{(profile or {}).get('dim', 4096):,}; shares of the summed XLA thunk time):", ""]
+                  f"{(profile or {}).get('dim', 4096):,}): first the share of the untraced step's wall time that XLA's "
+                  "operations fill (the rest is the runtime between them and, on a loaded machine, time slices "
+                  "lost to other processes), then the shares of the operations' summed time:", ""]
     for short, name in NAMES.items():
         lines.append(f"- {short}: {_outside(profile, name)}.")
     return lines

@@ -68,11 +68,9 @@ class PairMLP(nnx.Module):
     def joint(self, xa: jax.Array, xb: jax.Array) -> jax.Array:
         """W_p (xa * xb) + W_d |xa - xb| [..., hidden]: the part of the first layer that needs both members; it is
         symmetric in (a, b) (bit for bit: IEEE products and |differences| commute), so both orientations of a pair
-        share it. Computed as one product [xa * xb, |xa - xb|] [..., 2 dim] @ [W_p; W_d] [2 dim, hidden]."""
-        features = jnp.concatenate([xa * xb, jnp.abs(xa - xb)], axis=-1)  # [..., 2 dim]
-        kernel = jnp.concatenate([self.product.kernel[...], self.distance.kernel[...]], axis=0)  # [2 dim, hidden]
-        rows = features.reshape(-1, features.shape[-1]) @ kernel.astype(features.dtype)  # 2-D: see `_on_rows`
-        return rows.reshape(*features.shape[:-1], -1)
+        share it. (One product of the concatenated [xa * xb, |xa - xb|] with [W_p; W_d] measured no faster:
+        bench/ab/10.)"""
+        return _on_rows(self.product, xa * xb) + _on_rows(self.distance, jnp.abs(xa - xb))
 
     def finish(self, h: jax.Array) -> jax.Array:
         """The layers after the first one's pre-activation h [..., hidden] -> [..., D]."""
