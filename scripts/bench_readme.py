@@ -86,6 +86,9 @@ def target_summary(reference: dict | None, train: dict) -> list[str]:
 
 def profile_lines(profile: dict) -> list[str]:
     info = profile["machine"]
+    for run in profile.get("merged_runs", []):  # the ops part's own run when it was rerun with --merge
+        if "ops" in run["parts"]:
+            info = run
     cells = []
     for r in profile.get("ops", []):
         outside = 1 - sum(v for k, v in r["categories"].items() if k.startswith("matmul")) / r["thunk_seconds"]
