@@ -605,9 +605,37 @@ def _changes(change: dict[str, float]) -> str:
     return ", ".join(f"{_short(n)} {v:+.0%}" for n, v in change.items())
 
 
+# What phase 2 did with each item (its before/after measurements: bench/perf_changes.md, bench/ab/*)
+PHASE2 = {
+    "**C: the adversary's solve.**": "Phase 2 measured it (bench/ab/05: the step without the adversary is 0.84-0.86x "
+                                     "by paired ratio under load) and left the solver and the refit as they are.",
+    "**Dropout bits.**": "Phase 2 tried rbg keys and 16-bit threefry draws: no whole-step gain beyond the noise "
+                         "(bench/ab/02); nnx.Dropout with threefry stays.",
+    "**InfoNCE tiles.**": "Phase 2 did (b) (bench/ab/04); one 4,096-row tile to extend it was slower (bench/ab/06); "
+                          "(a), (c), (d) are open (each at most a few % of a step here; (d) needs T bounded below "
+                          "while T may be learned).",
+    "**B: pair features by gathers.**": "Phase 2 did it (bench/ab/01): the time was XLA's transposed copy of each "
+                                        "3-D weight gradient's cotangent; the head now runs its products on 2-D "
+                                        "rows, slices the pairs and merges W_p, W_d.",
+    "**Optimizer.**": "Open: at most 3% of a step, below this machine's noise.",
+    "**Layout copies and transposes.**": "Phase 2 removed B's (bench/ab/01).",
+}
+
+
+def _with_status(item: str) -> str:
+    """``item`` with what phase 2 did about it appended (`PHASE2`)."""
+    status = next((text for title, text in PHASE2.items() if item.startswith(title)), "")
+    return f"{item} *{status}*" if status else item
+
+
 def work_order(result: dict) -> list[str]:
     """The phase-2 list: what to change where, with the time it can take back (computed from ``result``); the code
-    changes first, largest measured share of a step first, then flags, donation and the products themselves."""
+    changes first, largest measured share of a step first, then flags, donation and the products themselves; each
+    with what phase 2 did about it (`PHASE2`)."""
+    return [_with_status(item) for item in _work_order(result)]
+
+
+def _work_order(result: dict) -> list[str]:
     items, ranked = [], []
     solve = result.get("solve", {})
     if solve:
@@ -755,6 +783,10 @@ def markdown(result: dict) -> str:
         f"`{info['xla_flags'] or '(none)'}`; input width {result['dim']:,}; each approach's own config. "
         f"{load_note(info)} Times under load are inflated; shares within one traced step are the figures to read.",
     ]
+    for run in result.get("merged_runs", []):  # parts rerun later with --merge: their own date and load
+        end = run.get("load_average_end", ["?"])[0]
+        lines += ["", f"**Rerun {run['date']}** (`--merge`, load {run['load_average_start'][0]}-{end}): "
+                      f"{', '.join(run['parts'])}; the other parts are the run above's."]
     if result.get("ops"):
         lines += ["", "## Per-operation profile (jax.profiler trace of the step alone)", "",
                   "Per step: the wall time (untraced median), and each category's summed XLA thunk time with its "

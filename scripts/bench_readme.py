@@ -6,16 +6,22 @@ width, performances encoded per second and distinct same-music pairs supervised 
 measured at both widths, with the share of the matmul rate; the back-to-back ratios to the reference; the share of
 each profiled step spent outside the matrix products; and whether an accelerator figure exists. Every figure comes
 with the machine, date and load average of its run. The README holds its output between the markers
-``<!-- bench summary: ... -->`` and ``<!-- /bench summary -->``; `render` is what a README generator calls.
+``<!-- bench summary: ... -->`` and ``<!-- /bench summary -->`` (``--write`` replaces it there); `render` is what a
+README generator calls.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_changes import MATMUL_TARGET, SPEED_TARGET, quiet, verdicts  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
+MARKERS = ("<!-- bench summary: python scripts/bench_readme.py -->", "<!-- /bench summary -->")
 
 
 def _load(path: Path) -> dict | None:
@@ -61,8 +67,28 @@ def reference_lines(reference: dict) -> list[str]:
     return lines
 
 
+def target_summary(reference: dict | None, train: dict) -> list[str]:
+    """One line per approach: the issue's CPU targets met or missed (`bench/perf_changes.md` has the details; a
+    speed verdict only from a quiet reference run)."""
+    lines = [f"Targets (>= {SPEED_TARGET}x the reference's performances encoded per second, >= {MATMUL_TARGET:.0%} of "
+             "the matmul rate; `bench/perf_changes.md`):", ""]
+    rows = verdicts(reference, train)
+    for short in dict.fromkeys(v["approach"] for v in rows):
+        cells = []
+        for v in (v for v in rows if v["approach"] == short):
+            speed = "speed: no quiet reference run" if v["speed"] is None else (
+                f"{v['speed']:.2f}x the reference ({'meets' if v['speed_met'] else 'misses'})")
+            share = "-" if v["matmul"] is None else f"{v['matmul']:.0%} of matmul ({'meets' if v['matmul_met'] else 'misses'})"
+            cells.append(f"{v['rows']:,} rows, width {v['dim']:,}: {share}, {speed}")
+        lines.append(f"- {short}: " + "; ".join(cells))
+    return lines
+
+
 def profile_lines(profile: dict) -> list[str]:
     info = profile["machine"]
+    for run in profile.get("merged_runs", []):  # the ops part's own run when it was rerun with --merge
+        if "ops" in run["parts"]:
+            info = run
     cells = []
     for r in profile.get("ops", []):
         outside = 1 - sum(v for k, v in r["categories"].items() if k.startswith("matmul")) / r["thunk_seconds"]
@@ -92,9 +118,26 @@ def render(directory: Path) -> str:
         data = _load(root / name)
         if data is not None:
             lines += render(data) + [""]
+    if _load(root / "train.json") is not None:
+        lines += target_summary(_load(root / "reference.json"), _load(root / "train.json")) + [""]
     lines += gpu_lines(_load(root / "gpu.json"))
     return "\n".join(lines)
 
 
+def write_readme(directory: Path, readme: Path = ROOT / "README.md") -> None:
+    """Replace the passage between `MARKERS` in ``readme`` by `render` of ``directory``."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(MARKERS[0]) + r"\n.*?" + re.escape(MARKERS[1]), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme} has no {MARKERS[0]} ... {MARKERS[1]} passage")
+    readme.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{render(directory)}\n{MARKERS[1]}", text))
+
+
 if __name__ == "__main__":
-    print(render(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench"))
+    args = [a for a in sys.argv[1:] if a != "--write"]
+    folder = Path(args[0]) if args else ROOT / "bench"
+    if "--write" in sys.argv:
+        write_readme(folder)
+        print("rewrote the README's benchmark passage")
+    else:
+        print(render(folder))

@@ -204,6 +204,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="fewer batches and repeats (a few minutes)")
     parser.add_argument("--replot", action="store_true", help="only redraw train.png from OUT/train.json")
+    parser.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="train.compute_dtype of every step (bf16 matmuls and activations, float32 parameters)")
     add_output_args(parser)
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
@@ -224,10 +226,11 @@ def main() -> None:
         for name in args.approaches.split(","):
             for batch in batches + (large if dim == min(dims) else []):
                 load = load_average()
-                step = build_step(name, batch, dim)
+                step = build_step(name, batch, dim, (f"--config.train.compute_dtype={args.compute_dtype}",))
                 alone, with_input = measure(step, repeats)
                 result = summarise(step, alone, with_input, rates[0])
                 result["load_average"] = load
+                result["compute_dtype"] = args.compute_dtype
                 results.append(result)
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()
                                   if not k.startswith("times_")}), flush=True)
@@ -236,7 +239,8 @@ def main() -> None:
     for result in results:
         result["fraction_of_matmul"] = result["matmul_flops"] / result["seconds_alone"] / rate
     info.update(matmul_gflops=rate / 1e9, matmul_gflops_runs=[r / 1e9 for r in rates], repeats=repeats,
-                load_average_end=load_average(), mode="quick" if args.quick else "full")
+                load_average_end=load_average(), mode="quick" if args.quick else "full",
+                compute_dtype=args.compute_dtype)
     (out / "train.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
     (out / "train.md").write_text(markdown(info, results))
     plot(info, results, out / "train.png")
@@ -282,7 +286,8 @@ def markdown(info: dict, results: list[dict]) -> str:
         "# Training-step throughput (`scripts/bench_train.py`)",
         "",
         f"{info['date']}, backend {info['backend']} ({info['cpu']}, {info['cores']} cores, {info['devices']} "
-        f"device(s)), jax {info['jax']}, XLA_FLAGS `{info['xla_flags'] or '(none)'}`; float32 matmul rate "
+        f"device(s)), jax {info['jax']}, XLA_FLAGS `{info['xla_flags'] or '(none)'}`; train.compute_dtype "
+        f"{info.get('compute_dtype', 'float32')}; float32 matmul rate "
         f"{info['matmul_gflops']:.0f} GFLOP/s ([4096, 4096]^2, median of "
         f"{', '.join(f'{r:.0f}' for r in info['matmul_gflops_runs'])} at the start and end). {load_note(info)}",
         "",

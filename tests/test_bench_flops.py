@@ -39,17 +39,18 @@ def test_mlp_gradient_matches_the_hand_count():
     assert flops.transcendental > 0 and flops.elementwise > 0
 
 
-@pytest.mark.parametrize("block", [16, 64])
-def test_tiled_infonce_counts_every_tile(block):
+@pytest.mark.parametrize("block,products,scans", [(16, 6, True), (64, 4, False)])
+def test_tiled_infonce_counts_every_tile(block, products, scans):
     """The tiled InfoNCE's value and gradient: 2 B^2 E in the forward tiles, 4 B^2 E in the backward (the tile's
-    logits recomputed, then H k), whatever the tile size (scan trips multiplied in)."""
+    logits recomputed, then H k), whatever the tile size (scan trips multiplied in); a batch that is one tile
+    (B <= block) keeps exp(s - lse) from the forward, so its backward is H k alone (4 B^2 E in all, no scan)."""
     size, dim = 64, 8
     z = jnp.ones((size, dim)) / np.sqrt(dim)
     group, mask = jnp.arange(size, dtype=jnp.int32) // 4, jnp.ones(size)
     grad = jax.value_and_grad(lambda z: infonce_loss(z, group, where=mask, temperature=0.1, block_size=block)[0])
     flops = count_flops(grad, z)
-    assert flops.dot == 6 * size * size * dim
-    assert flops.scan_trips > 0
+    assert flops.dot == products * size * size * dim
+    assert (flops.scan_trips > 0) == scans
 
 
 def test_distinct_pairs_dedupes_and_skips_padding():
@@ -64,3 +65,31 @@ def test_output_goes_to_scratch_unless_published(tmp_path):
     assert output_dir(args(out=str(tmp_path / "x"))) == tmp_path / "x"
     with pytest.raises(SystemExit):
         output_dir(args(out=str(tmp_path), publish=True))
+
+
+def test_target_verdicts_and_readme_passage(tmp_path):
+    """bench_changes reads the targets off the result files (1.2x the reference, 80% of matmul; a cell measured on
+    one side only says so; a loaded reference run gives no speed verdict), and bench_readme --write replaces only
+    its marked passage."""
+    import json
+
+    import bench_readme
+    from bench_changes import verdicts
+
+    quiet = {"cores": 2, "load_average_start": [1.0], "load_average_end": [1.5]}
+    reference = {"machine": quiet, "results": [{"approach": "A", "dim": 4096, "batch": 1024, "encoded_ratio": 1.25},
+                             {"approach": "B", "dim": 4096, "batch": 1024, "encoded_ratio": 0.9}]}
+    train = {"results": [{"approach": "approach_a", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.85},
+                         {"approach": "approach_b", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.5},
+                         {"approach": "approach_c", "dim": 4096, "batch": 1024, "fraction_of_matmul": 0.81}]}
+    got = {v["approach"]: (v["speed"], v["speed_met"], v["matmul_met"]) for v in verdicts(reference, train)}
+    assert got == {"A": (1.25, True, True), "B": (0.9, False, False), "C": (None, False, True)}
+    loaded = {**reference, "machine": {**quiet, "load_average_end": [9.0]}}  # no speed verdict from a loaded run
+    assert {v["speed"] for v in verdicts(loaded, train)} == {None}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{bench_readme.MARKERS[0]}\nold\n{bench_readme.MARKERS[1]}\nafter\n")
+    (tmp_path / "gpu.json").write_text(json.dumps({"machine": {"dry_run": True}}))
+    bench_readme.write_readme(tmp_path, readme)
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "No accelerator figure exists" in text

@@ -140,3 +140,27 @@ def test_factory_and_bad_settings():
     with pytest.raises(ConfigError, match="rank"):
         make_comparator("bilinear", 8, rngs=nnx.Rngs(0), rank=0)
     assert make_comparator("bilinear", 8, rngs=nnx.Rngs(0)).block_logits(jnp.zeros((1, 2, 8))).shape == (1, 2, 2, 19)
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 3, 8])
+def test_pair_layout_without_gathers(group_size):
+    """The shifted slices list every pair i < j once, `_diagonals` reads them off a tile, `_tile_from_upper` puts
+    them back (v at (i, j), -v at (j, i), 0 on the diagonal), and none of the three lowers to a gather or scatter
+    (value and gradient)."""
+    from crescend_jax.models.comparators import _diagonals, _shifted, _tile_from_upper
+
+    k = group_size
+    members = jnp.broadcast_to(jnp.arange(k, dtype=jnp.float32)[None, :, None], (2, k, 1))
+    left, right = _shifted(members)
+    pairs = sorted(zip(np.asarray(left[0, :, 0]).astype(int), np.asarray(right[0, :, 0]).astype(int)))
+    assert pairs == sorted(zip(*np.triu_indices(k, k=1)))
+    values = jnp.asarray(np.random.default_rng(0).normal(size=(2, k * (k - 1) // 2, 3)), jnp.float32)
+    tile = _tile_from_upper(values, k)
+    expected = np.zeros((2, k, k, 3), np.float32)
+    for m, (i, j) in enumerate(zip(np.asarray(left[0, :, 0]).astype(int), np.asarray(right[0, :, 0]).astype(int))):
+        expected[:, i, j], expected[:, j, i] = values[:, m], -values[:, m]
+    np.testing.assert_array_equal(np.asarray(tile), expected)
+    np.testing.assert_array_equal(np.asarray(_diagonals(tile)), np.asarray(values))
+    loss = lambda v: jnp.sum(jnp.sin(_tile_from_upper(v, k)) + _diagonals(_tile_from_upper(v, k)).sum())
+    text = jax.jit(jax.grad(loss)).lower(values).as_text()
+    assert "gather" not in text and "scatter" not in text

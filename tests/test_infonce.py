@@ -76,11 +76,12 @@ CASES = {
 _tiled_loss = jax.jit(infonce_loss, static_argnames="block_size")
 
 
+@pytest.mark.parametrize("block_size", [16, 64], ids=["tiles", "one_tile"])  # 64: the backward reads the saved p
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_single_device_matches_reference(case):
+def test_single_device_matches_reference(case, block_size):
     seed, groups, padding, singletons, temperature = case
     z, group, mask = _batch(seed, 54, 16, groups, padding, singletons)
-    fn = functools.partial(_tiled_loss, block_size=16)
+    fn = functools.partial(_tiled_loss, block_size=block_size)
     got = _value_and_grads(fn, jnp.asarray(z, jnp.float32), group, mask, jnp.float32(temperature))
     _assert_matches(got, _reference(z, group, mask, temperature))
 

@@ -20,6 +20,7 @@ import optax
 
 from crescend_jax.losses.reduction import (
     ReduceFn,
+    at_least_float32,
     reduce_loss,
     valid_entries,
     weighted_mean,
@@ -104,6 +105,7 @@ def masked_cross_entropy(
     >>> round(float(loss), 6), float(diagnostics["accuracy"])  # (softplus(-2) + softplus(2)) / 2 = 1 + softplus(-2)
     (1.126928, 0.5)
     """
+    logits = at_least_float32(logits)  # float32 whatever the compute dtype
     real = valid_entries(where, labels.shape)
     labels = jnp.where(real, labels, 0)
     per_row = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -144,6 +146,7 @@ def update_moments(moments: Moments, z: jax.Array, labels: jax.Array, *, where: 
     where bool (or 0/1 float) [B], the real rows (None = all); weights optional float [B] row weights; decay in
     [0, 1). Returns the updated `Moments`.
     """
+    z = at_least_float32(z)  # float32 whatever the compute dtype
     real, rows = _row_weights(where, weights, labels.shape)
     batch = _batch_moments(jax.lax.stop_gradient(z), labels, real, rows, moments.y.shape[0])
     return Moments(*(decay * old + new for old, new in zip(moments, batch)))
@@ -206,6 +209,7 @@ def least_squares_adversary_loss(
     >>> round(float(loss), 3), float(diagnostics["accuracy"])  # 0.2% of the label variance left unexplained
     (0.002, 1.0)
     """
+    z = at_least_float32(z)  # float32 whatever the compute dtype
     real, rows = _row_weights(where, weights, labels.shape)
     y = _one_hot(labels, real, num_classes)
     # a batch's own moments stay differentiable (exact envelope gradient); a window's are constants
@@ -285,6 +289,7 @@ def orthogonality_penalty(
     >>> float(orthogonality_penalty(z_piece, z_style, kind="cosine")[0])  # every row's pair is orthogonal
     0.0
     """
+    z_piece, z_style = at_least_float32(z_piece), at_least_float32(z_style)  # float32 whatever the compute dtype
     if kind not in ORTHOGONALITY_KINDS:
         raise ValueError(f"orthogonality_penalty: kind must be one of {ORTHOGONALITY_KINDS}, got {kind!r}")
     real, rows = _row_weights(where, weights, z_piece.shape[:1])
@@ -346,6 +351,7 @@ def between_group_share(
     >>> round(float(loss), 6), float(diagnostics["variance"])  # 1 - within / total = 1 - 4 / 104
     (0.961538, 26.0)
     """
+    z = at_least_float32(z)  # float32 whatever the compute dtype
     real, rows, z = _slot_weights(where, weights, z)
     count = jnp.maximum(jnp.sum(rows), 1e-12)
     mean = jnp.sum(rows * z, axis=(0, 1)) / count
@@ -390,6 +396,7 @@ def within_group_variance_hinge(
     >>> round(float(loss), 6), float(diagnostics["slots"])  # (0 + (0.5 - 0.01)) / 2
     (0.245, 2.0)
     """
+    z = at_least_float32(z)  # float32 whatever the compute dtype
     real, rows, z = _slot_weights(where, weights, z)
     slot_weight = jnp.sum(rows, axis=1)  # [P, 1]
     slot_mean = jnp.sum(rows * z, axis=1, keepdims=True) / jnp.maximum(slot_weight[:, None], 1e-12)

@@ -17,6 +17,7 @@ import optax
 from crescend_jax.losses.ranking import agreement_weights, pair_weights
 from crescend_jax.losses.reduction import (
     ReduceFn,
+    at_least_float32,
     reduce_loss,
     valid_entries,
     weighted_mean,
@@ -110,6 +111,7 @@ def comparison_loss(
     >>> float(loss), float(diagnostics["compare_pairs"]), float(diagnostics["compare_accuracy"])  # (0 + 3) / 2
     (1.5, 2.0, 0.5)
     """
+    logits = at_least_float32(logits)  # float32 whatever the compute dtype
     if kind not in KINDS:
         raise ValueError(f"comparison_loss: kind must be one of {KINDS}, got {kind!r}")
     if not 0.0 <= label_smoothing < 1.0:
@@ -170,6 +172,7 @@ def block_comparison_loss(
     >>> float(loss), float(diagnostics["compare_pairs"])  # both orientations, each past the margin
     (0.0, 2.0)
     """
+    logits = at_least_float32(logits)  # float32 whatever the compute dtype
     num_groups, group_size = labels.shape[:2]
     if logits.shape[:3] != (num_groups, group_size, group_size):
         raise ValueError(f"block_comparison_loss: logits {logits.shape} must be [P, K, K, D] for labels "

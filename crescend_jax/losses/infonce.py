@@ -47,10 +47,12 @@ from jax.sharding import PartitionSpec as P
 
 from crescend_jax.losses.reduction import ReduceFn, reduce_loss, weighted_mean
 
-# Tile edge by platform when block_size is None. CPU: a 2048-row tile ran at 82-89% of the float32 matmul rate at
-# B = 4096 and 65,536 (bench/infonce.md). Accelerators: larger tiles for their faster matmuls; 8192 is not measured
-# in bench/.
-DEFAULT_BLOCK_SIZE = {"cpu": 2048}
+# Tile edge by platform when block_size is None. CPU: 512-row tiles (1 MiB of float32 logits, cache-sized): the loss
+# alone ran at 100% of the float32 matmul rate at B = 16,384 against 84% with 2,048 (bench/infonce.md), and approach
+# A's whole step took 0.77-0.95x the time of 2,048-row tiles at 1,024 and 4,096 rows (bench/ab/07; 256-row tiles
+# 1.04-1.12x that of 512, bench/ab/08). Accelerators: larger tiles for their faster matmuls; 8192 is not measured in
+# bench/.
+DEFAULT_BLOCK_SIZE = {"cpu": 512}
 ACCELERATOR_BLOCK_SIZE = 8192
 STRATEGIES = ("ring", "allgather")
 _FLOOR = -1e30  # initial running max: finite, so that exp(-inf - _FLOOR) = 0 and never NaN
@@ -99,17 +101,24 @@ def _blocks(x: jax.Array, block: int) -> jax.Array:
     return x.reshape((x.shape[0] // block, block) + x.shape[1:])
 
 
+def _masks(q_rows: _Rows, k_rows: _Rows) -> tuple[jax.Array, jax.Array]:
+    """The valid and positive masks [bq, bk] of a tile."""
+    valid = q_rows.mask[:, None] & k_rows.mask[None, :] & (q_rows.index[:, None] != k_rows.index[None, :])
+    return valid, valid & (q_rows.group[:, None] == k_rows.group[None, :])
+
+
 def _tile(q: jax.Array, q_rows: _Rows, k: jax.Array, k_rows: _Rows) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Scaled similarities s [bq, bk] (q is pre-scaled by 1/T) and the valid / positive masks [bq, bk]."""
-    s = jnp.dot(q, k.T, preferred_element_type=jnp.float32)
-    valid = q_rows.mask[:, None] & k_rows.mask[None, :] & (q_rows.index[:, None] != k_rows.index[None, :])
-    positive = valid & (q_rows.group[:, None] == k_rows.group[None, :])
-    return s, valid, positive
+    return jnp.dot(q, k.T, preferred_element_type=jnp.float32), *_masks(q_rows, k_rows)
 
 
 def _forward_tile(stats: _Stats, q: jax.Array, q_rows: _Rows, k: jax.Array, k_rows: _Rows) -> _Stats:
     """Fold one [bq, bk] tile into the running statistics of its bq queries (online log-sum-exp)."""
-    s, valid, positive = _tile(q, q_rows, k, k_rows)
+    return _fold_tile(stats, *_tile(q, q_rows, k, k_rows))
+
+
+def _fold_tile(stats: _Stats, s: jax.Array, valid: jax.Array, positive: jax.Array) -> _Stats:
+    """`_forward_tile` on a computed tile: s [bq, bk] and its valid / positive masks."""
     s_valid = jnp.where(valid, s, -jnp.inf)
     row_max = jnp.maximum(stats.row_max, s_valid.max(axis=1))
     sum_exp = stats.sum_exp * jnp.exp(stats.row_max - row_max) + jnp.exp(s_valid - row_max[:, None]).sum(axis=1)
@@ -134,7 +143,7 @@ def _backward_tile(
     h = q_grad.weight[:, None] * p_row + k_grad.weight[None, :] * p_col - jnp.where(
         positive, q_grad.weight_per_pos[:, None] + k_grad.weight_per_pos[None, :], 0.0
     )
-    return dq + jnp.dot(h, k, preferred_element_type=jnp.float32)
+    return dq + jnp.dot(h.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
 
 def _init_stats(like: jax.Array) -> _Stats:
@@ -191,6 +200,11 @@ class _Plan:
     def num_shards(self) -> int:
         return 1 if self.mesh is None else self.mesh.shape[self.axis_name]
 
+    def one_tile(self, local_rows: int) -> bool:
+        """Whether the whole batch is one tile on one device (B <= block_size, no mesh): then the forward keeps
+        p = exp(s - lse) [B, B] for the backward instead of recomputing s (4 B^2 bytes more memory)."""
+        return self.mesh is None and local_rows <= self.block_size
+
     def block_for(self, local_rows: int) -> int:
         """The tile edge: ``block_size``, shrunk for small shards (to a multiple of 8)."""
         return min(self.block_size, _round_up(local_rows, 8))
@@ -237,24 +251,32 @@ def _local_rows(plan: _Plan, group: jax.Array, mask: jax.Array, padded: int) -> 
 
 
 def _local_inputs(plan: _Plan, z, group, mask, temperature):
-    """This device's rows padded to whole blocks: (rows, z32 [padded, D], q = z32 / T, block, padded)."""
+    """This device's rows padded to whole blocks: (rows, z32 [padded, D], keys k, queries q = z / T, block, padded).
+    k and q are in z's dtype (the tile products' operands: bfloat16 in a bfloat16 step, accumulated in float32);
+    z32 is z in float32."""
     block = plan.block_for(z.shape[0])
     padded = _round_up(z.shape[0], block)
     z32 = _pad_rows(z.astype(jnp.float32), padded)
-    return _local_rows(plan, group, mask, padded), z32, z32 / temperature, block, padded
+    k, q = _pad_rows(z, padded), (z32 / temperature).astype(z.dtype)
+    return _local_rows(plan, group, mask, padded), z32, k, q, block, padded
 
 
 def _local_forward(plan: _Plan, z, group, mask, temperature):
     """Per-device forward: the per-row losses and anchor mask of its rows, the diagnostics (replicated), and the
-    per-row residuals (lse, n, anchor) of its rows."""
+    per-row residuals (lse, n, anchor) of its rows, plus p = exp(s - lse) [B, B] when the batch is one tile
+    (`_Plan.one_tile`)."""
     n_local = z.shape[0]
-    rows, z32, q, block, _ = _local_inputs(plan, z, group, mask, temperature)
+    rows, _, k, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
+    if plan.one_tile(n_local):
+        s, valid, positive = _tile(q, rows, k, rows)
+        stats = _fold_tile(_init_stats(rows.index), s, valid, positive)
+    else:
 
-    def step(stats, key_shard):
-        k, k_rows = key_shard
-        return _forward_pass(stats, q, rows, k, k_rows, block)
+        def step(stats, key_shard):
+            k, k_rows = key_shard
+            return _forward_pass(stats, q, rows, k, k_rows, block)
 
-    stats = plan.over_all_keys(step, _init_stats(rows.index), (z32, rows))
+        stats = plan.over_all_keys(step, _init_stats(rows.index), (k, rows))
     lse = stats.row_max + jnp.log(stats.sum_exp)
     anchor = rows.mask & (stats.pos_count > 0)
     safe_count = jnp.where(anchor, stats.pos_count, 1.0)
@@ -273,6 +295,8 @@ def _local_forward(plan: _Plan, z, group, mask, temperature):
         "positive_top1_accuracy": anchor_mean((stats.pos_max >= stats.row_max).astype(jnp.float32)),
     }
     residuals = (lse[:n_local], stats.pos_count[:n_local], anchor[:n_local])
+    if plan.one_tile(n_local):  # the backward reads p instead of recomputing s (one product, two exponentials)
+        residuals += (jnp.where(valid, jnp.exp(jnp.minimum(s - lse[:, None], 0.0)), 0.0),)
     return per_row[:n_local], anchor[:n_local], diagnostics, residuals
 
 
@@ -280,7 +304,7 @@ def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, an
     """Per-device backward: dL/dz of its rows and dL/dT (replicated), for the cotangents g [rows] of its per-row
     losses (w_i = g_i on anchors)."""
     n_local = z.shape[0]
-    rows, z32, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
+    rows, z32, k, q, block, padded = _local_inputs(plan, z, group, mask, temperature)
     weight = jnp.where(anchor, g, 0.0)
     grad = _KeyGrad(
         lse=_pad_rows(jnp.where(anchor, lse, 0.0), padded),
@@ -291,9 +315,27 @@ def _local_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, an
     def step(dq, key_shard):
         return _backward_pass(dq, q, rows, grad, *key_shard, block)
 
-    dq = plan.over_all_keys(step, jnp.zeros_like(z32), (z32, rows, grad))
+    dq = plan.over_all_keys(step, jnp.zeros_like(z32), (k, rows, grad))
     dz = (dq[:n_local] / temperature).astype(z.dtype)
     d_temperature = -plan.psum(jnp.sum(z32[:n_local] * dz.astype(jnp.float32))) / (2.0 * temperature)
+    return dz, d_temperature
+
+
+def _one_tile_backward(plan: _Plan, z, group, mask, temperature, lse, pos_count, anchor, p, g):
+    """`_local_backward` of a batch that is one tile (one device), from the forward's p [B', B'] (B' = B padded to
+    a multiple of 8): H = W P + (W P)^T - [j in P(i)] (w_i / n_i + w_j / n_j) with W = diag(w), since
+    w_j p_ji is the column term of `_backward_tile` (there recomputed as exp(s_ij - lse_j); s_ji and s_ij differ
+    by rounding only), then dq = H k: one product instead of two."""
+    n_local = z.shape[0]
+    rows, z32, k, _, _, padded = _local_inputs(plan, z, group, mask, temperature)
+    weight = _pad_rows(jnp.where(anchor, g, 0.0), padded)
+    per_positive = _pad_rows(jnp.where(anchor, g, 0.0) / jnp.where(anchor, pos_count, 1.0), padded)
+    _, positive = _masks(rows, rows)
+    weighted = weight[:, None] * p
+    h = weighted + weighted.T - jnp.where(positive, per_positive[:, None] + per_positive[None, :], 0.0)
+    dq = jnp.dot(h.astype(k.dtype), k, preferred_element_type=jnp.float32)
+    dz = (dq[:n_local] / temperature).astype(z.dtype)
+    d_temperature = -jnp.sum(z32[:n_local] * dz.astype(jnp.float32)) / (2.0 * temperature)
     return dz, d_temperature
 
 
@@ -320,8 +362,12 @@ def _infonce_fwd(plan: _Plan, z, group, mask, temperature):
 
 
 def _infonce_bwd(plan: _Plan, saved, cotangents):
-    z, group, mask, temperature, (lse, pos_count, anchor) = saved
+    z, group, mask, temperature, (lse, pos_count, anchor, *one_tile) = saved
     g = cotangents[0]  # the anchor mask and the diagnostics carry no gradient
+    if one_tile:
+        dz, d_temperature = _one_tile_backward(plan, z, group, mask, temperature, lse, pos_count, anchor,
+                                               *one_tile, g)
+        return dz, None, None, d_temperature
     sharded, replicated = P(plan.axis_name), P()
     fn = plan.shard(
         functools.partial(_local_backward, plan),
@@ -390,7 +436,7 @@ def infonce_loss(
       reduce_fn: `reduction.weighted_mean` (default), `reduction.weighted_sum`, or None for the [B] values l
         (0 off the anchors).
       temperature: scalar T > 0 (differentiable).
-      block_size: the tile edge (None: 2048 on CPU, 8192 on GPU/TPU).
+      block_size: the tile edge (None: 512 on CPU, 8192 on GPU/TPU).
       mesh: None or a one-device mesh computes on one device; a mesh of several devices splits the batch over
         ``axis_name`` (default: its first axis) with ``strategy`` (`sharded_infonce_loss`).
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from crescend_jax.losses.reduction import (
     ReduceFn,
+    at_least_float32,
     reduce_loss,
     valid_entries,
     weighted_mean,
@@ -43,6 +44,7 @@ def masked_mse(
     >>> round(float(loss), 6), round(float(diagnostics["mae"]), 6)  # (0.04 + 0.04) / 4, (0.2 + 0.2) / 4
     (0.02, 0.1)
     """
+    scores = at_least_float32(scores)  # float32 whatever the compute dtype
     valid = valid_entries(where, scores.shape[:1])[:, None]
     diff = jnp.where(valid, scores - labels, 0.0)  # where, not *: padding labels may be NaN
     squared = diff**2

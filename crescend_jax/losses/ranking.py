@@ -11,6 +11,7 @@ from jax.scipy.special import ndtr
 
 from crescend_jax.losses.reduction import (
     ReduceFn,
+    at_least_float32,
     reduce_loss,
     valid_entries,
     weighted_mean,
@@ -85,6 +86,7 @@ def margin_ranking_loss(
     >>> float(diagnostics["rank_pairs"]), round(float(diagnostics["rank_accuracy"]), 6)
     (3.0, 0.333333)
     """
+    scores = at_least_float32(scores)  # float32 whatever the compute dtype
     real = valid_entries(where, scores.shape[:2])
     labels = jnp.where(real[..., None], labels, 0.0)
     gap = labels[:, :, None, :] - labels[:, None, :, :]  # [P, K, K, D]: y_i - y_j

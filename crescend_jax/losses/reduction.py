@@ -34,6 +34,13 @@ ReduceFn = Callable[..., jax.Array]  # f(values, *, where, weights) -> scalar
 MIN_TOTAL_WEIGHT = 1e-6
 
 
+def at_least_float32(x: jax.Array) -> jax.Array:
+    """x as float32 (float64 stays): every loss computes in float32 whatever the model's compute dtype (a bfloat16
+    training step, `crescend_jax.train.step`, hands its outputs over in bfloat16)."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def valid_entries(where: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
     """``where`` as a bool array of ``shape`` (nonzero = valid; a 0/1 float mask is accepted); None = all valid."""
     if where is None:

@@ -4,7 +4,7 @@ Every head is antisymmetric by construction, logit(a, b) = -logit(b, a) exactly,
 the sigmoid's own rounding, ~1e-7): each one computes some not necessarily antisymmetric score M(a, b) (or g(a, b))
 and returns a difference M(a, b) - M(b, a) (plus s(a) - s(b) for a per-performance score s); IEEE rounding is
 symmetric, fl(x - y) = -fl(y - x), so swapping the operands negates the result bit for bit (tested with exact
-equality, eager and jitted, on CPU; the tile's is exact by construction, one gather of v and -v).
+equality, eager and jitted, on CPU; the tile's is exact by construction, U - U^T of its upper triangle U).
 
 Heads read the encoder's output of each performance once (vectors [.., E] or frame sequences [.., T, F]) and form
 pairs by indexing / broadcasting that encoded batch, never by re-encoding a performance per pair. Two entry points:
@@ -15,15 +15,15 @@ pairs by indexing / broadcasting that encoded batch, never by re-encoding a perf
 
 Per-performance work (projections) is done on [P, K, ...] before pairing; only what depends on both members is
 computed per pair. The pair MLP heads (concat, cross_attention) compute each unordered pair {i, j} once (the K(K-1)/2
-pairs i < j of the tile's upper triangle): their joint term is symmetric and is shared by both orientations, and
-the tile is filled with v at (i, j) and -v at (j, i) (`_tile_from_upper`).
+pairs i < j of the tile's upper triangle, taken by static slices, never index gathers): their joint term is
+symmetric and is shared by both orientations, and the tile is filled with v at (i, j) and -v at (j, i)
+(`_tile_from_upper`).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from crescend_jax.config import ConfigError
@@ -31,6 +31,14 @@ from crescend_jax.data.dimensions import NUM_DIMENSIONS
 
 POOLINGS = ("mean", "attention")
 _MASKED = -1e9  # score of a masked key frame: finite, so a fully masked sequence gives uniform weights, never NaN
+
+
+def _on_rows(linear: nnx.Linear, x: jax.Array) -> jax.Array:
+    """``linear`` on x [..., F] as one 2-D product [N, F] @ [F, H] (N = the product of the leading sizes), reshaped
+    back to [..., H]. The same numbers as ``linear(x)``; with several leading axes XLA CPU's weight gradient (which
+    then contracts two or more axes) writes a transposed copy of the [.., H] cotangent first, and on the pair head's
+    [P, M, hidden] tensors that copy cost more than the product itself."""
+    return linear(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 class PairMLP(nnx.Module):
@@ -55,48 +63,72 @@ class PairMLP(nnx.Module):
         self.out = nnx.Linear(hidden_dim, num_dimensions, rngs=rngs)
 
     def __call__(self, xa: jax.Array, xb: jax.Array) -> jax.Array:
-        return self.finish(self.first(xa) + self.second(xb) + self.joint(xa, xb))
+        return self.finish(_on_rows(self.first, xa) + _on_rows(self.second, xb) + self.joint(xa, xb))
 
     def joint(self, xa: jax.Array, xb: jax.Array) -> jax.Array:
         """W_p (xa * xb) + W_d |xa - xb| [..., hidden]: the part of the first layer that needs both members; it is
-        symmetric in (a, b), so both orientations of a pair share it."""
-        return self.product(xa * xb) + self.distance(jnp.abs(xa - xb))
+        symmetric in (a, b) (bit for bit: IEEE products and |differences| commute), so both orientations of a pair
+        share it. (One product of the concatenated [xa * xb, |xa - xb|] with [W_p; W_d] measured no faster:
+        bench/ab/10.)"""
+        return _on_rows(self.product, xa * xb) + _on_rows(self.distance, jnp.abs(xa - xb))
 
     def finish(self, h: jax.Array) -> jax.Array:
         """The layers after the first one's pre-activation h [..., hidden] -> [..., D]."""
         h = self.dropout(nnx.gelu(h))
         for linear in self.hidden:
-            h = self.dropout(nnx.gelu(linear(h)))
-        return self.out(h)
+            h = self.dropout(nnx.gelu(_on_rows(linear, h)))
+        return _on_rows(self.out, h)
 
     def antisymmetric(self, xa: jax.Array, xb: jax.Array, first_a: jax.Array | None = None,
                       second_b: jax.Array | None = None, first_b: jax.Array | None = None,
                       second_a: jax.Array | None = None) -> jax.Array:
         """g(a, b) - g(b, a) [..., D] for pairs xa, xb [..., dim] (broadcast), the joint term computed once. The
         per-performance terms W_a x and W_b x may be passed precomputed (e.g. gathered from [P, K, hidden])."""
-        first_a = self.first(xa) if first_a is None else first_a
-        second_a = self.second(xa) if second_a is None else second_a
-        first_b = self.first(xb) if first_b is None else first_b
-        second_b = self.second(xb) if second_b is None else second_b
+        first_a = _on_rows(self.first, xa) if first_a is None else first_a
+        second_a = _on_rows(self.second, xa) if second_a is None else second_a
+        first_b = _on_rows(self.first, xb) if first_b is None else first_b
+        second_b = _on_rows(self.second, xb) if second_b is None else second_b
         shared = self.joint(xa, xb)
         return self.finish(first_a + second_b + shared) - self.finish(first_b + second_a + shared)
 
 
-def _upper_pairs(group_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j) int [K(K-1)/2], every i < j of a K x K tile."""
-    return np.triu_indices(group_size, k=1)
+def _shifted(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x [P, K, ...] -> (left, right) [P, M, ...], M = K(K-1)/2: every pair i < j of the K members as i = left,
+    j = right, in shift order: for s = 1 .. K-1 the K - s pairs (i, i + s). Built from 2 (K - 1) static slices
+    (their gradient is a pad, not the scatter-add of an index gather)."""
+    k = x.shape[1]
+    if k < 2:
+        return x[:, :0], x[:, :0]
+    left = jnp.concatenate([x[:, : k - s] for s in range(1, k)], axis=1)
+    right = jnp.concatenate([x[:, s:] for s in range(1, k)], axis=1)
+    return left, right
+
+
+def _diagonals(tile: jax.Array) -> jax.Array:
+    """tile [P, K, K, ...] -> [P, M, ...]: its entries (i, i + s) in `_shifted` order, read by a pad and a reshape
+    (row i of the flat tile padded to K (K + 1) entries holds (i, i + s) at column s; no gather)."""
+    p, k = tile.shape[:2]
+    rest = tile.shape[3:]
+    if k < 2:
+        return tile[:, 0, :0]
+    flat = tile.reshape(p, k * k, *rest)
+    skewed = jnp.pad(flat, [(0, 0), (0, k)] + [(0, 0)] * len(rest)).reshape(p, k, k + 1, *rest)
+    return jnp.concatenate([skewed[:, : k - s, s] for s in range(1, k)], axis=1)
 
 
 def _tile_from_upper(values: jax.Array, group_size: int) -> jax.Array:
-    """v [P, M, D] of the pairs i < j (`_upper_pairs` order) -> tile [P, K, K, D] with v at (i, j), -v at (j, i)
-    and 0 on the diagonal (one gather: exactly antisymmetric)."""
-    i, j = _upper_pairs(group_size)
-    m = len(i)
-    index = np.full((group_size, group_size), 2 * m)
-    index[i, j] = np.arange(m)
-    index[j, i] = m + np.arange(m)
-    zero = jnp.zeros((values.shape[0], 1, values.shape[2]), values.dtype)
-    return jnp.concatenate([values, -values, zero], axis=1)[:, index]
+    """v [P, M, D] of the pairs i < j (`_shifted` order) -> tile [P, K, K, D] with v at (i, j), -v at (j, i) and 0
+    on the diagonal, exactly antisymmetric: the upper triangle U is laid out by pads and a reshape (the inverse of
+    `_diagonals`), and the tile is U - U^T (fl(v - 0) = v, fl(0 - v) = -v)."""
+    k, (p, _, d) = group_size, values.shape
+    zeros = jnp.zeros((p, k, d), values.dtype)
+    columns, start = [zeros], 0  # column s of the skewed [P, K, K + 1, D] layout: the pairs (i, i + s), padded
+    for s in range(1, k):
+        columns.append(jnp.pad(values[:, start:start + k - s], [(0, 0), (0, s), (0, 0)]))
+        start += k - s
+    columns.append(zeros)
+    upper = jnp.stack(columns, axis=2).reshape(p, k * (k + 1), d)[:, : k * k].reshape(p, k, k, d)
+    return upper - jnp.swapaxes(upper, 1, 2)
 
 
 class ConcatComparator(nnx.Module):
@@ -119,9 +151,9 @@ class ConcatComparator(nnx.Module):
 
     def block_logits(self, z: jax.Array) -> jax.Array:
         """z [P, K, E] -> logits [P, K, K, D] of every ordered pair inside each group slot."""
-        i, j = _upper_pairs(z.shape[1])
-        first, second = self.pair.first(z), self.pair.second(z)  # [P, K, hidden], once per performance
-        values = self.pair.antisymmetric(z[:, i], z[:, j], first[:, i], second[:, j], first[:, j], second[:, i])
+        first, second = _on_rows(self.pair.first, z), _on_rows(self.pair.second, z)  # [P, K, hidden], once each
+        (zi, zj), (first_i, first_j), (second_i, second_j) = _shifted(z), _shifted(first), _shifted(second)
+        values = self.pair.antisymmetric(zi, zj, first_i, second_j, first_j, second_i)
         return _tile_from_upper(values, z.shape[1])
 
 
@@ -257,8 +289,8 @@ class CrossAttentionComparator(nnx.Module):
         attended = lambda x: x[:, None, :]  # member j on axis 2
         views = self._read(attending(h), attending(frame_mask), attending(q), attended(k), attended(v),
                            attended(frame_mask))  # [P, K, K, F]: i's view of itself after reading j
-        i, j = _upper_pairs(h.shape[1])
-        return _tile_from_upper(self.pair.antisymmetric(views[:, i, j], views[:, j, i]), h.shape[1])
+        values = self.pair.antisymmetric(_diagonals(views), _diagonals(jnp.swapaxes(views, 1, 2)))
+        return _tile_from_upper(values, h.shape[1])
 
 
 COMPARATORS = {

@@ -46,7 +46,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     loss.derived_weight, loss.derived_min_label_gap: the derived targets' term (``data.targets`` "derived" or
       "both", `crescend_jax.models.targets`): its weight w (0 = no derived term) and its tie gap (within-group SDs).
     loss.lambda_piece: weight of the InfoNCE term (0 = ranking only). loss.temperature: its T.
-    loss.block_size: InfoNCE tile edge; 0 = the loss's platform default, the fastest in bench/infonce.md (2048 on
+    loss.block_size: InfoNCE tile edge; 0 = the loss's platform default, the fastest in bench/infonce.md (512 on
       CPU, 8192 on accelerators). loss.strategy: "ring" or "allgather" on a multi-device mesh.
     """
     config = ml_collections.ConfigDict()

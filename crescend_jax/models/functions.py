@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from crescend_jax.config import config_to_json
+from crescend_jax.config import ConfigError, config_to_json
 from crescend_jax.data.groups import within_group_pairs
 from crescend_jax.data.table import EmbeddingTable
 from crescend_jax.models.contract import COMPARATOR, Approach, Objective, Predictions
@@ -47,6 +47,7 @@ from crescend_jax.runtime import distributed
 NON_MODEL_FIELDS = ("train.resume", "train.stop_after_steps", "train.distributed", "eval", "experiment")
 PREDICT_CHUNK = 4096  # rows (or crops) per prediction call
 MAX_CACHED = 4  # model functions kept per process (least recently used dropped)
+COMPUTE_DTYPES = ("float32", "bfloat16")  # train.compute_dtype (float16 would need loss scaling)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -68,7 +69,8 @@ class ModelFunctions:
     approach and objective: what the model computes (the objective built from the config, `Approach.objective`);
     graphdef: the train-mode graph; init(fold) -> replicated model state (nnx.State) for ``fold``;
     encode(state, x [N, ...] host) -> dict of host arrays [N, ...]; compare(state, a [P, E], b [P, E]) -> host
-    logits [P, C] (comparators only; C label columns, 19 by default).
+    logits [P, C] (comparators only; C label columns, 19 by default); compute_dtype: ``train.compute_dtype``, the
+    dtype of the training step's matmuls and activations (`train.step`; prediction runs in float32).
     """
 
     approach: Approach
@@ -77,6 +79,7 @@ class ModelFunctions:
     init: Callable[[int], Any]
     encode: Callable[[Any, np.ndarray], dict[str, np.ndarray]]
     compare: Callable[[Any, np.ndarray, np.ndarray], np.ndarray] | None
+    compute_dtype: str = "float32"
 
 
 _CACHE: collections.OrderedDict[tuple, ModelFunctions] = collections.OrderedDict()
@@ -103,8 +106,19 @@ def model_functions(approach: Approach, config: ml_collections.ConfigDict, input
     return functions
 
 
+def compute_dtype(config: ml_collections.ConfigDict) -> str:
+    """``config.train.compute_dtype`` (float32 when the section has no such field), checked: one of
+    `COMPUTE_DTYPES`."""
+    name = config.train.get("compute_dtype", "float32")
+    if name not in COMPUTE_DTYPES:
+        raise ConfigError(f"train.compute_dtype={name!r} must be one of {COMPUTE_DTYPES}; set "
+                          "--config.train.compute_dtype")
+    return name
+
+
 def _build(approach: Approach, config: ml_collections.ConfigDict, input_dim: int, mesh: Mesh) -> ModelFunctions:
     objective = approach.objective(config)
+    dtype = compute_dtype(config)
 
     def create(fold: jax.Array) -> nnx.Module:
         key = jax.random.fold_in(jax.random.key(config.train.seed), fold)
@@ -147,7 +161,8 @@ def _build(approach: Approach, config: ml_collections.ConfigDict, input_dim: int
             return np.concatenate(parts) if parts else np.zeros((0, num_targets(config)), np.float32)
 
     return ModelFunctions(approach=approach, objective=objective, graphdef=graphdef,
-                          init=lambda fold: jitted_init(np.int32(fold)), encode=encode, compare=compare)
+                          init=lambda fold: jitted_init(np.int32(fold)), encode=encode, compare=compare,
+                          compute_dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------------- prediction

@@ -38,7 +38,8 @@ def unit_rows(z: jax.Array) -> jax.Array:
     """z [B, E] with L2-normalised rows: z * rsqrt(max(|z|^2, 1e-12)). A zero (padding) row stays 0 with a finite
     gradient: the gradient of norm() is NaN at 0, which a zero padding row reaches at initialisation (zero biases),
     and 0 * NaN would poison every parameter."""
-    return z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
+    squares = jnp.sum(jnp.square(z.astype(jnp.float32)), axis=-1, keepdims=True)  # float32 in a bfloat16 step too
+    return z * jax.lax.rsqrt(jnp.maximum(squares, 1e-12)).astype(z.dtype)
 
 
 class TimePooling(nnx.Module):

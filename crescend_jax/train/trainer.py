@@ -63,9 +63,11 @@ def added_field_defaults() -> dict[str, Any]:
     """Config fields added after runs existed, flattened, with the value that reproduces what those runs did (a run
     saved without the trunk section trained on the frozen store; one without ``train.label_free`` refused unrated
     rows; one without ``data.group_relative`` read the inputs as stored; one without A's or B's
-    ``model.loss.derived_*`` had no derived targets, on which these weights act alone). A saved config.json that lacks such a field reads as having this value, so adding a field never makes
-    the runs made before it look like another config (resume, sweeps skipping finished points)."""
-    added = ml_collections.ConfigDict({"trunk": default_trunk_config(), "train": {"label_free": False},
+    ``model.loss.derived_*`` had no derived targets, on which these weights act alone; one without
+    ``train.compute_dtype`` trained in float32). A saved config.json that lacks such a field reads as having this
+    value, so adding a field never makes the runs made before it look like another config (resume, sweeps skipping finished points)."""
+    added = ml_collections.ConfigDict({"trunk": default_trunk_config(),
+                                       "train": {"label_free": False, "compute_dtype": "float32"},
                                        "data": default_input_config(),
                                        "model": {"loss": {"derived_weight": DEFAULT_DERIVED_WEIGHT,
                                                           "derived_min_label_gap": DEFAULT_DERIVED_MIN_LABEL_GAP}}})
@@ -102,6 +104,8 @@ def default_train_config() -> ml_collections.ConfigDict:
     for checkpoint selection; with fewer than max(2, round(1/val_fraction)) training compositions there is no
     validation split and the last step is used (said in the log and in done.json).
     standardize_inputs: z-score inputs (pooled vectors and frames alike) with the fold's training-row statistics.
+    compute_dtype: "float32" (default; on CPU bfloat16 products are no faster) or "bfloat16": the training step's
+    matmuls and activations in bfloat16, the parameters, optimizer state and losses in float32 (`train.step`).
     label_free: allow a corpus without ratings (every row's 19 label means NaN, e.g. ASAP pre-training): only the
     loss terms that need no label learn (approach A's InfoNCE; its ranking term sees no qualifying pair). Off: NaN
     label means are refused as broken rows.
@@ -121,6 +125,7 @@ def default_train_config() -> ml_collections.ConfigDict:
     config.val_fraction = 0.15
     config.standardize_inputs = True
     config.label_free = False
+    config.compute_dtype = "float32"
     config.resume = False
     config.stop_after_steps = 0
     config.distributed = distributed.default_distributed_config()
