@@ -203,13 +203,14 @@ def _label(value: Any) -> str:
 
 
 def _validate(points: Sequence[SweepPoint]) -> None:
-    """Each approach's own config checks (`trainer.check_config`), with the point named."""
-    from crescend_jax.models import get_approach
+    """Each approach's own config checks (`trainer.check_config`) behind the point's trunk (`models.approach_for`:
+    a sequence or fine-tuned trunk adds its own), with the point named."""
+    from crescend_jax.models import approach_for
     from crescend_jax.train.trainer import check_config
 
     for item in points:
         try:
-            check_config(get_approach(item.config.model.name), item.config)
+            check_config(approach_for(item.config), item.config)
         except ConfigError as err:
             raise ConfigError(f"sweep point {item.name!r}: {err}") from None
 
