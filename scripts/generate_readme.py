@@ -88,6 +88,9 @@ def _footer(results: Mapping[str, Any]) -> list[str]:
     missing = [f"{name} ({p.get('status')})" for name, p in results["points"].items() if not p.get("pooled")]
     if missing:
         lines += ["", "Not finished: " + ", ".join(missing) + "."]
+    if results.get("left_out"):
+        lines += ["", "Not run here (left out of this run with `--config.only` to fit this 2-core machine): "
+                  + ", ".join(results["left_out"]) + "."]
     if results.get("command"):
         lines += ["", f"Regenerate: `{results['command']}`, then `python scripts/generate_readme.py`."]
     return lines

@@ -208,6 +208,10 @@ def test_fields_grid_references_and_mistakes(tmp_path):
     assert a.config.model.loss.temperature == 0.3  # --all.* on the points that have the field
     only = expand.expand_sweep(tiny_sweep(tmp_path, only=("wide",)))
     assert [p.name for p in only] == ["base", "wide"]  # the baseline comes along
+    three = tiny_sweep(tmp_path, points=(*tiny_sweep(tmp_path).points, sweeps.point("deep", fields={
+        "model.hidden_dim": 64})), only=("wide",))
+    assert results.left_out_points(three, expand.expand_sweep(three)) == ["deep"]  # said in results.json
+    assert results.left_out_points(tiny_sweep(tmp_path), expand.expand_sweep(tiny_sweep(tmp_path))) == []
 
 
 def test_seed_pooling_averages_pair_outcomes():

@@ -159,6 +159,19 @@ def swept_fields(points: Sequence[SweepPoint]) -> list[str]:
     return list(fields)
 
 
+def left_out_points(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint]) -> list[str]:
+    """The points of the whole sweep that ``config.only`` left out of this run (in declared order; [] without
+    ``only``), so a table run in part says which points it lacks."""
+    if not (sweep.get("only", ()) or ()):
+        return []
+    from crescend_jax.sweeps.expand import expand_sweep  # noqa: PLC0415
+
+    whole = ml_collections.ConfigDict(sweep.to_dict())
+    whole.only = ()
+    kept = {item.name for item in points}
+    return [item.name for item in expand_sweep(whole, validate=False) if item.name not in kept]
+
+
 def write_results(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint], root: str | Path,
                   failures: Mapping[str, str] | None = None, command: str = "") -> dict[str, Any]:
     """Collects every point's finished seeds into results.json, the tables, plots and the per-dimension analysis;
@@ -175,7 +188,8 @@ def write_results(sweep: ml_collections.ConfigDict, points: Sequence[SweepPoint]
     swept = swept_fields(points)
     tables = _Tables()
     results: dict[str, Any] = {"name": sweep.get("name") or root.name, "command": command, "seeds": list(seeds),
-                               "swept": swept, "notes": list(sweep.get("notes", ()) or ()), "points": {}}
+                               "swept": swept, "notes": list(sweep.get("notes", ()) or ()),
+                               "left_out": left_out_points(sweep, points), "points": {}}
     for item in points:
         runs = []
         for seed in seeds:
