@@ -174,8 +174,7 @@ class AlignedEncoder:
         self.positions = positions
         self.fit_radius = int(fit_radius)
         self.dim = len(FEATURE_NAMES)
-        digest = symbolic_digest(self, ("positions", "chord_window_s", "score_chord_tolerance_s", "min_score_ioi_s",
-                                        "fit_radius", "pedal_threshold"), ENCODER_VERSION, FEATURE_NAMES)
+        digest = symbolic_digest(self, ("positions", "fit_radius"), ENCODER_VERSION, FEATURE_NAMES)
         self.name = f"aligned-v{ENCODER_VERSION}-{positions}-f{self.dim}-{digest}"
 
     @classmethod

@@ -75,10 +75,13 @@ def set_symbolic_settings(encoder: Any, *, chord_window_s: float, score_chord_to
     encoder.pedal_threshold = int(pedal_threshold)
 
 
-def symbolic_digest(encoder: Any, settings: Sequence[str], version: int, feature_names: Sequence[str]) -> str:
-    """`settings_digest` of a symbolic encoder: its attributes named in ``settings``, plus its module's
-    ``ENCODER_VERSION`` (``version``), its feature names and the installed mido version (another mido may read a MIDI
-    file otherwise)."""
-    values: dict[str, Any] = {name: getattr(encoder, name) for name in settings}
+SYMBOLIC_SETTINGS = ("chord_window_s", "score_chord_tolerance_s", "min_score_ioi_s", "pedal_threshold")
+
+
+def symbolic_digest(encoder: Any, own: Sequence[str], version: int, feature_names: Sequence[str]) -> str:
+    """`settings_digest` of a symbolic encoder: its attributes named in `SYMBOLIC_SETTINGS` (set by
+    `set_symbolic_settings`) and in ``own`` (its other settings), plus its module's ``ENCODER_VERSION``
+    (``version``), its feature names and the installed mido version (another mido may read a MIDI file otherwise)."""
+    values: dict[str, Any] = {name: getattr(encoder, name) for name in (*SYMBOLIC_SETTINGS, *own)}
     values.update(version=version, features=feature_names, mido=importlib.metadata.version("mido"))
     return settings_digest(values)

@@ -153,8 +153,7 @@ class MidiEncoder:
         self.use_score = bool(use_score)
         self.register_split = int(register_split)
         self.dim = len(FEATURE_NAMES)
-        digest = symbolic_digest(self, ("use_score", "chord_window_s", "score_chord_tolerance_s", "min_score_ioi_s",
-                                        "register_split", "pedal_threshold"), ENCODER_VERSION, FEATURE_NAMES)
+        digest = symbolic_digest(self, ("use_score", "register_split"), ENCODER_VERSION, FEATURE_NAMES)
         self.name = f"midi-v{ENCODER_VERSION}-f{self.dim}-{digest}"
 
     @classmethod
