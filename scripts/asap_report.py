@@ -28,14 +28,7 @@ import numpy as np
 
 from crescend_jax.data.dimensions import DIMENSIONS
 from crescend_jax.data.performance_labels import DERIVED_LABELS, RELATED_DIMENSIONS
-
-
-def _get(node: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+from crescend_jax.evaluate.nested import nested_get as _get
 
 
 def _cell(estimate, low=None, high=None, real: bool = False, signed: bool = False) -> str:

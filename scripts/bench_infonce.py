@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import add_output_args, output_dir  # noqa: E402
+from bench_common import add_output_args, cpu_model, load_average, output_dir  # noqa: E402
 DIM = 256
 TEMPERATURE = 0.07
 GROUP_SIZE = 8  # performances per piece in a synthetic batch
@@ -169,13 +169,13 @@ def main() -> None:
         print(json.dumps({k: v for k, v in result.items() if k != "times"}), flush=True)
     matmul_gflops = statistics.median(r["matmul_gflops"] for r in results if "matmul_gflops" in r)
     machine = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "jax": _jax_version(),
         "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_after": load_average(),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "cap_gib": args.cap_gib,
     }
@@ -183,16 +183,6 @@ def main() -> None:
     (out_dir / "infonce.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
     (out_dir / "infonce.md").write_text(_markdown(machine, results, matmul_gflops))
     print(f"wrote {out_dir / 'infonce.md'} and infonce.json in {machine['wall_seconds']} s")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _jax_version() -> str:

@@ -23,8 +23,12 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import cpu_model, load_average  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MATMUL_SIZE = 4096
@@ -256,9 +260,9 @@ def main() -> None:
     from importlib.metadata import version
 
     machine = {
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "jax": version("jax"),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "jax": version("jax"),
         "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "load_average_after": load_average(),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps({k: v for k, v in result.items() if k not in ("times", "library_step")}), flush=True)
@@ -267,16 +271,6 @@ def main() -> None:
     (args.out / "muq_finetune.json").write_text(json.dumps({"machine": machine, "result": result}, indent=2) + "\n")
     (args.out / "muq_finetune.md").write_text(markdown(result, machine))
     print(f"wrote {args.out / 'muq_finetune.md'} and muq_finetune.json in {machine['wall_seconds']} s")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

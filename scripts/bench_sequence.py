@@ -20,16 +20,13 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (ROOT, add_output_args, count_flops, load_average, machine, matmul_rate,  # noqa: E402
-                          median, output_dir, timed)
-from bench_train import GROUP_ROWS, QUICK, FULL, Step, distinct_pairs, markdown, measure, summarise, \
+from bench_common import ROOT, add_output_args, load_average, machine, matmul_rate, median, output_dir  # noqa: E402
+from bench_train import GROUP_ROWS, QUICK, FULL, Step, compile_step, markdown, measure, summarise, \
     synthetic_table  # noqa: E402
 
 from crescend_jax.config import load_config  # noqa: E402
@@ -38,7 +35,7 @@ from crescend_jax.encoders.aligned import FEATURE_NAMES  # noqa: E402
 from crescend_jax.models import approach_for  # noqa: E402
 from crescend_jax.models.functions import model_functions  # noqa: E402
 from crescend_jax.runtime import distributed  # noqa: E402
-from crescend_jax.train.input_pipeline import gather, host_table, place_plan, place_table  # noqa: E402
+from crescend_jax.train.input_pipeline import host_table, place_table  # noqa: E402
 from crescend_jax.train.optimizer import build_optimizer  # noqa: E402
 from crescend_jax.train.step import build_train_step  # noqa: E402
 
@@ -64,8 +61,7 @@ def aligned_table(rows: int, positions: int, seed: int = 0) -> EmbeddingTable:
 
 
 def sequence_step(name: str, batch: int, overrides: tuple[str, ...] = (), table_rows: int = 0) -> Step:
-    """`bench_train.build_step` for an entry of `SEQUENCE_APPROACHES` (module doc); ``temp_bytes`` is set on the
-    returned step."""
+    """`bench_train.build_step` for an entry of `SEQUENCE_APPROACHES` (module doc), with the step's ``temp_bytes``."""
     path, own = SEQUENCE_APPROACHES[name]
     config = load_config(ROOT / path, [*own, *overrides, f"--config.train.batch_size={batch}"])
     approach = approach_for(config)
@@ -79,42 +75,10 @@ def sequence_step(name: str, batch: int, overrides: tuple[str, ...] = (), table_
     functions = model_functions(approach, config, dim, mesh)
     model_state = approach.initial_state(functions.init(0), config, stats)
     steps = build_train_step(functions, build_optimizer(config.train, model_state), mesh)
-    opt_state = steps.init_optimizer(model_state)
     device_table = place_table(host_table(table, stats.mean, stats.std, approach.window_frames(config, table)), mesh)
     sampler = approach.sampler(table, config, 0)
-    state = {"model": model_state, "opt": opt_state, "step": 0}
-    sampled = [next(sampler) for _ in range(4)]
     group_size = int(config.model.get("sampler", {}).get("group_size", 0))
-    pairs = float(np.mean([distinct_pairs(p.rows, group_size) for p in sampled])) if group_size else 0.0
-
-    def with_input():
-        plan = place_plan(next(sampler), mesh)
-        state["model"], state["opt"], metrics = steps.step(state["model"], state["opt"], device_table, plan,
-                                                           np.int32(state["step"]))
-        state["step"] += 1
-        return metrics["loss"]
-
-    fixed = jax.jit(gather)(device_table, place_plan(sampled[0], mesh))
-
-    def alone():
-        state["model"], state["opt"], metrics = steps.update(state["model"], state["opt"], fixed,
-                                                             np.int32(state["step"]))
-        state["step"] += 1
-        return metrics["loss"]
-
-    flops = count_flops(steps.update, state["model"], state["opt"], fixed, np.int32(0))
-    memory = steps.update.lower(state["model"], state["opt"], fixed, np.int32(0)).compile().memory_analysis()
-    start = time.perf_counter()
-    for fn in (alone, with_input):  # compiles both
-        timed(fn, 1)
-    compile_seconds = time.perf_counter() - start
-    host = median(timed(lambda: next(sampler).rows, 5))
-    lower = lambda: steps.update.lower(state["model"], state["opt"], fixed, np.int32(state["step"]))
-    step = Step(name=name, batch=batch, dim=dim, group_size=group_size, pairs_per_step=pairs, flops=flops,
-                alone=alone, with_input=with_input, host_sampling_seconds=host, compile_seconds=compile_seconds,
-                lower=lower)
-    step.temp_bytes = int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1
-    return step
+    return compile_step(name, batch, dim, group_size, steps, model_state, device_table, sampler, mesh, memory=True)
 
 
 def main() -> None:

@@ -112,6 +112,7 @@ class Step:
     host_sampling_seconds: float
     compile_seconds: float
     lower: Callable[[], Any]
+    temp_bytes: int = -1  # XLA temporary memory of the compiled update; -1 when not measured
 
 
 def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (), table_rows: int = 0) -> Step:
@@ -127,15 +128,26 @@ def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (),
     functions = model_functions(approach, config, dim, mesh)
     model_state = functions.init(0)
     steps = build_train_step(functions, build_optimizer(config.train, model_state), mesh)
-    opt_state = steps.init_optimizer(model_state)
     device_table = place_table(host_table(table, np.zeros(dim, np.float32), np.ones(dim, np.float32), 0), mesh)
     sampler = functions.approach.sampler(table, config, 0)
-    state = {"model": model_state, "opt": opt_state, "step": 0}
-    sampled = [next(sampler) for _ in range(4)]
     group_size = int(config.model.get("sampler", {}).get("group_size", 0))
     pointwise = name == "baseline" or (name == "approach_c" and config.model.loss.head == "mse")
-    pairs = 0.0 if pointwise or not group_size else float(np.mean([distinct_pairs(p.rows, group_size)
-                                                                     for p in sampled]))
+    return compile_step(name, batch, dim, group_size, steps, model_state, device_table, sampler, mesh,
+                        count_pairs=not pointwise)
+
+
+def compile_step(name: str, batch: int, dim: int, group_size: int, steps, model_state, device_table, sampler, mesh,
+                 count_pairs: bool = True, memory: bool = False) -> Step:
+    """The `Step` of a built train step (``steps``, from `build_train_step`) on the placed table ``device_table``
+    drawing batches from ``sampler``: the optimizer state initialised, both variants compiled (one warm-up call each,
+    timed together as ``compile_seconds``), FLOPs counted on the update, the supervised pairs per step counted on 4
+    sampled batches (0 when not ``count_pairs`` or without group slots), the host's sampling time (median of 5).
+    ``memory``: also the XLA temporary bytes of the compiled update (``temp_bytes``, before anything runs)."""
+    opt_state = steps.init_optimizer(model_state)
+    state = {"model": model_state, "opt": opt_state, "step": 0}
+    sampled = [next(sampler) for _ in range(4)]
+    pairs = float(np.mean([distinct_pairs(p.rows, group_size) for p in sampled])) if count_pairs and group_size \
+        else 0.0
 
     def with_input():
         plan = place_plan(next(sampler), mesh)
@@ -153,6 +165,10 @@ def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (),
         return metrics["loss"]
 
     flops = count_flops(steps.update, state["model"], state["opt"], fixed, np.int32(0))
+    temp_bytes = -1
+    if memory:
+        analysis = steps.update.lower(state["model"], state["opt"], fixed, np.int32(0)).compile().memory_analysis()
+        temp_bytes = int(getattr(analysis, "temp_size_in_bytes", -1)) if analysis is not None else -1
     start = time.perf_counter()
     for fn in (alone, with_input):  # compiles both
         timed(fn, 1)
@@ -161,7 +177,7 @@ def build_step(name: str, batch: int, dim: int, overrides: tuple[str, ...] = (),
     lower = lambda: steps.update.lower(state["model"], state["opt"], fixed, np.int32(state["step"]))
     return Step(name=name, batch=batch, dim=dim, group_size=group_size, pairs_per_step=pairs, flops=flops,
                 alone=alone, with_input=with_input, host_sampling_seconds=host, compile_seconds=compile_seconds,
-                lower=lower)
+                lower=lower, temp_bytes=temp_bytes)
 
 
 def measure(step: Step, repeats: int) -> tuple[list[float], list[float]]:

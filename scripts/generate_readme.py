@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from crescend_jax.evaluate.bootstrap import called_real
+from crescend_jax.evaluate.nested import nested_get as _get
 from crescend_jax.evaluate.sweep_report import interval_cell, interval_sentence, interval_warnings
 
 APPROACHES = {"baseline": "baseline", "approach_a": "A: contrastive", "approach_b": "B: Siamese",
@@ -49,14 +50,6 @@ def _json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingResults(f"{path} does not exist")
     return json.loads(path.read_text())
-
-
-def _get(node: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _verdict(difference: Mapping[str, Any] | None) -> str | None:

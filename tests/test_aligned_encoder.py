@@ -3,7 +3,7 @@ rolled chord, identical positions), its beat grid, and a tiny PercePiano extract
 
 from pathlib import Path
 
-import mido
+import _midi_files as midi_files
 import numpy as np
 import pytest
 
@@ -12,31 +12,12 @@ from crescend_jax.data.segments import Window
 from crescend_jax.encoders.aligned import FEATURE_NAMES, AlignedEncoder, longest_increasing_chain
 from crescend_jax.encoders.alignment import MidiFeatureError, score_beats
 
-TICKS = 480
-TEMPO = 500_000  # 120 bpm: a quarter-note beat lasts 0.5 s
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 def write_midi(path: Path, notes, pedal=(), signatures=((0, 4, 4),)) -> Path:
-    """``notes``: (onset_s, duration_s, pitch, velocity); ``pedal``: (time_s, CC64 value); ``signatures``: (tick,
-    numerator, denominator). One track at 120 bpm."""
-    events = [(mido.tick2second(tick, TICKS, TEMPO), 0, mido.MetaMessage("time_signature", numerator=n, denominator=d))
-              for tick, n, d in signatures]
-    for onset, duration, pitch, velocity in notes:
-        events.append((onset, 2, mido.Message("note_on", note=pitch, velocity=velocity)))
-        events.append((onset + duration, 1, mido.Message("note_off", note=pitch, velocity=0)))
-    events += [(time, 3, mido.Message("control_change", control=64, value=value)) for time, value in pedal]
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=TEMPO, time=0)])
-    now = 0
-    for time, _, message in events:
-        tick = round(mido.second2tick(time, TICKS, TEMPO))
-        track.append(message.copy(time=tick - now))
-        now = tick
-    midi = mido.MidiFile(ticks_per_beat=TICKS)
-    midi.tracks.append(track)
-    midi.save(path)
-    return path
+    """`_midi_files.write_midi` (120 bpm), in 4/4 unless ``signatures`` says otherwise."""
+    return midi_files.write_midi(path, notes, pedal, signatures)
 
 
 def score_notes(beats=8):

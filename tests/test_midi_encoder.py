@@ -6,38 +6,16 @@ import mido
 import ml_collections
 import numpy as np
 import pytest
+from _midi_files import TICKS, write_midi
 
 from crescend_jax import encoders
 from crescend_jax.encoders.midi import (FEATURE_NAMES, MidiEncoder, MidiFeatureError, default_encoder_config, lcs_pairs,
                                         read_notes)
 
-TICKS = 480
-TEMPO = 500_000  # 120 bpm: one beat = 0.5 s
-
-
-def write_performance(path: Path, notes, pedal=()) -> Path:
-    """``notes``: (onset_s, duration_s, pitch, velocity); ``pedal``: (time_s, CC64 value). One track, 120 bpm."""
-    events = []
-    for onset, duration, pitch, velocity in notes:
-        events.append((onset, 1, mido.Message("note_on", note=pitch, velocity=velocity)))
-        events.append((onset + duration, 0, mido.Message("note_off", note=pitch, velocity=0)))
-    events += [(time, 2, mido.Message("control_change", control=64, value=value)) for time, value in pedal]
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=TEMPO, time=0)])
-    now = 0
-    for time, _, message in events:
-        tick = round(mido.second2tick(time, TICKS, TEMPO))
-        track.append(message.copy(time=tick - now))
-        now = tick
-    midi = mido.MidiFile(ticks_per_beat=TICKS)
-    midi.tracks.append(track)
-    midi.save(path)
-    return path
-
 
 def features(tmp_path, notes, pedal=(), score=None, **settings) -> dict[str, float]:
-    performance = write_performance(tmp_path / "performance.mid", notes, pedal)
-    score_path = write_performance(tmp_path / "score.mid", score) if score is not None else None
+    performance = write_midi(tmp_path / "performance.mid", notes, pedal)
+    score_path = write_midi(tmp_path / "score.mid", score) if score is not None else None
     return MidiEncoder(**settings).features(performance, score_path)
 
 
@@ -225,7 +203,7 @@ def test_bad_files_raise_naming_the_file(tmp_path):
 
 
 def test_encode_midi_shapes_and_name(tmp_path):
-    path = write_performance(tmp_path / "p.mid", metronome())
+    path = write_midi(tmp_path / "p.mid", metronome())
     encoder = MidiEncoder()
     (item,) = encoder.encode_midi([path], [None])
     assert item.pooled.dtype == np.float32 and item.pooled.shape == (len(FEATURE_NAMES),) == (encoder.dim,)
@@ -291,10 +269,10 @@ def test_extract_stores_midi_features_without_rendering(tmp_path, monkeypatch, c
     from crescend_jax.data.render import default_render_config
     from crescend_jax.data.segments import Corpus, Segment
 
-    score = write_performance(tmp_path / "score.mid", metronome(count=6))
+    score = write_midi(tmp_path / "score.mid", metronome(count=6))
     segments = []
     for i in range(4):
-        path = write_performance(tmp_path / f"Comp_8bars_{i}_1.mid",
+        path = write_midi(tmp_path / f"Comp_8bars_{i}_1.mid",
                                  metronome(count=6, ioi=0.5 + 0.1 * i, velocity=60 + 5 * i))
         segments.append(Segment(
             key=f"Comp_8bars_{i}_1", composition="Comp", piece="Comp_8bars", performer=str(i), group="Comp_8bars_1",

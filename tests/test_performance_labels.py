@@ -2,36 +2,19 @@
 
 from pathlib import Path
 
-import mido
+import _midi_files as midi_files
 import numpy as np
 import pytest
 
 from crescend_jax.data import performance_labels as pl
 from crescend_jax.data.midi_events import read_midi
 
-TICKS = 480  # per beat, at 120 bpm: 960 ticks a second
 
-
-def write_performance(path: Path, notes=(), pedal=(), tempo: int = 500000) -> Path:
-    """notes: (onset s, offset s, pitch, velocity); pedal: (time s, value) of controller 64. One track, channel 0."""
-    per_second = TICKS * 1e6 / tempo
-    events = []
-    for onset, offset, pitch, velocity in notes:
-        events.append((onset, 1, mido.Message("note_on", note=pitch, velocity=velocity)))
-        events.append((offset, 0, mido.Message("note_off", note=pitch, velocity=0)))
-    for time, value in pedal:
-        events.append((time, 0, mido.Message("control_change", control=64, value=value)))
-    events.sort(key=lambda e: (e[0], e[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
-    now = 0
-    for time, _, message in events:
-        tick = int(round(time * per_second))
-        track.append(message.copy(time=tick - now))
-        now = tick
-    midi = mido.MidiFile(ticks_per_beat=TICKS)
-    midi.tracks.append(track)
-    midi.save(path)
-    return path
+def write_performance(path: Path, notes=(), pedal=(), tempo: int = midi_files.TEMPO) -> Path:
+    """notes: (onset s, offset s, pitch, velocity); pedal: (time s, value) of controller 64; `_midi_files.write_midi`
+    with the pedal changes of a tick before its onsets."""
+    durations = [(onset, offset - onset, pitch, velocity) for onset, offset, pitch, velocity in notes]
+    return midi_files.write_midi(path, durations, pedal, tempo=tempo, pedal_first=True)
 
 
 def test_tempo_bpm_from_beat_times():

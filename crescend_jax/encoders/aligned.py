@@ -71,9 +71,6 @@ models and the ridge reference read it unchanged.
 from __future__ import annotations
 
 import bisect
-import hashlib
-import importlib.metadata
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -82,7 +79,7 @@ import numpy as np
 
 from crescend_jax.encoders.alignment import (Alignment, MidiFeatureError, Notes, align, group_onsets, read_notes,
                                              score_beats)
-from crescend_jax.encoders.base import Encoded
+from crescend_jax.encoders.base import Encoded, set_symbolic_settings, symbolic_digest
 
 # Bump by hand whenever a formula, the positions or the parsing change (part of the name and the store identity).
 ENCODER_VERSION = 1
@@ -170,22 +167,14 @@ class AlignedEncoder:
                  min_score_ioi_s: float = 0.05, fit_radius: int = 1, pedal_threshold: int = 64):
         if positions not in POSITIONS:
             raise ValueError(f"positions={positions!r}: must be one of {POSITIONS}")
-        if chord_window_s < 0 or score_chord_tolerance_s < 0 or min_score_ioi_s < 0:
-            raise ValueError(f"chord_window_s={chord_window_s}, score_chord_tolerance_s={score_chord_tolerance_s} "
-                             f"and min_score_ioi_s={min_score_ioi_s} must be >= 0 seconds")
-        if fit_radius < 0 or not 0 < pedal_threshold <= 127:
-            raise ValueError(f"fit_radius={fit_radius} must be >= 0 and pedal_threshold={pedal_threshold} in 1..127")
+        set_symbolic_settings(self, chord_window_s=chord_window_s, score_chord_tolerance_s=score_chord_tolerance_s,
+                              min_score_ioi_s=min_score_ioi_s, pedal_threshold=pedal_threshold)
+        if fit_radius < 0:
+            raise ValueError(f"fit_radius={fit_radius} must be >= 0")
         self.positions = positions
-        self.chord_window_s = float(chord_window_s)
-        self.score_chord_tolerance_s = float(score_chord_tolerance_s)
-        self.min_score_ioi_s = float(min_score_ioi_s)
         self.fit_radius = int(fit_radius)
-        self.pedal_threshold = int(pedal_threshold)
         self.dim = len(FEATURE_NAMES)
-        settings = {k: getattr(self, k) for k in ("positions", "chord_window_s", "score_chord_tolerance_s",
-                                                  "min_score_ioi_s", "fit_radius", "pedal_threshold")}
-        settings.update(version=ENCODER_VERSION, features=FEATURE_NAMES, mido=importlib.metadata.version("mido"))
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        digest = symbolic_digest(self, ("positions", "fit_radius"), ENCODER_VERSION, FEATURE_NAMES)
         self.name = f"aligned-v{ENCODER_VERSION}-{positions}-f{self.dim}-{digest}"
 
     @classmethod

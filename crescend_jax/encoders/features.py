@@ -16,8 +16,6 @@ Layers, each [frames, dim], selected by ``layers``:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from typing import Sequence
 
@@ -25,7 +23,7 @@ import librosa
 import ml_collections
 import numpy as np
 
-from crescend_jax.encoders.base import Encoded
+from crescend_jax.encoders.base import Encoded, settings_digest
 
 # Bumped by hand when this module's output changes: part of every store's identity (a new version, a new store).
 ENCODER_VERSION = 1
@@ -93,8 +91,7 @@ class FeatureEncoder:
                                                   "cqt_bins", "cqt_bins_per_octave", "cqt_fmin", "db_center",
                                                   "db_scale", "layers")}
         settings["librosa"] = librosa.__version__  # another librosa may compute other features
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        self.name = f"features-mel{self.n_mels}-cqt{self.cqt_bins}-{digest}"
+        self.name = f"features-mel{self.n_mels}-cqt{self.cqt_bins}-{settings_digest(settings)}"
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "FeatureEncoder":

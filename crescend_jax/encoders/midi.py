@@ -80,9 +80,6 @@ single frame [1, 1, dim] (one frame per segment, no time axis: ``frame_rate`` is
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -91,7 +88,7 @@ import numpy as np
 
 from crescend_jax.encoders.alignment import (SUSTAIN_CONTROL, Alignment, MidiFeatureError, Notes, align, group_onsets,
                                              lcs_pairs, read_notes)
-from crescend_jax.encoders.base import Encoded
+from crescend_jax.encoders.base import Encoded, set_symbolic_settings, symbolic_digest
 
 # Re-exported: the reading and alignment helpers lived here before `alignment` was split out.
 __all__ = ["ENCODER_VERSION", "FEATURE_NAMES", "SUSTAIN_CONTROL", "MidiEncoder", "MidiFeatureError", "Notes",
@@ -149,23 +146,14 @@ class MidiEncoder:
 
     def __init__(self, *, use_score: bool = True, chord_window_s: float = 0.05, score_chord_tolerance_s: float = 0.005,
                  min_score_ioi_s: float = 0.05, register_split: int = 60, pedal_threshold: int = 64):
-        if chord_window_s < 0 or score_chord_tolerance_s < 0 or min_score_ioi_s < 0:
-            raise ValueError(f"chord_window_s={chord_window_s}, score_chord_tolerance_s={score_chord_tolerance_s} "
-                             f"and min_score_ioi_s={min_score_ioi_s} must be >= 0 seconds")
-        if not 0 < pedal_threshold <= 127 or not 0 <= register_split <= 128:
-            raise ValueError(f"pedal_threshold={pedal_threshold} must be in 1..127 and register_split="
-                             f"{register_split} a MIDI pitch in 0..128")
+        set_symbolic_settings(self, chord_window_s=chord_window_s, score_chord_tolerance_s=score_chord_tolerance_s,
+                              min_score_ioi_s=min_score_ioi_s, pedal_threshold=pedal_threshold)
+        if not 0 <= register_split <= 128:
+            raise ValueError(f"register_split={register_split} must be a MIDI pitch in 0..128")
         self.use_score = bool(use_score)
-        self.chord_window_s = float(chord_window_s)
-        self.score_chord_tolerance_s = float(score_chord_tolerance_s)
-        self.min_score_ioi_s = float(min_score_ioi_s)
         self.register_split = int(register_split)
-        self.pedal_threshold = int(pedal_threshold)
         self.dim = len(FEATURE_NAMES)
-        settings = {k: getattr(self, k) for k in ("use_score", "chord_window_s", "score_chord_tolerance_s",
-                                                  "min_score_ioi_s", "register_split", "pedal_threshold")}
-        settings.update(version=ENCODER_VERSION, features=FEATURE_NAMES, mido=importlib.metadata.version("mido"))
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        digest = symbolic_digest(self, ("use_score", "register_split"), ENCODER_VERSION, FEATURE_NAMES)
         self.name = f"midi-v{ENCODER_VERSION}-f{self.dim}-{digest}"
 
     @classmethod

@@ -32,6 +32,7 @@ import numpy as np
 
 from crescend_jax.data.dimensions import DIMENSIONS, NUM_DIMENSIONS
 from crescend_jax.errors import DataError
+from crescend_jax.evaluate.nested import nested_get as _get
 from crescend_jax.evaluate.summary import to_json
 
 GAIN_MARK, LOSS_MARK = "▲", "▼"
@@ -52,15 +53,6 @@ def _vector(value: Any, what: str) -> np.ndarray:
         raise AnalysisError(f"{what} has {array.shape[0] if array.ndim else 0} values; expected {NUM_DIMENSIONS} "
                          "(one per dimension)")
     return array
-
-
-def _get(metrics: Mapping[str, Any], path: str) -> Any:
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from crescend_jax.evaluate import bootstrap
+from crescend_jax.evaluate.nested import nested_get as _get
 
 TABLE_COLUMNS = ("point", "approach", "encoder", "status", "seeds", "accuracy", "accuracy_low", "accuracy_high",
                  "accuracy_no_score", "no_score_low", "no_score_high", "seed_std", "fraction_of_ceiling",
@@ -40,14 +41,6 @@ TABLE_COLUMNS = ("point", "approach", "encoder", "status", "seeds", "accuracy", 
 RUN_COLUMNS = ("point", "seed", "workdir", "accuracy", "low", "high", "fraction", "tau", "fold_std", "reference",
                "vs_baseline", "vs_baseline_low", "vs_baseline_high", "vs_reference", "vs_reference_low",
                "vs_reference_high")
-
-
-def _get(node: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _finite(value: Any) -> bool:

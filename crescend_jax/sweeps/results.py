@@ -13,6 +13,7 @@ import numpy as np
 
 from crescend_jax.config import ConfigError
 from crescend_jax.errors import DataError
+from crescend_jax.evaluate.nested import nested_get as _metric
 from crescend_jax.sweeps.finished import finished
 from crescend_jax.sweeps.language import (SWEEP_SECTION, SweepPoint, data_key, encoder_label, run_config,
                                           seed_workdir, sweep_field, value_of)
@@ -60,15 +61,6 @@ class _Tables:
         if key not in self.references:
             self.references[key] = reference_predictions(self.source(config), folds, heldout)[0]
         return self.references[key]
-
-
-def _metric(metrics: dict, path: str) -> Any:
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _seed_row(seed: int, workdir: Path, metrics: dict) -> dict[str, Any]:
