@@ -33,8 +33,8 @@ def test_a_warm_start_copies_every_shared_parameter_and_refuses_other_shapes(tmp
     folds = [{"fold": 0, "test_keys": sorted(table.keys[table.compositions == "Comp0"])}]
     state, record = warm_start(fresh, config, 0, folds, mesh)
     assert record["copied"] == ["hidden/bias", "hidden/kernel", "out/bias", "out/kernel"] and not record["fresh"]
-    assert not np.allclose(np.asarray(state.filter(nnx.Param)["hidden"]["kernel"].value),
-                           np.asarray(fresh.filter(nnx.Param)["hidden"]["kernel"].value))
+    assert not np.allclose(np.asarray(nnx.filter_state(state, nnx.Param)["hidden"]["kernel"][...]),
+                           np.asarray(nnx.filter_state(fresh, nnx.Param)["hidden"]["kernel"][...]))
     records = train(config, tmp_path / "warm", table=table)
     assert records[0]["init_from"]["source_fold"] == 0 and records[0]["init_from"]["source_step"] == 10
 

@@ -47,7 +47,7 @@ def _path(path) -> str:
 
 def _params(state: nnx.State) -> dict[str, Any]:
     """path -> array of the nnx.Param leaves of a model state."""
-    return {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(state.filter(nnx.Param))[0]}
+    return {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(nnx.filter_state(state, nnx.Param))[0]}
 
 
 def source_fold(source: Path, fold: int, target_folds: list[dict[str, Any]]) -> tuple[int, dict[str, Any], bool]:
@@ -151,7 +151,7 @@ def warm_start(model_state: Any, config: ml_collections.ConfigDict, fold: int, t
         name = _path(path)
         return source_params[name] if name in source_params else leaf
 
-    params = jax.tree_util.tree_map_with_path(replace, model_state.filter(nnx.Param))
+    params = jax.tree_util.tree_map_with_path(replace, nnx.filter_state(model_state, nnx.Param))
     state = nnx.merge_state(model_state, params)  # the non-parameter variables (e.g. RNG state) stay fresh
     record = {"source": str(source), "source_prefix": prefix, "source_fold": k, "source_step": int(step),
               "copied": copied,
