@@ -123,11 +123,11 @@ def percepiano_table(runs: Path) -> str:
     return "\n".join(lines + ([""] + verdicts if verdicts else []) + _footer(results)) + "\n"
 
 
-def ablations(runs: Path) -> str:
-    """Every point of the ``ablations`` sweep against what it is compared with (the baseline or its approach)."""
-    results = _json(runs / "ablations" / "results.json")
+def _point_table(results: Mapping[str, Any]) -> str:
+    """Every pooled point of a sweep against what it is compared with (its baseline point) and against the ridge
+    reference on the same inputs, with the verdicts and the footer."""
     lines = ["| point | approach | seeds | all pairs [95% CI] | no Score [95% CI] | compared with | "
-             "paired Δ [95% CI] |", "|---|---|---|---|---|---|---|"]
+             "paired Δ [95% CI] | − ridge [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     verdicts: dict[str, str | None] = {}
     for name, point in results["points"].items():
         pooled = point.get("pooled")
@@ -138,11 +138,72 @@ def ablations(runs: Path) -> str:
                      f"{interval_cell(pooled.get('interval'))} | {interval_cell(_get(pooled, 'interval.no_score'))} "
                      f"| {point.get('baseline') or ''} | "
                      f"{interval_cell(pooled.get('versus_baseline'), difference=True) if point.get('baseline') else ''}"
-                     " |")
+                     f" | {interval_cell(_get(pooled, 'reference.difference'), difference=True)} |")
         if point.get("baseline") and pooled.get("versus_baseline"):
             verdicts[f"{name} (vs {point['baseline']})"] = _verdict(pooled["versus_baseline"])
     notes = _verdict_lines("Paired Δ", "what the point is compared with", verdicts)
     return "\n".join(lines + ([""] + notes if notes else []) + _footer(results)) + "\n"
+
+
+def ablations(runs: Path) -> str:
+    """Every point of the ``ablations`` sweep against what it is compared with (the baseline or its approach)."""
+    return _point_table(_json(runs / "ablations" / "results.json"))
+
+
+def combined(runs: Path) -> str:
+    """The ``combined`` sweep (A, B, A->B, C, B on C's style encoder), each point against its baseline point."""
+    return _point_table(_json(runs / "combined" / "results.json"))
+
+
+def percepiano_dimensions(runs: Path) -> str:
+    """Per dimension, the PercePiano table's ridge and approach A on each input that has both (seed-pooled
+    accuracies), and each input's A minus A on the audio features: which dimensions the other inputs move. Point
+    estimates: the per-dimension intervals are in ``runs/percepiano_table/dimensions.md``."""
+    results = _json(runs / "percepiano_table" / "results.json")
+    points = {name: p for name, p in results["points"].items() if p.get("pooled")}
+    inputs: dict[str, dict[str, Any]] = {}
+    for name, point in points.items():
+        if name.startswith("approach_a-") and _get(point, "pooled.reference.pairwise_accuracy.per_dimension"):
+            inputs[point.get("encoder")] = point["pooled"]
+    if not inputs:
+        raise MissingResults("no approach_a point with its ridge reference in percepiano_table/results.json")
+    first = next(iter(inputs.values()))
+    dimensions, ceiling = first.get("dimensions") or [], _get(first, "ceiling.per_dimension") or []
+    features = inputs.get("features")
+    header = ["dimension", "ceiling"]
+    for encoder in inputs:
+        short = ENCODERS.get(encoder, encoder)
+        header += [f"ridge, {short}", f"A, {short}"]
+    header += [f"A: {ENCODERS.get(e, e)} − audio features" for e in inputs if features and e != "features"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    number = lambda v: "" if v is None else f"{v:.3f}"
+    gains: dict[str, list[tuple[float, str]]] = {e: [] for e in inputs if features and e != "features"}
+    for k, dimension in enumerate(dimensions):
+        row = [dimension.replace("_", " "), number(ceiling[k] if k < len(ceiling) else None)]
+        for pooled in inputs.values():
+            row += [number(_get(pooled, "reference.pairwise_accuracy.per_dimension")[k]),
+                    number(_get(pooled, "pooled.pairwise_accuracy.per_dimension")[k])]
+        for encoder in gains:
+            a, base = (_get(inputs[encoder], "pooled.pairwise_accuracy.per_dimension")[k],
+                       _get(features, "pooled.pairwise_accuracy.per_dimension")[k])
+            delta = None if a is None or base is None else a - base
+            row.append("" if delta is None else f"{delta:+.3f}")
+            if delta is not None:
+                gains[encoder].append((delta, dimension.replace("_", " ")))
+        lines.append("| " + " | ".join(row) + " |")
+    notes = [""]
+    for encoder, deltas in gains.items():
+        ordered = sorted(deltas, reverse=True)
+        up = [f"{d} ({v:+.3f})" for v, d in ordered[:4] if v > 0]
+        down = [f"{d} ({v:+.3f})" for v, d in ordered[::-1][:4] if v < 0]
+        notes.append(f"- A on {ENCODERS.get(encoder, encoder)} against A on the audio features: largest gains "
+                     f"{', '.join(up) or 'none'}; largest losses {', '.join(down) or 'none'}.")
+    units = _get(first, "interval.num_units")
+    notes += ["", f"Seed-pooled point estimates on {units} held-out compositions"
+              + (": per-dimension intervals on so few compositions cannot speak for new music, so these "
+                 "differences say where to look, not what is real" if units is not None and units < 5 else "")
+              + "; each dimension's intervals: `runs/percepiano_table/dimensions.md`."]
+    return "\n".join(lines + notes) + "\n"
 
 
 def demo(runs: Path) -> str:
@@ -204,8 +265,9 @@ def asap_batch_size(runs: Path) -> str:
     return _asap_report().batch_report(runs / "asap_batch_size", figures, link="docs/figures/") + "\n"
 
 
-BLOCKS: dict[str, Callable[[Path], str]] = {"percepiano_table": percepiano_table, "ablations": ablations,
-                                           "demo": demo, "asap_ranking": asap_ranking,
+BLOCKS: dict[str, Callable[[Path], str]] = {"percepiano_table": percepiano_table,
+                                           "percepiano_dimensions": percepiano_dimensions, "ablations": ablations,
+                                           "combined": combined, "demo": demo, "asap_ranking": asap_ranking,
                                            "asap_batch_size": asap_batch_size}
 
 

@@ -144,3 +144,30 @@ def test_demo_block_from_metrics_files(tmp_path):
     assert "One seed per approach" in block and "zero-width interval" in block
     with pytest.raises(generate_readme.MissingResults):
         generate_readme.demo(tmp_path / "elsewhere")
+
+
+def test_dimensions_block_compares_each_input_with_the_audio_features(tmp_path):
+    dims = ["Timing", "Dynamic_range", "Pedal"]
+
+    def point(encoder, accuracy, ridge):
+        return {"encoder": encoder, "approach": "contrastive", "status": "done", "pooled": {
+            "dimensions": dims, "ceiling": {"per_dimension": [0.8, 0.75, 0.7]},
+            "pooled": {"pairwise_accuracy": {"per_dimension": accuracy}},
+            "reference": {"pairwise_accuracy": {"per_dimension": ridge}}, "interval": {"num_units": 3}}}
+
+    points = {"approach_a-features": point("features", [0.60, 0.55, 0.50], [0.58, 0.56, 0.52]),
+              "approach_a-aligned, group-relative": point("aligned, group-relative", [0.62, 0.53, 0.50],
+                                                          [0.61, 0.54, 0.49]),
+              "baseline-features": {"encoder": "features", "pooled": None}}
+    (tmp_path / "percepiano_table").mkdir()
+    (tmp_path / "percepiano_table" / "results.json").write_text(json.dumps({"points": points}))
+    block = generate_readme.percepiano_dimensions(tmp_path)
+    rows = {line.split(" | ")[0].strip("| "): line for line in block.splitlines() if line.startswith("| ")}
+    assert rows["Timing"] == "| Timing | 0.800 | 0.580 | 0.600 | 0.610 | 0.620 | +0.020 |"
+    assert rows["Dynamic range"].endswith("| -0.020 |") and rows["Pedal"].endswith("| +0.000 |")
+    assert "largest gains Timing (+0.020); largest losses Dynamic range (-0.020)" in block
+    assert "on 3 held-out compositions: per-dimension intervals on so few compositions cannot speak" in block
+    (tmp_path / "percepiano_table" / "results.json").write_text(json.dumps({"points": {
+        "baseline-features": {"encoder": "features", "pooled": None}}}))
+    with pytest.raises(generate_readme.MissingResults):
+        generate_readme.percepiano_dimensions(tmp_path)
