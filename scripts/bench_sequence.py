@@ -9,9 +9,8 @@ step (tempo, velocity, crops: every switch on, as trained). "dim" is the frames'
 recomputes each block in the backward pass (``trunk.remat``); its XLA temporary memory (``temp_bytes``, from the
 compiled update's memory analysis) is beside its time, since that is what remat trades.
 
-bench_train.py runs these entries among its approaches when it knows them (its `build_step` hands a name of
-`SEQUENCE_APPROACHES` to `sequence_step`, at the narrowest width only); run alone, this script writes
-train_sequence.md / .json beside train.md (bench/tmp/, or bench/ with ``--publish``).
+`make bench` runs it after bench_train.py; it writes train_sequence.md / .json beside train.md (bench/tmp/, or bench/
+with ``--publish``), and bench_train's train.md links to it.
 """
 
 from __future__ import annotations

@@ -258,7 +258,9 @@ def main() -> None:
                 load_average_end=load_average(), mode="quick" if args.quick else "full",
                 compute_dtype=args.compute_dtype)
     (out / "train.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    (out / "train.md").write_text(markdown(info, results))
+    (out / "train.md").write_text(markdown(info, results) + "\nThe same steps behind the sequence trunk (score-aligned "
+                                  "frames, width 19): [train_sequence.md](train_sequence.md) "
+                                  "(`scripts/bench_sequence.py`, run next by `make bench`).\n")
     plot(info, results, out / "train.png")
     print(f"wrote {out / 'train.md'}, train.json and train.png")
 
