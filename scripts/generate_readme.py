@@ -82,11 +82,18 @@ def _footer(results: Mapping[str, Any]) -> list[str]:
     if missing:
         lines += ["", "Not finished: " + ", ".join(missing) + "."]
     if results.get("left_out"):
-        lines += ["", "Not run here (left out of this run with `--config.only` to fit this 2-core machine): "
-                  + ", ".join(results["left_out"]) + "."]
+        lines += ["", _left_out(results).strip()]
     if results.get("command"):
         lines += ["", f"Regenerate: `{results['command']}`, then `python scripts/generate_readme.py`."]
     return lines
+
+
+def _left_out(results: Mapping[str, Any]) -> str:
+    """The sentence naming the sweep points that ``config.only`` left out of the run ('' when none was)."""
+    if not results.get("left_out"):
+        return ""
+    return ("\nNot run here (left out of this run with `--config.only` to fit this 2-core machine): "
+            + ", ".join(results["left_out"]) + ".\n")
 
 
 def percepiano_table(runs: Path) -> str:
@@ -253,16 +260,17 @@ def _asap_report():
 
 def asap_ranking(runs: Path) -> str:
     """`configs/sweeps/asap_ranking.py`'s results (``runs/asap_ranking``): `asap_report.ranking_report`."""
-    _json(runs / "asap_ranking" / "results.json")
-    return _asap_report().ranking_report(runs / "asap_ranking") + "\n"
+    results = _json(runs / "asap_ranking" / "results.json")
+    return _asap_report().ranking_report(runs / "asap_ranking") + "\n" + _left_out(results)
 
 
 def asap_batch_size(runs: Path) -> str:
     """`configs/sweeps/asap_batch_size.py`'s results (``runs/asap_batch_size``): the table, and a plot per measure
     against the batch written to docs/figures."""
-    _json(runs / "asap_batch_size" / "results.json")
+    results = _json(runs / "asap_batch_size" / "results.json")
     figures = Path(__file__).resolve().parents[1] / "docs" / "figures"
-    return _asap_report().batch_report(runs / "asap_batch_size", figures, link="docs/figures/") + "\n"
+    return (_asap_report().batch_report(runs / "asap_batch_size", figures, link="docs/figures/") + "\n"
+            + _left_out(results))
 
 
 BLOCKS: dict[str, Callable[[Path], str]] = {"percepiano_table": percepiano_table,

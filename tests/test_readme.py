@@ -94,6 +94,12 @@ def test_blocks_are_rewritten_from_result_files_and_checked(tmp_path, capsys):
     assert "| approach_a | approach_a | 2 |" in text.split("<!-- generated:ablations -->")[1]
     assert generate_readme.main(args + ["--check"]) == 0  # idempotent
     capsys.readouterr()
+    assert "Not run here" not in table
+    path = runs_root / "percepiano_table" / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "left_out": ["approach_c-midi"]}))
+    assert ("Not run here (left out of this run with `--config.only` to fit this 2-core machine): approach_c-midi."
+            in generate_readme.percepiano_table(runs_root))
+    path.write_text(json.dumps(results))
 
     # a hand edit inside a block is caught by --check and undone by a rewrite
     readme.write_text(text.replace(f"{accuracy['estimate']:.3f}", "0.999", 1))
