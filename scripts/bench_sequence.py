@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import ROOT, add_output_args, load_average, machine, matmul_rate, median, output_dir  # noqa: E402
-from bench_train import GROUP_ROWS, QUICK, FULL, Step, compile_step, markdown, measure, summarise, \
+from bench_train import GROUP_ROWS, QUICK, FULL, REFERENCE_LINE, Step, compile_step, markdown, measure, summarise, \
     synthetic_table  # noqa: E402
 
 from crescend_jax.config import load_config  # noqa: E402
@@ -113,7 +113,9 @@ def main() -> None:
     info.update(matmul_gflops=rate / 1e9, matmul_gflops_runs=[r / 1e9 for r in rates], repeats=repeats,
                 load_average_end=load_average(), mode="quick" if args.quick else "full")
     (out / "train_sequence.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    text = markdown(info, results).replace("(`scripts/bench_train.py`)", "(`scripts/bench_sequence.py`)")
+    text = markdown(info, results).replace("(`scripts/bench_train.py`)", "(`scripts/bench_sequence.py`)").replace(
+        REFERENCE_LINE, "The PyTorch reference has no sequence model: no ratio exists for these steps.").replace(
+        "Synthetic pooled inputs", "Synthetic score-aligned frames (windows of 64 positions x 19 features, 10% masked)")
     memory = ["", "XLA temporary memory of the compiled update (`temp_bytes`, what `trunk.remat` trades):", ""]
     memory += [f"- {r['approach']}, batch {r['batch']:,}: {r['temp_bytes'] / 2**20:,.0f} MiB" for r in results]
     (out / "train_sequence.md").write_text(text + "\n".join(memory) + "\n")

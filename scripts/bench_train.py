@@ -299,6 +299,10 @@ def plot(info: dict, results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+REFERENCE_LINE = ("Ratios to the PyTorch reference are in reference.md (`scripts/bench_reference.py`, its steps run "
+                  "back to back with these in one process run).")
+
+
 def markdown(info: dict, results: list[dict]) -> str:
     lines = [
         "# Training-step throughput (`scripts/bench_train.py`)",
@@ -332,8 +336,7 @@ def markdown(info: dict, results: list[dict]) -> str:
                 f"{r['matmul_flops_per_encoded'] / 1e6:.2f} | "
                 f"{(r['elementwise_flops'] + r['transcendental_flops']) / 1e9:.2f} | {r['fraction_of_matmul']:.0%} | "
                 f"{r['load_average'][0]} |")
-    lines += ["", "Ratios to the PyTorch reference are in reference.md (`scripts/bench_reference.py`, its steps run "
-              "back to back with these in one process run)."]
+    lines += ["", REFERENCE_LINE]
     return "\n".join(lines) + "\n"
 
 
