@@ -96,6 +96,27 @@ def _left_out(results: Mapping[str, Any]) -> str:
             + ", ".join(results["left_out"]) + ".\n")
 
 
+def _best_ridge_lines(root: Path) -> list[str]:
+    """Each system against the best ridge of the whole table, paired (``versus_best_ridge.json``, written by
+    ``python scripts/versus_best_ridge.py``); [] when that file is absent."""
+    path = root / "versus_best_ridge.json"
+    if not path.is_file():
+        return []
+    found = _json(path)
+    best = found["best"]
+    differences = {name: d for name, d in found["points"].items() if "error" not in d}
+    cells = [f"{name} {interval_cell(d, difference=True)}" for name, d in differences.items()]
+    verdicts = {name: _verdict(d) for name, d in differences.items()}
+    lines = [f"- Against the best ridge of the whole table (the ridge on {ENCODERS.get(best['encoder'], best['encoder'])}, "
+             f"{interval_cell(best['interval'])}), paired on the same pairs (`python scripts/versus_best_ridge.py`): "
+             + "; ".join(cells) + "."]
+    lines += _verdict_lines("Beating the best ridge", "the best ridge", verdicts)
+    skipped = [name for name, d in found["points"].items() if "error" in d]
+    if skipped:
+        lines.append(f"- Not comparable with it (other held-out rows): {', '.join(skipped)}.")
+    return lines
+
+
 def percepiano_table(runs: Path) -> str:
     """Encoders x approaches of the ``percepiano_table`` sweep, the ridge reference on the same inputs first."""
     results = _json(runs / "percepiano_table" / "results.json")
@@ -123,6 +144,7 @@ def percepiano_table(runs: Path) -> str:
                 base[system] = _verdict(pooled["versus_baseline"])
         verdicts += _verdict_lines(inputs, "the ridge reference on the same inputs", ridge)
         verdicts += _verdict_lines(inputs, "the baseline", base)
+    verdicts += _best_ridge_lines(runs / "percepiano_table")
     ceiling = next((_get(p, "pooled.ceiling.mean") for p in results["points"].values()
                     if _get(p, "pooled.ceiling.mean") is not None), None)
     if ceiling is not None:

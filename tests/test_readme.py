@@ -177,3 +177,32 @@ def test_dimensions_block_compares_each_input_with_the_audio_features(tmp_path):
         "baseline-features": {"encoder": "features", "pooled": None}}}))
     with pytest.raises(generate_readme.MissingResults):
         generate_readme.percepiano_dimensions(tmp_path)
+
+
+def test_best_ridge_of_the_table_is_chosen_and_reported(tmp_path):
+    spec = importlib.util.spec_from_file_location("versus_best_ridge", REPO / "scripts" / "versus_best_ridge.py")
+    versus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(versus)
+    ridge = lambda value: {"pooled": {"reference": {"interval": {"mean": {"estimate": value}}}}}
+    assert versus.best_ridge({"points": {"a-features": ridge(0.54), "a-midi": ridge(0.637),
+                                         "b-midi": {"pooled": None}}}) == "a-midi"
+    assert versus.best_ridge({"points": {"b": {"pooled": {}}}}) is None
+
+    def difference(estimate, low, high, warnings=()):
+        return {"mean": {"estimate": estimate, "low": low, "high": high}, "excludes_zero": low > 0 or high < 0,
+                "real": (low > 0 or high < 0) and not warnings, "warnings": list(warnings),
+                "degenerate": bool(warnings)}
+
+    (tmp_path / "versus_best_ridge.json").write_text(json.dumps({
+        "best": {"point": "a-midi", "encoder": "midi", "interval": {"mean": {"estimate": 0.637, "low": 0.62,
+                                                                              "high": 0.65}}},
+        "points": {"c-aligned": difference(0.02, 0.01, 0.03), "a-features": difference(-0.09, -0.1, -0.08),
+                   "b-other": {"error": "held-out keys differ"}}}))
+    lines = generate_readme._best_ridge_lines(tmp_path)
+    assert lines[0].startswith("- Against the best ridge of the whole table (the ridge on MIDI features, 0.637 "
+                               "[0.620, 0.650]), paired")
+    assert "c-aligned +0.020 [+0.010, +0.030] *" in lines[0]
+    assert lines[1] == ("- Beating the best ridge: really higher than the best ridge: c-aligned; really lower than "
+                        "the best ridge: a-features.")
+    assert lines[2] == "- Not comparable with it (other held-out rows): b-other."
+    assert generate_readme._best_ridge_lines(tmp_path / "none") == []
