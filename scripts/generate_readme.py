@@ -111,6 +111,11 @@ def _best_ridge_lines(root: Path) -> list[str]:
              f"{interval_cell(best['interval'])}), paired on the same pairs (`python scripts/versus_best_ridge.py`): "
              + "; ".join(cells) + "."]
     lines += _verdict_lines("Beating the best ridge", "the best ridge", verdicts)
+    fixed = {name: d for name, d in (found.get("fixed_set") or {}).items() if "error" not in d}
+    if fixed:
+        lines += _verdict_lines("On these held-out compositions only (eval.bootstrap='within_composition': the set "
+                                "of compositions fixed, groups resampled inside each; it says nothing about new "
+                                "music)", "the best ridge", {name: _verdict(d) for name, d in fixed.items()})
     skipped = [name for name, d in found["points"].items() if "error" in d]
     if skipped:
         lines.append(f"- Not comparable with it (other held-out rows): {', '.join(skipped)}.")

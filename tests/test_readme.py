@@ -197,12 +197,17 @@ def test_best_ridge_of_the_table_is_chosen_and_reported(tmp_path):
         "best": {"point": "a-midi", "encoder": "midi", "interval": {"mean": {"estimate": 0.637, "low": 0.62,
                                                                               "high": 0.65}}},
         "points": {"c-aligned": difference(0.02, 0.01, 0.03), "a-features": difference(-0.09, -0.1, -0.08),
-                   "b-other": {"error": "held-out keys differ"}}}))
+                   "b-other": {"error": "held-out keys differ"}},
+        "fixed_set": {"c-aligned": difference(0.02, 0.01, 0.03), "a-features": difference(-0.09, -0.1, 0.01)}}))
     lines = generate_readme._best_ridge_lines(tmp_path)
     assert lines[0].startswith("- Against the best ridge of the whole table (the ridge on MIDI features, 0.637 "
                                "[0.620, 0.650]), paired")
     assert "c-aligned +0.020 [+0.010, +0.030] *" in lines[0]
     assert lines[1] == ("- Beating the best ridge: really higher than the best ridge: c-aligned; really lower than "
                         "the best ridge: a-features.")
-    assert lines[2] == "- Not comparable with it (other held-out rows): b-other."
+    assert lines[2] == ("- On these held-out compositions only (eval.bootstrap='within_composition': the set of "
+                        "compositions fixed, groups resampled inside each; it says nothing about new music): really "
+                        "higher than the best ridge: c-aligned; no real difference from the best ridge shown: "
+                        "a-features.")
+    assert lines[3] == "- Not comparable with it (other held-out rows): b-other."
     assert generate_readme._best_ridge_lines(tmp_path / "none") == []
