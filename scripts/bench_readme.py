@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_changes import MATMUL_TARGET, SPEED_TARGET, quiet, verdicts  # noqa: E402
+from bench_changes import MATMUL_TARGET, SPEED_TARGET, verdicts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- bench summary: python scripts/bench_readme.py -->", "<!-- /bench summary -->")
