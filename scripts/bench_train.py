@@ -231,9 +231,8 @@ def main() -> None:
     repeats = args.repeats or mode["repeats"]
     out = output_dir(args)
     if args.replot:
-        saved = json.loads((out / "train.json").read_text())
-        plot(saved["machine"], saved["results"], out / "train.png")
-        print(f"wrote {out / 'train.png'}")
+        write_outputs(out)
+        print(f"wrote {out / 'train.md'} and {out / 'train.png'}")
         return
     info = machine()
     rates = [matmul_rate()]
@@ -258,11 +257,21 @@ def main() -> None:
                 load_average_end=load_average(), mode="quick" if args.quick else "full",
                 compute_dtype=args.compute_dtype)
     (out / "train.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
-    (out / "train.md").write_text(markdown(info, results) + "\nThe same steps behind the sequence trunk (score-aligned "
-                                  "frames, width 19): [train_sequence.md](train_sequence.md) "
-                                  "(`scripts/bench_sequence.py`, run next by `make bench`).\n")
-    plot(info, results, out / "train.png")
+    write_outputs(out)
     print(f"wrote {out / 'train.md'}, train.json and train.png")
+
+
+def write_outputs(out: Path) -> None:
+    """train.md and train.png from ``out``/train.json, with the back-to-back reference columns of
+    ``out``/reference.json when it exists (`bench_reference.py` calls this again once it has run)."""
+    saved = json.loads((out / "train.json").read_text())
+    reference_path = out / "reference.json"
+    reference = json.loads(reference_path.read_text()) if reference_path.is_file() else None
+    (out / "train.md").write_text(markdown(saved["machine"], saved["results"], reference)
+                                  + "\nThe same steps behind the sequence trunk (score-aligned frames, width 19): "
+                                  "[train_sequence.md](train_sequence.md) (`scripts/bench_sequence.py`, run next by "
+                                  "`make bench`).\n")
+    plot(saved["machine"], saved["results"], out / "train.png")
 
 
 def plot(info: dict, results: list[dict], path: Path) -> None:
@@ -303,7 +312,20 @@ REFERENCE_LINE = ("Ratios to the PyTorch reference are in reference.md (`scripts
                   "back to back with these in one process run).")
 
 
-def markdown(info: dict, results: list[dict]) -> str:
+def _reference_cells(reference: dict | None, row: dict) -> list[str]:
+    """The reference's performances encoded / pairs supervised per second at ``row``'s approach, batch and width,
+    and ours / its (the ratio of reference.json's back-to-back run, not of this file's figures); "" when absent."""
+    letter = row["approach"].removeprefix("approach_").upper()  # reference.json names the approaches A, B, C
+    match = next((r for r in (reference or {}).get("results", []) if (r["approach"], r["batch"], r["dim"]) ==
+                  (letter, row["batch"], row["dim"]) and r.get("reference_encoded_per_s")), None)
+    if match is None:
+        return ["", "", ""]
+    pairs = match.get("reference_pairs_per_s")
+    return [f"{match['reference_encoded_per_s']:,.0f}", f"{pairs:,.0f}" if pairs else "-",
+            f"**{match['encoded_ratio']:.2f}x**"]
+
+
+def markdown(info: dict, results: list[dict], reference: dict | None = None) -> str:
     lines = [
         "# Training-step throughput (`scripts/bench_train.py`)",
         "",
@@ -322,11 +344,19 @@ def markdown(info: dict, results: list[dict]) -> str:
         "**other** is elementwise + transcendental element operations; **% matmul** = matmul FLOPs per second of "
         "the step alone / the measured matmul rate.",
     ]
+    if reference:
+        when = reference["machine"]
+        lines += ["", f"**ref encoded/s**, **ref pairs/s**: the PyTorch reference's own steps at the same batch and "
+                      f"width, and **ours / ref** the ratio of performances encoded per second, both measured back to "
+                      f"back with ours in one run (`scripts/bench_reference.py`, reference.md, {when.get('date')}, "
+                      f"load {when.get('load_average_start', ['?'])[0]}-{when.get('load_average_end', ['?'])[0]}); the "
+                      "reference encodes 0.5 pairs per performance (A, B) or none (C)."]
+    extra = ["ref encoded/s", "ref pairs/s", "ours / ref"] if reference else []
     for dim in sorted({r["dim"] for r in results}, reverse=True):
         lines += ["", f"## Input width {dim:,}", "",
                   "| approach | batch | pairs/enc | encoded/s | + input | pairs/s | step ms | input overhead | "
-                  "matmul GFLOP | MFLOP/enc | other GFLOP | % matmul | load 1 min |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "matmul GFLOP | MFLOP/enc | other GFLOP | % matmul | load 1 min |" + "".join(f" {e} |" for e in extra),
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
         for r in (r for r in results if r["dim"] == dim):
             pairs = f"{r['pairs_per_s']:,.0f}" if r["pairs_per_step"] else "-"
             lines.append(
@@ -335,7 +365,8 @@ def markdown(info: dict, results: list[dict]) -> str:
                 f"{r['input_overhead']:+.1%} | {r['matmul_flops'] / 1e9:.2f} | "
                 f"{r['matmul_flops_per_encoded'] / 1e6:.2f} | "
                 f"{(r['elementwise_flops'] + r['transcendental_flops']) / 1e9:.2f} | {r['fraction_of_matmul']:.0%} | "
-                f"{r['load_average'][0]} |")
+                f"{r['load_average'][0]} |" + "".join(f" {c} |" for c in (_reference_cells(reference, r)
+                                                                         if reference else [])))
     lines += ["", REFERENCE_LINE]
     return "\n".join(lines) + "\n"
 

@@ -93,3 +93,32 @@ def test_target_verdicts_and_readme_passage(tmp_path):
     text = readme.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "No accelerator figure exists" in text
+
+
+def test_train_md_carries_the_back_to_back_reference_columns(tmp_path):
+    import json
+
+    from bench_train import write_outputs
+
+    row = {"approach": "approach_b", "batch": 1024, "dim": 4096, "pairs_per_encoded": 3.5, "encoded_per_s": 8000.0,
+           "encoded_per_s_with_input": 7000.0, "pairs_per_s": 28000.0, "pairs_per_step": 3584, "seconds_alone": 0.128,
+           "input_overhead": 0.1, "matmul_flops": 1.5e10, "matmul_flops_per_encoded": 1.45e7,
+           "elementwise_flops": 1e8, "transcendental_flops": 1e6, "fraction_of_matmul": 0.7, "load_average": [1.6]}
+    machine = {"date": "2026-12-06 23:28", "backend": "cpu", "cpu": "AMD EPYC", "cores": 2, "devices": 1, "jax": "x",
+               "xla_flags": "", "matmul_gflops": 167.0, "matmul_gflops_runs": [167.0, 166.0], "repeats": 5,
+               "load_average_start": [1.5], "load_average_end": [1.9]}
+    (tmp_path / "train.json").write_text(json.dumps({"machine": machine, "results": [
+        row, {**row, "approach": "baseline", "pairs_per_step": 0}]}))
+    write_outputs(tmp_path)
+    assert "ref encoded/s" not in (tmp_path / "train.md").read_text()  # no reference run yet: no columns
+    (tmp_path / "reference.json").write_text(json.dumps({"machine": {**machine, "date": "2026-12-06 23:45"},
+                                                         "results": [{"approach": "B", "batch": 1024, "dim": 4096,
+                                                                      "reference_encoded_per_s": 8189.0,
+                                                                      "reference_pairs_per_s": 4094.5,
+                                                                      "encoded_ratio": 0.999}]}))
+    write_outputs(tmp_path)
+    text = (tmp_path / "train.md").read_text()
+    assert "reference.md, 2026-12-06 23:45" in text
+    b = next(line for line in text.splitlines() if line.startswith("| approach_b |"))
+    assert b.endswith("| 8,189 | 4,094 | **1.00x** |")  # the back-to-back run's ratio, not 8,000 / 8,189
+    assert next(line for line in text.splitlines() if line.startswith("| baseline |")).endswith("|  |  |  |")
