@@ -359,3 +359,15 @@ def test_a_point_compared_with_another_baseline_is_not_finished(tmp_path):
     (run / "heldout.npz").write_bytes(b"saved")
     (run / "metrics.json").write_text('{"versus_baseline": {"bas')  # half-written
     assert not finished_lib.finished(run)
+
+
+def test_table_only_trains_nothing_and_lists_what_did_not_run(tmp_path, monkeypatch):
+    from crescend_jax.sweeps import run as run_lib
+
+    monkeypatch.setattr(run_lib, "run_point", lambda *a, **k: pytest.fail("table_only must not train"))
+    sweep = tiny_sweep(tmp_path, table_only=True)
+    command = "crescend-jax sweep --config=tiny.py --workdir=w --config.table_only=True"
+    assert run_lib.run_sweep(sweep, tmp_path / "w", command=command) == 0
+    written = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert {name: p["status"] for name, p in written["points"].items()} == {"base": "not run", "wide": "not run"}
+    assert written["command"] == "crescend-jax sweep --config=tiny.py --workdir=w"  # the command that trains them

@@ -15,7 +15,9 @@
 * ``fixed``: fields set on every point (nested dicts or dotted keys). ``seeds``: every point runs once per seed
   (``train.seed``). ``baseline``: the point every other one is compared with (trained first). ``only``: run just
   these points (and what they depend on). ``extract``: first extract every store the points read (a no-op when
-  stored). ``notes``: lines printed and written above the table.
+  stored). ``notes``: lines printed and written above the table. ``table_only``: train and evaluate nothing; write
+  the table from the runs already finished (a sweep stopped part-way, or run in parts; the points without a finished
+  seed are listed as not run, a point with some of its seeds is pooled over those).
 * Fields are any field of the training config, dotted (``model.loss.temperature``), checked like ``--config.*``
   overrides (a misspelled field is an error with a suggestion; types are kept). Two fields belong to the sweep:
   ``lr_scaling.rule`` ("none", "linear", "sqrt") and ``lr_scaling.reference_batch`` (default 64): the point's

@@ -35,6 +35,7 @@ def default_sweep_config() -> ml_collections.ConfigDict:
     config.points = ()
     config.only = ()
     config.extract = False
+    config.table_only = False
     config.lr_scaling = ml_collections.ConfigDict({"rule": "none", "reference_batch": 64})
     config.notes = ()
     return config

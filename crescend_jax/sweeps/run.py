@@ -4,6 +4,7 @@ point reported while the points that do not depend on it go on, then the table (
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -77,6 +78,10 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str | Path, all_overrid
     for note in sweep.get("notes", ()) or ():
         print(f"[sweep] note: {note}")
     print(f"[sweep] {len(points)} points x {len(seeds)} seeds into {root}", flush=True)
+    if sweep.get("table_only", False):  # the finished runs' table, nothing trained (module doc of crescend_jax.sweeps)
+        write_results(sweep, points, root, {}, re.sub(r"\s*'?--config\.table_only=\S+", "", command))
+        print(f"[sweep] table of the finished runs only: {root / 'results.md'}")
+        return EXIT_OK
     if sweep.get("extract", False):
         try:
             extract_stores(points)
