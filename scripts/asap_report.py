@@ -31,13 +31,28 @@ from crescend_jax.data.performance_labels import DERIVED_LABELS, RELATED_DIMENSI
 from crescend_jax.evaluate.nested import nested_get as _get
 
 
-def _cell(estimate, low=None, high=None, real: bool = False, signed: bool = False) -> str:
+def _cell(estimate, low=None, high=None, real: bool = False, signed: bool = False, degenerate: bool = False) -> str:
+    """"est [low, high]", * when the difference is real, (!) when the interval is degenerate (fewer than 5 held-out
+    units, or zero width: `crescend_jax.evaluate.bootstrap`), which no * ever accompanies."""
     if estimate is None:
         return "n/a"
     text = f"{estimate:+.3f}" if signed else f"{estimate:.3f}"
     if low is not None and high is not None:
         text += f" [{low:+.3f}, {high:+.3f}]" if signed else f" [{low:.3f}, {high:.3f}]"
-    return text + ("*" if real else "")
+    return text + ("*" if real and not degenerate else "") + (" (!)" if degenerate else "")
+
+
+def _degenerate(interval: dict | None) -> bool:
+    return bool((interval or {}).get("degenerate") or (interval or {}).get("warnings"))
+
+
+def _warnings(results: dict) -> list[str]:
+    """The degenerate-interval reasons of the sweep's intervals, as the sweep table states them."""
+    from crescend_jax.evaluate.sweep_report import interval_warnings
+
+    warned = interval_warnings(results)
+    return ["", "Degenerate intervals, marked (!) (no difference on them is called real):",
+            *[f"- {w}" for w in warned]] if warned else []
 
 
 def _real(difference: dict | None) -> bool:
@@ -82,9 +97,12 @@ def ranking_report(root: str | Path) -> str:
     for name in names:
         pooled = points[name].get("pooled") or {}
         interval, versus = _get(pooled, "interval.mean") or {}, pooled.get("versus_baseline")
-        lines.append(f"| {name} | {_cell(interval.get('estimate'), interval.get('low'), interval.get('high'))} | "
+        accuracy = _cell(interval.get("estimate"), interval.get("low"), interval.get("high"),
+                         degenerate=_degenerate(pooled.get("interval")))
+        lines.append(f"| {name} | {accuracy} | "
                      + (_cell(_get(versus, 'mean.estimate'), _get(versus, 'mean.low'), _get(versus, 'mean.high'),
-                              _real(versus), signed=True) if versus else "(baseline)") + " |")
+                              _real(versus), signed=True, degenerate=_degenerate(versus))
+                        if versus else "(baseline)") + " |")
     related = {}
     for label, (dimension, sign) in RELATED_DIMENSIONS.items():
         related.setdefault(dimension, []).append(f"{label} ({'+' if sign > 0 else '-'})")
@@ -99,7 +117,7 @@ def ranking_report(root: str | Path) -> str:
             per = versus.get("per_dimension") or {}
             values = [per.get(f, [None] * 19)[k] if per.get(f) else None for f in ("estimate", "low", "high")]
             real = values[1] is not None and values[2] is not None and (values[1] > 0 or values[2] < 0)
-            cells.append(_cell(*values, real=real and not versus.get("degenerate"), signed=True))
+            cells.append(_cell(*values, real=real, signed=True, degenerate=_degenerate(versus)))
         lines.append(f"| {dimension} ({', '.join(labels)}) | " + " | ".join(cells) + " |")
     lines += ["", "ASAP held-out works, within-group ranking accuracy per derived target:", "",
               "| target | asap-rank (heads) | ridge on the inputs | asap-rank probe | asap-infonce probe | "
@@ -118,11 +136,12 @@ def ranking_report(root: str | Path) -> str:
     for k, name in enumerate(dimensions):
         pick = lambda values: values[k] if k < len(values) else None
         lines.append(f"| {name} | " + " | ".join([
-            _cell(pick(per.get("estimate", [])), pick(per.get("low", [])), pick(per.get("high", []))),
+            _cell(pick(per.get("estimate", [])), pick(per.get("low", [])), pick(per.get("high", [])),
+                  degenerate=_degenerate(_get(pooled, "interval"))),
             _cell(pick(reference.get("estimate", [])), pick(reference.get("low", [])),
-                  pick(reference.get("high", []))),
+                  pick(reference.get("high", [])), degenerate=_degenerate(_get(pooled, "reference.interval"))),
             _cell(pick(rank_probe)), _cell(pick(infonce_probe)), _cell(pick(joint_heads))]) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _warnings(results))
 
 
 # ------------------------------------------------------------------------------------------------ batch size
@@ -163,6 +182,7 @@ def batch_rows(root: str | Path) -> list[dict[str, Any]]:
         finetuned = points.get(f"pp-{name}", {}).get("pooled") or {}
         row["percepiano"] = _get(finetuned, "interval.mean.estimate")
         row["percepiano_interval"] = (_get(finetuned, "interval.mean.low"), _get(finetuned, "interval.mean.high"))
+        row["percepiano_degenerate"] = _degenerate(_get(finetuned, "interval"))
         row["versus_scratch"] = finetuned.get("versus_baseline")
         rows.append(row)
     rules = ("none", "linear", "sqrt")
@@ -223,10 +243,11 @@ def batch_report(root: str | Path, figures: str | Path | None = None, link: str 
             f"| {r['name']} | {r['steps']:.0f} | {r['learning_rate']:.2g} | "
             f"{(r['examples_per_second'] or float('nan')):,.0f} | {r['peak_memory_gb']:.2f} | "
             f"{_cell(r['retrieval'])} / {_cell(r['retrieval_infonce_head'])} | "
-            f"{_cell(r['derived_heads'])} / {_cell(r['derived_probe'])} | {_cell(r['percepiano'], low, high)} | "
+            f"{_cell(r['derived_heads'])} / {_cell(r['derived_probe'])} | "
+            f"{_cell(r['percepiano'], low, high, degenerate=r.get('percepiano_degenerate', False))} | "
             + (_cell(_get(versus, 'mean.estimate'), _get(versus, 'mean.low'), _get(versus, 'mean.high'),
-                     _real(versus), signed=True) if versus else "n/a") + " |")
-    return "\n".join(lines)
+                     _real(versus), signed=True, degenerate=_degenerate(versus)) if versus else "n/a") + " |")
+    return "\n".join(lines + _warnings(load(root)))
 
 
 def main(argv: list[str]) -> None:

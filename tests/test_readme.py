@@ -211,3 +211,14 @@ def test_best_ridge_of_the_table_is_chosen_and_reported(tmp_path):
                         "a-features.")
     assert lines[3] == "- Not comparable with it (other held-out rows): b-other."
     assert generate_readme._best_ridge_lines(tmp_path / "none") == []
+
+
+def test_asap_report_cells_mark_degenerate_intervals_and_never_call_them_real():
+    spec = importlib.util.spec_from_file_location("asap_report", REPO / "scripts" / "asap_report.py")
+    asap_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(asap_report)
+    assert asap_report._cell(0.013, 0.001, 0.022, real=True, signed=True) == "+0.013 [+0.001, +0.022]*"
+    assert asap_report._cell(0.013, 0.001, 0.022, real=True, signed=True, degenerate=True) == \
+        "+0.013 [+0.001, +0.022] (!)"
+    assert asap_report._degenerate({"warnings": ["3 held-out compositions"]})
+    assert not asap_report._degenerate({"degenerate": False, "warnings": []}) and not asap_report._degenerate(None)
