@@ -190,7 +190,7 @@ def _grads(approach, objective, model, batch, step, mesh):
 
 def _flat(tree, prefix):
     return {"/".join(map(str, path)): np.asarray(leaf) for path, leaf in
-            jax.tree_util.tree_flatten_with_path(nnx.state(tree, nnx.Param).to_pure_dict()[prefix])[0]}
+            jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(tree, nnx.Param))[prefix])[0]}
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

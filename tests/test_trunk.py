@@ -99,7 +99,7 @@ def _one_step(config, table):
     device_table = place_table(host_table(table, stats.mean, stats.std, crop_frames(config, table.frame_rate)), mesh)
     plan = next(iter(approach.sampler(table, config, [0, 0])))
     kept = nnx.Any(nnx.Param, trunk_lib.Statistic)  # not the RNG keys
-    snapshot = lambda s: jax.tree.map(np.asarray, jax.device_get(nnx.to_pure_dict(s.filter(kept))))
+    snapshot = lambda s: jax.tree.map(np.asarray, jax.device_get(nnx.to_pure_dict(nnx.filter_state(s, kept))))
     before = snapshot(state)
     state, _, metrics = steps.step(state, opt_state, device_table, place_plan(plan, mesh), np.int32(0))
     assert np.isfinite(float(metrics["loss"]))
